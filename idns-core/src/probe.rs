@@ -1,0 +1,93 @@
+//! The [`Probe`] trait and the reports probes produce.
+
+use std::fmt::Debug;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ObserverId, ProbeId, SiteId};
+
+/// One check of one target: an HTTP page, a TCP port, a database, a command.
+///
+/// A probe is bound to its target when it is built and enforces no schedule: whoever runs it
+/// (`idns-probe`'s scheduler, a remote observer) decides when, and bounds each attempt with the
+/// probe's timeout. A failed check is an outcome, not an error.
+#[async_trait]
+pub trait Probe: Send + Sync + Debug {
+    /// Runs the check once.
+    async fn check(&self) -> ProbeOutcome;
+}
+
+/// What one attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeStatus {
+    /// The check passed.
+    Up,
+    /// An explicit failure: connection refused, wrong status, string not found, bad reply.
+    Down,
+    /// No answer within the attempt's timeout.
+    Timeout,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeOutcome {
+    /// Up, down or timed out.
+    pub status: ProbeStatus,
+    /// How long the attempt took.
+    pub latency: Duration,
+    /// Why, in words a person can act on (`HTTP 503`, `"OK" not found in first 65536 bytes`).
+    pub reason: String,
+}
+
+impl ProbeOutcome {
+    /// A passed check.
+    pub fn up(latency: Duration) -> Self {
+        Self {
+            status: ProbeStatus::Up,
+            latency,
+            reason: String::new(),
+        }
+    }
+
+    /// An explicit failure, with its reason.
+    pub fn down(latency: Duration, reason: impl Into<String>) -> Self {
+        Self {
+            status: ProbeStatus::Down,
+            latency,
+            reason: reason.into(),
+        }
+    }
+
+    /// A timed-out attempt.
+    pub fn timeout(latency: Duration) -> Self {
+        Self {
+            status: ProbeStatus::Timeout,
+            latency,
+            reason: format!("no answer within {}", humantime::format_duration(latency)),
+        }
+    }
+
+    /// Whether the check passed.
+    pub fn is_up(&self) -> bool {
+        self.status == ProbeStatus::Up
+    }
+}
+
+/// What an observer reports to the election after one attempt: plain data that can travel
+/// between processes (serde).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The site probed.
+    pub site: SiteId,
+    /// The probe that ran.
+    pub probe: ProbeId,
+    /// The vantage point it ran from.
+    pub observer: ObserverId,
+    /// What it found.
+    pub outcome: ProbeOutcome,
+    /// Wall-clock time the attempt started.
+    pub at: SystemTime,
+}

@@ -1,0 +1,1 @@
+//! The tokio driver and the crash-safe file store (feature `runtime`).

@@ -1,0 +1,26 @@
+//! Test support for idns and for the crates that implement its traits (feature `test-util`).
+//!
+//! - [`MemoryDns`] and [`MemoryReplication`]: in-memory backends that enforce epochs, record
+//!   every call, and fail on demand.
+//! - [`conformance`]: the suites every [`DnsBackend`](crate::DnsBackend) and
+//!   [`ReplicationBackend`](crate::ReplicationBackend) implementation must pass.
+//! - [`sim`]: a deterministic simulator of sites, observers, partitions, lag, backend faults and
+//!   controller crashes in virtual time, checked against the election's invariants.
+
+pub mod conformance;
+mod memory_dns;
+mod memory_replication;
+pub mod sim;
+
+pub use memory_dns::{DnsCall, DnsFaults, MemoryDns};
+pub use memory_replication::{MemoryReplication, ReplCall, ReplFaults};
+
+/// A short, stable checksum (FNV-1a, 64 bit, as hex) for test data.
+pub fn checksum(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
