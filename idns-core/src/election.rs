@@ -1316,6 +1316,14 @@ impl Election {
                 let detail = self.absorb(&planned, output);
                 self.finish_step(StepStatus::Done, detail, now);
             }
+            Err(BackendError::Unsupported(what)) if planned.drill => {
+                // A backend that cannot clone: the rehearsal goes on without this step.
+                self.finish_step(
+                    StepStatus::Skipped,
+                    format!("not supported in a drill: {what}"),
+                    now,
+                );
+            }
             Err(err) => {
                 let policy = planned.policy;
                 let budget_left = self.attempt <= policy.retries;
