@@ -189,6 +189,8 @@ pub struct Election {
     origin: (Instant, SystemTime),
     timers: TimerTable,
     in_flight: Option<StepId>,
+    /// An action whose runbook ended while it ran; nothing new goes out until it returns.
+    orphan: Option<StepId>,
     attempt: u32,
     step_started: Option<Instant>,
     actions: VecDeque<Action>,
@@ -259,6 +261,7 @@ impl Election {
             origin: (now, wall),
             timers: TimerTable::default(),
             in_flight: None,
+            orphan: None,
             attempt: 0,
             step_started: None,
             actions: VecDeque::new(),
@@ -368,7 +371,7 @@ impl Election {
                 Timer::Dwell | Timer::HoldDown => self.decide(now),
                 Timer::Retry => self.launch_next(now),
                 Timer::Watchdog => {
-                    if let Some(id) = self.in_flight {
+                    if let Some(id) = self.orphan.or(self.in_flight) {
                         let timeout = self.current_step().map(|p| p.policy.timeout);
                         self.on_step_done(
                             StepDone {
@@ -452,10 +455,10 @@ impl Election {
                 reason,
             });
         }
-        if let Some((from, to)) = change.site {
+        for &(si, from, to) in &change.sites {
             self.site_changed(si, from, to);
         }
-        if change.site.is_some() || change.observer_back {
+        if !change.sites.is_empty() || change.observer_back {
             self.refresh_view();
             self.decide(now);
         }
@@ -1024,9 +1027,9 @@ impl Election {
         self.last_note = None;
         self.attempt = 0;
         self.step_started = None;
-        self.in_flight = None;
+        self.orphan_in_flight();
         self.timers.stop(Timer::Retry);
-        self.timers.stop(Timer::Watchdog);
+
         self.timers.stop(Timer::Dwell);
         self.timers.stop(Timer::HoldDown);
         self.bump();
@@ -1239,7 +1242,7 @@ impl Election {
         let Some(rb) = &self.journal.runbook else {
             return;
         };
-        if rb.held.is_some() || self.in_flight.is_some() {
+        if rb.held.is_some() || self.in_flight.is_some() || self.orphan.is_some() {
             return;
         }
         if rb.finished() {
@@ -1279,6 +1282,14 @@ impl Election {
     }
 
     fn on_step_done(&mut self, d: StepDone, now: Instant) {
+        if self.orphan == Some(d.id) {
+            // The step of a runbook that ended while it ran: its result no longer matters,
+            // but only now may the next action go out.
+            self.orphan = None;
+            self.timers.stop(Timer::Watchdog);
+            self.launch_next(now);
+            return;
+        }
         if self.in_flight != Some(d.id) {
             tracing::debug!(id = %d.id, "result for a step not in flight ignored");
             return;
@@ -1501,11 +1512,11 @@ impl Election {
             outcome = ?outcome, rto_ms = report.rto.as_millis() as u64, "runbook finished"
         );
         self.events.push_back(Event::Finished(report));
-        self.in_flight = None;
+        self.orphan_in_flight();
         self.attempt = 0;
         self.step_started = None;
         self.timers.stop(Timer::Retry);
-        self.timers.stop(Timer::Watchdog);
+
         self.last_note = None;
         self.bump();
         self.refresh_view();
@@ -1551,11 +1562,11 @@ impl Election {
         }
         rb.steps.extend(cleanup);
         rb.held = None;
-        self.in_flight = None;
+        self.orphan_in_flight();
         self.attempt = 0;
         self.step_started = None;
         self.timers.stop(Timer::Retry);
-        self.timers.stop(Timer::Watchdog);
+
         self.bump();
         self.launch_next(now);
     }
@@ -1579,6 +1590,17 @@ impl Election {
         }
         self.journal.pending_cleanup = cleanup;
         self.finish_runbook(Outcome::Aborted, now, false);
+    }
+
+    /// The runbook of the action in flight ended: keep waiting for its result (at most one
+    /// action is ever outstanding) but ignore it.
+    fn orphan_in_flight(&mut self) {
+        if let Some(id) = self.in_flight.take() {
+            self.orphan = Some(id);
+        }
+        if self.orphan.is_none() {
+            self.timers.stop(Timer::Watchdog);
+        }
     }
 
     fn bump(&mut self) {

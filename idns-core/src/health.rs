@@ -96,7 +96,8 @@ pub(crate) struct SiteHealth {
 #[derive(Debug, Default)]
 pub(crate) struct Change {
     pub(crate) probe: Option<Health>,
-    pub(crate) site: Option<(Health, Health)>,
+    /// Sites whose health changed: (site index, before, after).
+    pub(crate) sites: Vec<(usize, Health, Health)>,
     pub(crate) observer_back: bool,
 }
 
@@ -158,14 +159,14 @@ impl HealthBook {
         if change.observer_back {
             // Every site's verdict from this observer counts again.
             for si2 in 0..self.sites.len() {
-                if let Some(c) = self.refresh(si2, now) {
-                    if si2 == si {
-                        change.site = Some(c);
-                    }
+                if let Some((from, to)) = self.refresh(si2, now) {
+                    change.sites.push((si2, from, to));
                 }
             }
-        } else if change.probe.is_some() {
-            change.site = self.refresh(si, now);
+        } else if change.probe.is_some()
+            && let Some((from, to)) = self.refresh(si, now)
+        {
+            change.sites.push((si, from, to));
         }
         change
     }
