@@ -521,8 +521,6 @@ impl Simulator {
             hang: 0,
         };
         let script = sc.script.iter().cloned().collect();
-        let home = cfg.site_index(&cfg.home().id);
-        let _ = home;
         Simulator {
             rng,
             origin: virtual_origin(),
@@ -1142,5 +1140,135 @@ pub fn observer_id(i: usize) -> ObserverId {
     match ObserverId::try_from(format!("o{i}")) {
         Ok(o) => o,
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim(shape: ServiceShape) -> Simulator {
+        Simulator::new(Scenario::new(0, shape.build(), Duration::from_secs(10)))
+    }
+
+    fn operator() -> Vec<Reason> {
+        vec![Reason::Operator]
+    }
+
+    #[test]
+    fn the_checker_catches_a_manual_failback_done_automatically() {
+        let mut s = sim(ServiceShape::default());
+        s.check_decision(
+            RunbookKind::Failback,
+            Some(site_id(0)),
+            Epoch::new(2),
+            false,
+            &[],
+        );
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::FailbackPolicy)
+        );
+        let mut s = sim(ServiceShape::default());
+        s.check_decision(
+            RunbookKind::Failback,
+            Some(site_id(0)),
+            Epoch::new(2),
+            false,
+            &operator(),
+        );
+        assert_ne!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::FailbackPolicy)
+        );
+    }
+
+    #[test]
+    fn the_checker_catches_two_switches_inside_the_dwell_and_a_reused_epoch() {
+        let mut s = sim(ServiceShape {
+            min_dwell: Duration::from_secs(30),
+            ..ServiceShape::default()
+        });
+        s.checker.last_switch = Some(Duration::ZERO);
+        s.now = Duration::from_secs(10);
+        s.check_decision(
+            RunbookKind::Failover,
+            None,
+            Epoch::new(2),
+            false,
+            &operator(),
+        );
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::DwellViolated)
+        );
+
+        let mut s = sim(ServiceShape::default());
+        s.check_decision(
+            RunbookKind::Failover,
+            Some(site_id(1)),
+            Epoch::new(2),
+            true,
+            &operator(),
+        );
+        s.check_decision(
+            RunbookKind::Failover,
+            Some(site_id(0)),
+            Epoch::new(2),
+            true,
+            &operator(),
+        );
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::EpochNotIncreased)
+        );
+
+        let mut s = sim(ServiceShape::default());
+        s.check_owner(Epoch::new(3), Some(site_id(1)), "write");
+        s.check_owner(Epoch::new(3), Some(site_id(0)), "write");
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::TwoActivesInOneEpoch)
+        );
+    }
+
+    #[test]
+    fn the_checker_catches_a_switch_to_a_site_that_is_not_up() {
+        let mut s = sim(ServiceShape::default());
+        s.restart();
+        // Nothing has been probed yet: every site is unknown.
+        s.check_decision(
+            RunbookKind::Failover,
+            Some(site_id(1)),
+            Epoch::new(2),
+            false,
+            &[],
+        );
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::IneligibleTarget)
+        );
+    }
+
+    #[test]
+    fn the_checker_catches_a_stale_write() {
+        let mut s = sim(ServiceShape::default());
+        let name = s.sc.config.name().clone();
+        let change = |epoch| crate::dns::DnsChange {
+            zone: s.sc.config.zone().clone(),
+            name: name.clone(),
+            records: RecordSet::Empty,
+            ttl: Duration::from_secs(1),
+            epoch: Epoch::new(epoch),
+            site: None,
+        };
+        let (c5, c4) = (change(5), change(4));
+        assert!(s.dns.apply_now(&c5).is_ok());
+        assert!(s.dns.apply_now(&c4).is_err());
+        s.final_checks();
+        assert_eq!(
+            s.violation.map(|v| v.invariant),
+            Some(Invariant::StaleWrite)
+        );
     }
 }
