@@ -4,12 +4,15 @@
 //!   every call, and fail on demand.
 //! - [`conformance`]: the suites every [`DnsBackend`](crate::DnsBackend) and
 //!   [`ReplicationBackend`](crate::ReplicationBackend) implementation must pass.
+//! - [`servers`]: finding real server binaries, skipping (or failing, with
+//!   `IDNS_REQUIRE_SERVERS=1`) when they are missing.
 //! - [`sim`]: a deterministic simulator of sites, observers, partitions, lag, backend faults and
 //!   controller crashes in virtual time, checked against the election's invariants.
 
 pub mod conformance;
 mod memory_dns;
 mod memory_replication;
+pub mod servers;
 pub mod sim;
 
 pub use memory_dns::{DnsCall, DnsFaults, MemoryDns};

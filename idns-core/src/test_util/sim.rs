@@ -226,8 +226,14 @@ impl Scenario {
         self
     }
 
-    /// A random scenario: shape, policies and a script of failures drawn from the seed.
+    /// A random scenario of 15 minutes: shape, policies and a script of failures drawn from
+    /// the seed.
     pub fn random(seed: u64) -> Self {
+        Self::random_for(seed, Duration::from_secs(900))
+    }
+
+    /// A random scenario lasting `duration`, with about one world event per 40 seconds.
+    pub fn random_for(seed: u64, duration: Duration) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let sites = rng.random_range(2..=4usize);
         let observers = rng.random_range(1..=3usize);
@@ -276,9 +282,9 @@ impl Scenario {
             record,
             seed,
         };
-        let duration = Duration::from_secs(900);
         let mut s = Scenario::new(seed, shape.build(), duration);
-        let n = rng.random_range(4..=24usize);
+        let per_15_min = rng.random_range(4..=24usize);
+        let n = (per_15_min as f64 * duration.as_secs_f64() / 900.0).ceil() as usize;
         for _ in 0..n {
             let at = Duration::from_millis(rng.random_range(0..duration.as_millis() as u64));
             let site = rng.random_range(0..sites);
