@@ -432,11 +432,6 @@ impl Election {
             tracing::debug!(observer = %r.observer, "report from an unknown observer ignored");
             return;
         };
-        let reason = if r.outcome.is_up() {
-            String::new()
-        } else {
-            r.outcome.reason.clone()
-        };
         let change = self.health.record(site, si, pi, oi, r.outcome, now);
         self.timers
             .set_or_stop(Timer::ObserverStale, self.health.next_stale());
@@ -447,6 +442,10 @@ impl Election {
             });
         }
         if let Some(health) = change.probe {
+            let reason = match health {
+                Health::Up => String::new(),
+                _ => self.health.last_reason(si, pi, oi).to_owned(),
+            };
             self.events.push_back(Event::ProbeChanged {
                 site: r.site,
                 probe: r.probe,
@@ -488,6 +487,9 @@ impl Election {
         } else {
             r.lag
         };
+        if self.lag[si][ri] == lag {
+            return;
+        }
         let before = self.lag_check(si).is_ok();
         self.lag[si][ri] = lag;
         let after = self.lag_check(si).is_ok();

@@ -171,6 +171,11 @@ impl HealthBook {
         change
     }
 
+    /// The reason of the last failure of a probe at an observer.
+    pub(crate) fn last_reason(&self, si: usize, pi: usize, oi: usize) -> &str {
+        &self.sites[si].cells[pi * self.n_obs + oi].last_reason
+    }
+
     /// Marks observers silent for `stale_after` as not live; returns those that changed.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();

@@ -660,10 +660,10 @@ impl Simulator {
                 }));
             }
         }
-        let due: Vec<usize> = (0..self.ticks.len())
-            .filter(|&i| self.ticks[i].0 <= now)
-            .collect();
-        for i in due {
+        for i in 0..self.ticks.len() {
+            if self.ticks[i].0 > now {
+                continue;
+            }
             let (_, si, pi, oi) = self.ticks[i];
             let interval = self.sc.config.sites()[si].probes[pi].interval;
             self.ticks[i].0 = now + interval;
