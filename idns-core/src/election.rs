@@ -637,16 +637,16 @@ impl Election {
             }
         };
 
-        if self.cfg.policy().failover == FailoverMode::Manual {
-            if let Some(si) = target {
-                reasons.push(Reason::ManualFailover);
-                self.note(Event::Recommendation {
-                    kind,
-                    to: self.cfg.sites()[si].id.clone(),
-                    reasons,
-                });
-                return;
-            }
+        if self.cfg.policy().failover == FailoverMode::Manual
+            && let Some(si) = target
+        {
+            reasons.push(Reason::ManualFailover);
+            self.note(Event::Recommendation {
+                kind,
+                to: self.cfg.sites()[si].id.clone(),
+                reasons,
+            });
+            return;
         }
         if self.journal.frozen {
             reasons.push(Reason::Frozen);

@@ -45,7 +45,10 @@ fn addr(last: u8) -> RecordSet {
 }
 
 fn name() -> idns_core::DnsName {
-    "svc.example.com".parse().expect("valid name")
+    match "svc.example.com".parse() {
+        Ok(n) => n,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]

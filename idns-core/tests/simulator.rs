@@ -29,6 +29,8 @@ fn run_range(seeds: std::ops::Range<u64>) -> (Vec<SimOutcome>, u64, Duration) {
 }
 
 #[test]
+// The simulator is sans-IO; the test may still use both cores.
+#[allow(clippy::disallowed_methods)]
 fn ten_thousand_seeded_scenarios_break_no_invariant() {
     let n = seed_count();
     let half = n / 2;

@@ -642,8 +642,10 @@ impl Simulator {
         if self.election.is_none() {
             return;
         }
-        if self.in_flight.as_ref().is_some_and(|(_, t)| *t <= now) {
-            if let Some((action, _)) = self.in_flight.take() {
+        if self.in_flight.as_ref().is_some_and(|(_, t)| *t <= now)
+            && let Some((action, _)) = self.in_flight.take()
+        {
+            {
                 let result = self.execute(&action);
                 self.log(format!(
                     "done {} {}: {}",
@@ -917,11 +919,11 @@ impl Simulator {
                 self.in_flight = Some((action, self.now + latency));
                 continue;
             }
-            if let Some(e) = self.election.as_mut() {
-                if self.saved_version != Some(e.journal_version()) {
-                    self.persisted = Some(e.journal().clone());
-                    self.saved_version = Some(e.journal_version());
-                }
+            if let Some(e) = self.election.as_mut()
+                && self.saved_version != Some(e.journal_version())
+            {
+                self.persisted = Some(e.journal().clone());
+                self.saved_version = Some(e.journal_version());
             }
             let Some(ev) = self.election.as_mut().and_then(|e| e.poll_event()) else {
                 break;
