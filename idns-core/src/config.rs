@@ -447,11 +447,21 @@ impl ServiceConfig {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let spec: ServiceSpec = toml::from_str(text).map_err(|e| {
-            let path = e
-                .span()
-                .map(|s| format!("byte {}..{}", s.start, s.end))
-                .unwrap_or_else(|| "(document)".to_owned());
-            ConfigError::single(path, "", e.message().to_owned())
+            let path = match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    let key = text[span.start.min(text.len())..span.end.min(text.len())].trim();
+                    if key.is_empty() || key.contains('\n') {
+                        format!("line {line}, column {column}")
+                    } else {
+                        format!("line {line}, column {column} ({key})")
+                    }
+                }
+                None => "(document)".to_owned(),
+            };
+            ConfigError::single(path, "", e.message().trim().to_owned())
         })?;
         Self::new(spec)
     }
@@ -1026,6 +1036,7 @@ mod tests {
     fn unknown_keys_and_wrong_types_are_refused() {
         let err = ServiceConfig::from_toml(&format!("{GOOD}\nbogus = 1")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+        assert!(err.to_string().contains("line 15"), "{err}");
         let err = ServiceConfig::from_toml(&GOOD.replace("priority = 2", "priority = \"x\""))
             .unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
