@@ -1,0 +1,933 @@
+//! The tokio driver with the in-memory backends and the file store, in paused virtual time:
+//! failover and failback, backend faults and timeouts, crash and restart, shutdown, commands.
+
+use std::error::Error as StdError;
+use std::future::pending;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
+use idns_core::test_util::{DnsCall, DnsFaults, MemoryDns, MemoryReplication, ReplCall};
+use idns_core::{
+    BackendError, Command, DnsBackend, DnsCapabilities, DnsChange, DnsName, Epoch, Error, Event,
+    Health, IntegrityRequest, Journal, Outcome, Phase, ProbeOutcome, ProbeReport, Propagation,
+    Published, RecordSet, RunbookKind, ServiceConfig, StateStore, StepName, StepStatus, Stored,
+    SwitchReport,
+};
+use tempfile::TempDir;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::task::JoinHandle;
+
+type TestResult<T = ()> = Result<T, Box<dyn StdError>>;
+
+const CONFIG: &str = r#"
+    name = "app.example.com"
+    zone = "example.com"
+    resources = ["db"]
+    [policy]
+    min_dwell = "0s"
+    [[sites]]
+    id = "primary"
+    priority = 1
+    addresses = ["192.0.2.1"]
+    probes = [{ id = "web", interval = "100ms", rise = 1, fall = 3 }]
+    [[sites]]
+    id = "recovery"
+    priority = 2
+    addresses = ["198.51.100.1"]
+    probes = [{ id = "web", interval = "100ms", rise = 1, fall = 3 }]
+"#;
+
+const PRIMARY: &str = "192.0.2.1";
+const RECOVERY: &str = "198.51.100.1";
+
+/// A two-site service with in-memory DNS and replication and a file store in a temporary
+/// directory.
+struct Rig {
+    cfg: ServiceConfig,
+    dns: MemoryDns,
+    repl: MemoryReplication,
+    store: FileStore,
+    _dir: TempDir,
+}
+
+impl Rig {
+    fn new() -> TestResult<Rig> {
+        let cfg = ServiceConfig::from_toml(CONFIG)?;
+        let dns = MemoryDns::new(&[cfg.zone().clone()]);
+        let sites: Vec<_> = cfg.sites().iter().map(|s| s.id.clone()).collect();
+        let repl = MemoryReplication::new(cfg.resources(), &sites, &cfg.home().id);
+        let dir = tempfile::tempdir()?;
+        let store = FileStore::new(dir.path().join("app.json"));
+        Ok(Rig {
+            cfg,
+            dns,
+            repl,
+            store,
+            _dir: dir,
+        })
+    }
+
+    fn backends(&self) -> Backends {
+        self.backends_with(Arc::new(self.dns.clone()), Arc::new(self.store.clone()))
+    }
+
+    fn backends_with(&self, dns: Arc<dyn DnsBackend>, store: Arc<dyn StateStore>) -> Backends {
+        Backends {
+            dns,
+            replication: Some(Arc::new(self.repl.clone())),
+            store,
+        }
+    }
+
+    /// Creates a driver, subscribes to it before it runs (so no event is missed) and spawns it.
+    async fn start_with(&self, backends: Backends, options: DriverOptions) -> TestResult<Running> {
+        let (driver, handle) = Driver::new(self.cfg.clone(), backends, options).await?;
+        let events = handle.subscribe();
+        let task = tokio::spawn(driver.run());
+        Ok(Running {
+            handle,
+            events,
+            task,
+            seen: Vec::new(),
+        })
+    }
+
+    async fn start(&self) -> TestResult<Running> {
+        self.start_with(self.backends(), DriverOptions::default())
+            .await
+    }
+
+    fn name(&self) -> &DnsName {
+        self.cfg.name()
+    }
+
+    fn published(&self) -> RecordSet {
+        self.dns.records(self.name())
+    }
+
+    async fn stored(&self) -> TestResult<Stored> {
+        Ok(self.store.load().await?.ok_or("a journal was saved")?)
+    }
+}
+
+/// A running driver, its events and every event seen so far.
+struct Running {
+    handle: Handle,
+    events: broadcast::Receiver<Event>,
+    task: JoinHandle<Result<(), Error>>,
+    seen: Vec<Event>,
+}
+
+impl Running {
+    /// Feeds one round of probe reports and lets 100 ms of virtual time pass.
+    async fn round(&self, primary_up: bool, recovery_up: bool) -> TestResult {
+        for (site, up) in [("primary", primary_up), ("recovery", recovery_up)] {
+            self.handle
+                .report(ProbeReport {
+                    site: site.parse()?,
+                    probe: "web".parse()?,
+                    observer: "local".parse()?,
+                    outcome: if up {
+                        ProbeOutcome::up(Duration::from_millis(2))
+                    } else {
+                        ProbeOutcome::down(Duration::from_millis(1), "connection refused")
+                    },
+                    at: SystemTime::UNIX_EPOCH,
+                })
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    /// Moves the events received so far into `seen`; returns the index of the first new one.
+    fn collect(&mut self) -> TestResult<usize> {
+        let start = self.seen.len();
+        loop {
+            match self.events.try_recv() {
+                Ok(e) => self.seen.push(e),
+                // A stopped driver's events stay readable until the end.
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return Ok(start),
+                Err(e) => return Err(format!("event stream broke: {e}").into()),
+            }
+        }
+    }
+
+    /// Runs probe rounds (at most a virtual minute) until an event matches; returns it.
+    async fn until(
+        &mut self,
+        primary_up: bool,
+        recovery_up: bool,
+        what: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> TestResult<Event> {
+        for _ in 0..600 {
+            let start = self.collect()?;
+            if let Some(e) = self.seen[start..].iter().find(|e| pred(e)) {
+                return Ok(e.clone());
+            }
+            self.round(primary_up, recovery_up).await?;
+        }
+        Err(format!("no {what} within a minute; events: {:#?}", self.seen).into())
+    }
+
+    async fn until_finished(
+        &mut self,
+        primary_up: bool,
+        recovery_up: bool,
+        kind: RunbookKind,
+    ) -> TestResult<SwitchReport> {
+        let event = self
+            .until(
+                primary_up,
+                recovery_up,
+                "finished runbook",
+                |e| matches!(e, Event::Finished(r) if r.kind == kind),
+            )
+            .await?;
+        match event {
+            Event::Finished(report) => Ok(report),
+            other => Err(format!("not a report: {other:?}").into()),
+        }
+    }
+
+    /// Waits (without probe rounds) for an event.
+    async fn next(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> TestResult<Event> {
+        let wait = async {
+            loop {
+                let e = self.events.recv().await?;
+                self.seen.push(e.clone());
+                if pred(&e) {
+                    return Ok::<_, Box<dyn StdError>>(e);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3600), wait)
+            .await
+            .map_err(|_| format!("no {what} within an hour"))?
+    }
+
+    fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
+        self.seen.iter().filter(|e| pred(e)).count()
+    }
+}
+
+fn addresses(ip: &str) -> TestResult<RecordSet> {
+    Ok(RecordSet::Addresses(vec![ip.parse()?]))
+}
+
+fn is_decision(e: &Event) -> bool {
+    matches!(e, Event::Decision { .. })
+}
+
+fn step_status(report: &SwitchReport, name: StepName) -> Vec<StepStatus> {
+    report
+        .steps
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.status)
+        .collect()
+}
+
+/// A DNS backend whose `apply` is slow, or hangs for its first calls.
+#[derive(Debug)]
+struct SlowDns {
+    inner: MemoryDns,
+    delay: Duration,
+    hang: AtomicU32,
+}
+
+#[async_trait]
+impl DnsBackend for SlowDns {
+    fn capabilities(&self) -> DnsCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        self.inner.read(zone, name).await
+    }
+
+    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        if self
+            .hang
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            pending::<()>().await;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.inner.apply(change).await
+    }
+
+    async fn verify(
+        &self,
+        change: &DnsChange,
+        timeout: Duration,
+    ) -> Result<Propagation, BackendError> {
+        self.inner.verify(change, timeout).await
+    }
+}
+
+/// A DNS backend with a bug: `apply` panics.
+#[derive(Debug)]
+struct PanickingDns(MemoryDns);
+
+#[async_trait]
+impl DnsBackend for PanickingDns {
+    fn capabilities(&self) -> DnsCapabilities {
+        self.0.capabilities()
+    }
+
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        self.0.read(zone, name).await
+    }
+
+    async fn apply(&self, _change: &DnsChange) -> Result<(), BackendError> {
+        panic!("a bug in the DNS backend (injected)")
+    }
+
+    async fn verify(
+        &self,
+        change: &DnsChange,
+        timeout: Duration,
+    ) -> Result<Propagation, BackendError> {
+        self.0.verify(change, timeout).await
+    }
+}
+
+/// A store whose next saves fail.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: FileStore,
+    fail_saves: AtomicU32,
+}
+
+#[async_trait]
+impl StateStore for FlakyStore {
+    async fn load(&self) -> Result<Option<Stored>, BackendError> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError> {
+        if self
+            .fail_saves
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::Unavailable("disk full (injected)".into()));
+        }
+        self.inner.save(journal, expected).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> TestResult {
+    let rig = Rig::new()?;
+    let mut d = rig.start().await?;
+
+    let boot = d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    assert_eq!(
+        (boot.outcome, boot.epoch),
+        (Outcome::Completed, Epoch::new(1))
+    );
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+
+    let failover = d.until_finished(false, true, RunbookKind::Failover).await?;
+    assert_eq!(failover.outcome, Outcome::Completed);
+    assert_eq!(failover.to, Some("recovery".parse()?));
+    assert_eq!(failover.epoch, Epoch::new(2));
+    assert!(!failover.phases.is_empty());
+    assert!(
+        failover.phase(Phase::Detect) > Duration::ZERO,
+        "{:?}",
+        failover.phases
+    );
+    assert!(failover.phases.iter().any(|p| p.phase == Phase::SwitchDns));
+    assert_eq!(failover.problems().count(), 0, "{:?}", failover.steps);
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    assert_eq!(rig.dns.epoch(rig.name()), Epoch::new(2));
+    assert_eq!(
+        rig.repl.primaries(&"db".parse()?),
+        vec!["recovery".parse()?]
+    );
+
+    // The journal on disk says so, both as the store reads it and as plain JSON.
+    let stored = rig.stored().await?;
+    assert_eq!(stored.journal.epoch, Epoch::new(2));
+    assert_eq!(stored.journal.active.as_str(), "recovery");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(rig.store.path())?)?;
+    assert_eq!(file["journal"]["epoch"], 2);
+    assert_eq!(file["revision"], stored.revision);
+    assert_eq!(d.handle.view().epoch, Epoch::new(2));
+
+    // The home site is healthy again; failback is manual (the default), so the election only
+    // recommends it until an operator asks.
+    d.until(true, true, "failback recommendation", |e| {
+        matches!(
+            e,
+            Event::Recommendation {
+                kind: RunbookKind::Failback,
+                ..
+            }
+        )
+    })
+    .await?;
+    assert_eq!(d.handle.view().active.as_str(), "recovery");
+    d.handle.command(Command::Failback { force: false }).await?;
+    let failback = d.until_finished(true, true, RunbookKind::Failback).await?;
+    assert_eq!(failback.outcome, Outcome::Completed);
+    assert_eq!(failback.to, Some("primary".parse()?));
+    assert_eq!(failback.epoch, Epoch::new(3));
+    assert_eq!(failback.problems().count(), 0, "{:?}", failback.steps);
+    // The markers written at recovery after the failover were found at home.
+    assert_eq!(
+        step_status(&failback, StepName::VerifyMarkers),
+        vec![StepStatus::Done]
+    );
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+    assert_eq!(rig.repl.primaries(&"db".parse()?), vec!["primary".parse()?]);
+    let view = d.handle.view();
+    assert_eq!(
+        (view.active.as_str(), view.epoch),
+        ("primary", Epoch::new(3))
+    );
+    assert_eq!(rig.stored().await?.journal.epoch, Epoch::new(3));
+    assert!(rig.dns.stale_attempts().is_empty());
+    assert!(rig.repl.stale_attempts().is_empty());
+
+    d.handle.shutdown();
+    d.task.await??;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn dns_failures_during_a_failover_are_retried_until_it_completes() -> TestResult {
+    let rig = Rig::new()?;
+    let mut d = rig.start().await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+
+    rig.dns.set_faults(DnsFaults {
+        fail_applies: 3,
+        ..DnsFaults::default()
+    });
+    let failover = d.until_finished(false, true, RunbookKind::Failover).await?;
+    assert_eq!(failover.outcome, Outcome::Completed);
+    assert_eq!(
+        d.count(|e| matches!(
+            e,
+            Event::StepRetry {
+                name: StepName::SwitchDns,
+                ..
+            }
+        )),
+        3
+    );
+    let switch = failover
+        .steps
+        .iter()
+        .find(|s| s.name == StepName::SwitchDns)
+        .ok_or("switch_dns ran")?;
+    assert_eq!((switch.status, switch.attempts), (StepStatus::Done, 4));
+    let applies: Vec<bool> = rig
+        .dns
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            DnsCall::Apply(change, ok) if change.epoch == Epoch::new(2) => Some(ok),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applies, vec![false, false, false, true]);
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_driver_resumes_the_runbook_without_repeating_finished_steps() -> TestResult {
+    let rig = Rig::new()?;
+    let mut first = rig.start().await?;
+    first
+        .until_finished(true, true, RunbookKind::Bootstrap)
+        .await?;
+
+    // The DNS goes down just as the primary fails: the failover stops at switch_dns.
+    rig.dns.set_faults(DnsFaults {
+        down: true,
+        ..DnsFaults::default()
+    });
+    first
+        .until(false, true, "switch_dns retry", |e| {
+            matches!(
+                e,
+                Event::StepRetry {
+                    name: StepName::SwitchDns,
+                    ..
+                }
+            )
+        })
+        .await?;
+    assert_eq!(first.count(is_decision), 2, "bootstrap and failover");
+
+    // The controller crashes.
+    first.task.abort();
+    assert!(first.task.await.is_err_and(|e| e.is_cancelled()));
+    assert!(first.handle.is_stopped());
+    assert!(matches!(
+        first.handle.command(Command::Freeze).await,
+        Err(Error::Stopped)
+    ));
+
+    let stored = rig.stored().await?;
+    let runbook = stored.journal.runbook.as_ref().ok_or("mid-way")?;
+    assert_eq!(
+        (runbook.kind, runbook.epoch),
+        (RunbookKind::Failover, Epoch::new(2))
+    );
+    let done: Vec<StepName> = runbook.done.iter().map(|s| s.name).collect();
+    assert_eq!(
+        done,
+        vec![
+            StepName::Fence,
+            StepName::Promote,
+            StepName::VerifyIntegrity
+        ]
+    );
+    let repl_calls_before = rig.repl.calls();
+
+    // A new controller on the same store and backends; the DNS is still down for a while.
+    let mut second = rig.start().await?;
+    second
+        .until(false, true, "switch_dns retry", |e| {
+            matches!(
+                e,
+                Event::StepRetry {
+                    name: StepName::SwitchDns,
+                    ..
+                }
+            )
+        })
+        .await?;
+    rig.dns.set_faults(DnsFaults::default());
+    let failover = second
+        .until_finished(false, true, RunbookKind::Failover)
+        .await?;
+
+    assert_eq!(second.count(is_decision), 0, "no second decision");
+    assert_eq!(failover.outcome, Outcome::Completed);
+    assert_eq!(failover.epoch, Epoch::new(2));
+    assert_eq!(failover.to, Some("recovery".parse()?));
+    let names: Vec<StepName> = failover.steps.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        vec![
+            StepName::Fence,
+            StepName::Promote,
+            StepName::VerifyIntegrity,
+            StepName::SwitchDns,
+            StepName::VerifyDns,
+            StepName::WriteMarkers,
+        ]
+    );
+
+    // Fence, promote and the integrity check ran once, before the crash; the restarted
+    // driver only wrote the markers.
+    let calls = rig.repl.calls();
+    let count = |pred: &dyn Fn(&ReplCall) -> bool| calls.iter().filter(|c| pred(c)).count();
+    assert_eq!(count(&|c| matches!(c, ReplCall::Fence(..))), 1);
+    assert_eq!(count(&|c| matches!(c, ReplCall::Promote(..))), 1);
+    assert_eq!(
+        count(&|c| matches!(c, ReplCall::Integrity(_, _, IntegrityRequest::Check))),
+        1
+    );
+    let after_restart: Vec<&ReplCall> = calls[repl_calls_before.len()..]
+        .iter()
+        .filter(|c| !matches!(c, ReplCall::Status(_)))
+        .collect();
+    assert!(
+        matches!(
+            after_restart.as_slice(),
+            [ReplCall::Integrity(_, _, IntegrityRequest::Mark { .. })]
+        ),
+        "{after_restart:?}"
+    );
+    let accepted: Vec<Epoch> = rig
+        .dns
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            DnsCall::Apply(change, true) => Some(change.epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, vec![Epoch::new(1), Epoch::new(2)]);
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    assert!(rig.stored().await?.journal.runbook.is_none());
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves() -> TestResult {
+    let rig = Rig::new()?;
+    let slow = Arc::new(SlowDns {
+        inner: rig.dns.clone(),
+        delay: Duration::from_secs(2),
+        hang: AtomicU32::new(0),
+    });
+    let mut d = rig
+        .start_with(
+            rig.backends_with(slow, Arc::new(rig.store.clone())),
+            DriverOptions::default(),
+        )
+        .await?;
+    d.next("switch_dns started", |e| {
+        matches!(
+            e,
+            Event::StepStarted {
+                name: StepName::SwitchDns,
+                ..
+            }
+        )
+    })
+    .await?;
+
+    d.handle.shutdown();
+    (&mut d.task).await??;
+
+    // The step in flight finished and was recorded; verify_dns never ran.
+    d.collect()?;
+    assert_eq!(
+        d.count(|e| matches!(e, Event::StepFinished { record, .. } if record.name == StepName::SwitchDns)),
+        1
+    );
+    assert_eq!(
+        d.count(|e| matches!(
+            e,
+            Event::StepStarted {
+                name: StepName::VerifyDns,
+                ..
+            }
+        )),
+        1
+    );
+    assert!(
+        rig.dns
+            .calls()
+            .iter()
+            .all(|c| !matches!(c, DnsCall::Verify(_)))
+    );
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+    let stored = rig.stored().await?;
+    let runbook = stored.journal.runbook.as_ref().ok_or("bootstrap mid-way")?;
+    let done: Vec<StepName> = runbook.done.iter().map(|s| s.name).collect();
+    assert_eq!(done, vec![StepName::SwitchDns]);
+
+    // The handle knows.
+    assert!(d.handle.is_stopped());
+    d.handle.stopped().await;
+    assert!(matches!(
+        d.handle.command(Command::Freeze).await,
+        Err(Error::Stopped)
+    ));
+    assert!(matches!(
+        d.handle
+            .report(ProbeReport {
+                site: "primary".parse()?,
+                probe: "web".parse()?,
+                observer: "local".parse()?,
+                outcome: ProbeOutcome::up(Duration::ZERO),
+                at: SystemTime::UNIX_EPOCH,
+            })
+            .await,
+        Err(Error::Stopped)
+    ));
+    assert!(matches!(
+        d.handle.subscribe().recv().await,
+        Err(broadcast::error::RecvError::Closed)
+    ));
+
+    // The journal it left is loadable: a new driver finishes the bootstrap, deciding nothing.
+    let mut next = rig.start().await?;
+    let boot = next
+        .until_finished(true, true, RunbookKind::Bootstrap)
+        .await?;
+    assert_eq!(next.count(is_decision), 0);
+    assert_eq!(
+        step_status(&boot, StepName::VerifyDns),
+        vec![StepStatus::Done]
+    );
+    let applies = rig
+        .dns
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, DnsCall::Apply(..)))
+        .count();
+    assert_eq!(applies, 1, "switch_dns is not repeated");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_backend_is_cut_off_at_the_step_timeout_and_retried() -> TestResult {
+    let rig = Rig::new()?;
+    let hanging = Arc::new(SlowDns {
+        inner: rig.dns.clone(),
+        delay: Duration::ZERO,
+        hang: AtomicU32::new(1),
+    });
+    let mut d = rig
+        .start_with(
+            rig.backends_with(hanging, Arc::new(rig.store.clone())),
+            DriverOptions::default(),
+        )
+        .await?;
+    let retry = d
+        .next("switch_dns retry", |e| {
+            matches!(
+                e,
+                Event::StepRetry {
+                    name: StepName::SwitchDns,
+                    ..
+                }
+            )
+        })
+        .await?;
+    match retry {
+        Event::StepRetry { error, .. } => assert!(error.contains("timed out"), "{error}"),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    let boot = d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    assert_eq!(boot.outcome, Outcome::Completed);
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_backend_holds_the_runbook_and_the_driver_goes_on() -> TestResult {
+    let rig = Rig::new()?;
+    let buggy = Arc::new(PanickingDns(rig.dns.clone()));
+    let mut d = rig
+        .start_with(
+            rig.backends_with(buggy, Arc::new(rig.store.clone())),
+            DriverOptions::default(),
+        )
+        .await?;
+    let held = d
+        .next("held runbook", |e| matches!(e, Event::Held { .. }))
+        .await?;
+    match held {
+        Event::Held { name, reason, .. } => {
+            assert_eq!(name, StepName::SwitchDns);
+            assert!(reason.contains("panicked"), "{reason}");
+        }
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    // Still running: it answers commands and shows the held runbook.
+    d.handle.command(Command::Freeze).await?;
+    let view = d.handle.view();
+    assert!(view.frozen);
+    assert!(view.runbook.and_then(|r| r.held).is_some());
+    d.handle.shutdown();
+    d.task.await??;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_does_not_run_until_its_journal_is_saved() -> TestResult {
+    let rig = Rig::new()?;
+    let flaky = Arc::new(FlakyStore {
+        inner: rig.store.clone(),
+        fail_saves: AtomicU32::new(2),
+    });
+    let mut d = rig
+        .start_with(
+            rig.backends_with(Arc::new(rig.dns.clone()), flaky),
+            DriverOptions::default(),
+        )
+        .await?;
+    let boot = d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    assert_eq!(boot.outcome, Outcome::Completed);
+
+    let retries: Vec<&str> = d
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepRetry { error, .. } => Some(error.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!retries.is_empty());
+    assert!(
+        retries
+            .iter()
+            .all(|e| e.contains("journal could not be saved")),
+        "{retries:?}"
+    );
+    // The attempts whose journal was not saved never reached the DNS.
+    let switch = boot
+        .steps
+        .iter()
+        .find(|s| s.name == StepName::SwitchDns)
+        .ok_or("switch_dns ran")?;
+    assert_eq!(switch.attempts as usize, retries.len() + 1);
+    let applies = rig
+        .dns
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, DnsCall::Apply(..)))
+        .count();
+    assert_eq!(applies, 1);
+    assert!(rig.stored().await?.journal.runbook.is_none());
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_driver_stops_when_another_controller_writes_the_store() -> TestResult {
+    let rig = Rig::new()?;
+    let mut d = rig.start().await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+
+    // Someone else saves the file.
+    let other = FileStore::new(rig.store.path());
+    let stored = other.load().await?.ok_or("saved")?;
+    other.save(&stored.journal, Some(stored.revision)).await?;
+
+    // The next change of the journal cannot be saved over it.
+    d.handle.command(Command::Freeze).await?;
+    match d.task.await? {
+        Err(Error::Backend(BackendError::Conflict(msg))) => {
+            assert!(msg.contains("another controller"), "{msg}");
+        }
+        other => return Err(format!("expected a conflict, got {other:?}").into()),
+    }
+    assert!(d.handle.is_stopped());
+    let kept = rig.stored().await?;
+    assert_eq!(kept.revision, stored.revision + 1);
+    assert!(
+        !kept.journal.frozen,
+        "the other controller's journal stands"
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_command_returns_the_reason() -> TestResult {
+    let rig = Rig::new()?;
+    let mut d = rig.start().await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+
+    match d.handle.command(Command::Failback { force: false }).await {
+        Err(Error::Refused(r)) => assert!(r.reason.contains("already active"), "{r}"),
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    match d
+        .handle
+        .command(Command::Failover {
+            to: Some("nowhere".parse()?),
+            force: false,
+        })
+        .await
+    {
+        Err(Error::Refused(r)) => assert!(r.reason.contains("no site nowhere"), "{r}"),
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    d.round(true, true).await?;
+    d.collect()?;
+    assert_eq!(d.count(|e| matches!(e, Event::Refused(_))), 2);
+    assert_eq!(d.handle.view().epoch, Epoch::new(1));
+
+    // An accepted command answers Ok.
+    d.handle.command(Command::Freeze).await?;
+    assert!(d.handle.view().frozen);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_without_a_journal_adopts_what_the_dns_publishes() -> TestResult {
+    let rig = Rig::new()?;
+    rig.dns.apply_now(&DnsChange {
+        zone: rig.cfg.zone().clone(),
+        name: rig.name().clone(),
+        records: addresses(RECOVERY)?,
+        ttl: Duration::from_secs(30),
+        epoch: Epoch::new(5),
+        site: Some("recovery".parse()?),
+    })?;
+    let mut d = rig.start().await?;
+    d.round(true, true).await?;
+    d.collect()?;
+
+    assert_eq!(d.count(is_decision), 0, "{:?}", d.seen);
+    let view = d.handle.view();
+    assert_eq!(
+        (view.active.as_str(), view.epoch),
+        ("recovery", Epoch::new(5))
+    );
+    assert!(view.runbook.is_none());
+    let stored = rig.stored().await?;
+    assert_eq!(stored.journal.epoch, Epoch::new(5));
+    assert_eq!(stored.journal.active.as_str(), "recovery");
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn replication_status_is_polled_into_the_view() -> TestResult {
+    let rig = Rig::new()?;
+    rig.repl.set_lag(
+        &"db".parse()?,
+        &"recovery".parse()?,
+        Some(Duration::from_secs(3)),
+    );
+    let options = DriverOptions {
+        replication_poll: Some(Duration::from_secs(1)),
+        ..DriverOptions::default()
+    };
+    let mut d = rig.start_with(rig.backends(), options).await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    for _ in 0..20 {
+        d.round(true, true).await?;
+    }
+    let view = d.handle.view();
+    let recovery = view
+        .sites
+        .iter()
+        .find(|s| s.id.as_str() == "recovery")
+        .ok_or("recovery in the view")?;
+    assert_eq!(recovery.lag, Some(Duration::from_secs(3)));
+    assert_eq!(recovery.health, Health::Up);
+    let polls = rig
+        .repl
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, ReplCall::Status(_)))
+        .count();
+    assert!(polls >= 2, "polled {polls} times in two seconds");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn resources_without_a_replication_backend_are_refused_at_start() -> TestResult {
+    let rig = Rig::new()?;
+    let backends = Backends {
+        replication: None,
+        ..rig.backends()
+    };
+    match Driver::start(rig.cfg.clone(), backends, DriverOptions::default()).await {
+        Err(Error::Config(e)) => assert_eq!(e.errors[0].path, "resources"),
+        Err(other) => return Err(format!("expected a config error, got {other}").into()),
+        Ok(_) => return Err("started without a replication backend".into()),
+    }
+    let zero = DriverOptions {
+        inbox: 0,
+        ..DriverOptions::default()
+    };
+    assert!(matches!(
+        Driver::start(rig.cfg.clone(), rig.backends(), zero).await,
+        Err(Error::Config(_))
+    ));
+    Ok(())
+}
