@@ -191,7 +191,6 @@ pub struct Election {
     in_flight: Option<StepId>,
     /// An action whose runbook ended while it ran; nothing new goes out until it returns.
     orphan: Option<StepId>,
-    attempt: u32,
     step_started: Option<Instant>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -262,7 +261,6 @@ impl Election {
             timers: TimerTable::default(),
             in_flight: None,
             orphan: None,
-            attempt: 0,
             step_started: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -301,7 +299,11 @@ impl Election {
         &self.journal
     }
 
-    /// A counter that changes whenever the journal does.
+    /// A counter that changes whenever the journal does (including each new attempt of a
+    /// step, whose count is journaled). It starts at 0 when the election is built, but
+    /// [`new`](Self::new) may already have changed the journal it was given (a bootstrap, or
+    /// a restored runbook whose last step had finished): a driver compares with what it
+    /// loaded before deciding that the store is up to date.
     pub fn journal_version(&self) -> u64 {
         self.journal_version
     }
@@ -899,7 +901,7 @@ impl Election {
                 self.bump();
                 match how {
                     Resume::Retry => {
-                        self.attempt = 0;
+                        self.set_attempt(0);
                         self.launch_next(now);
                     }
                     Resume::Skip => {
@@ -1025,9 +1027,10 @@ impl Election {
             rpo,
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
             held: None,
+            attempt: 0,
         });
         self.last_note = None;
-        self.attempt = 0;
+
         self.step_started = None;
         self.orphan_in_flight();
         self.timers.stop(Timer::Retry);
@@ -1252,14 +1255,17 @@ impl Election {
             return;
         }
         let index = rb.next_index();
-        let planned = &rb.steps[index];
-        self.attempt += 1;
         self.step_started.get_or_insert(now);
+        let Some(rb) = self.journal.runbook.as_mut() else {
+            return;
+        };
+        rb.attempt += 1;
+        let planned = &rb.steps[index];
         let action = Action {
             id: StepId {
                 runbook: rb.id,
                 index: index as u32,
-                attempt: self.attempt,
+                attempt: rb.attempt,
             },
             epoch: rb.epoch,
             kind: rb.kind,
@@ -1274,6 +1280,7 @@ impl Election {
         self.timers
             .set(Timer::Watchdog, now + planned.policy.timeout + grace);
         self.in_flight = Some(action.id);
+        self.bump();
         self.events.push_back(Event::StepStarted {
             id: action.id,
             name: action.name,
@@ -1339,7 +1346,7 @@ impl Election {
             }
             Err(err) => {
                 let policy = planned.policy;
-                let budget_left = self.attempt <= policy.retries;
+                let budget_left = self.attempt() <= policy.retries;
                 if err.is_transient() && (budget_left || policy.on_failure == OnFailure::Retry) {
                     let delay = self.backoff(policy.backoff, policy.max_backoff);
                     self.timers.set(Timer::Retry, now + delay);
@@ -1351,7 +1358,7 @@ impl Election {
                     });
                     return;
                 }
-                let detail = format!("after {} attempt(s): {err}", self.attempt);
+                let detail = format!("after {} attempt(s): {err}", self.attempt());
                 match policy.on_failure {
                     OnFailure::Skip => self.finish_step(StepStatus::Skipped, detail, now),
                     OnFailure::Abort => self.finish_step(StepStatus::Failed, detail, now),
@@ -1422,7 +1429,7 @@ impl Election {
     }
 
     fn backoff(&mut self, base: Duration, max: Duration) -> Duration {
-        let exp = self.attempt.saturating_sub(1).min(20);
+        let exp = self.attempt().saturating_sub(1).min(20);
         let d = base.saturating_mul(1u32 << exp).min(max);
         // Up to 20 % of jitter, from the configured seed.
         let jitter = self.rng.random_range(0.0..0.2);
@@ -1430,7 +1437,7 @@ impl Election {
     }
 
     fn finish_step(&mut self, status: StepStatus, detail: String, now: Instant) {
-        let attempts = self.attempt;
+        let attempts = self.attempt();
         let started = self.step_started.take().unwrap_or(now);
         let Some(rb) = self.journal.runbook.as_mut() else {
             return;
@@ -1449,7 +1456,8 @@ impl Election {
         };
         let id = rb.id;
         rb.done.push(record.clone());
-        self.attempt = 0;
+        rb.attempt = 0;
+
         self.timers.stop(Timer::Retry);
         self.bump();
         self.events.push_back(Event::StepFinished {
@@ -1515,7 +1523,7 @@ impl Election {
         );
         self.events.push_back(Event::Finished(report));
         self.orphan_in_flight();
-        self.attempt = 0;
+
         self.step_started = None;
         self.timers.stop(Timer::Retry);
 
@@ -1564,8 +1572,9 @@ impl Election {
         }
         rb.steps.extend(cleanup);
         rb.held = None;
+        rb.attempt = 0;
         self.orphan_in_flight();
-        self.attempt = 0;
+
         self.step_started = None;
         self.timers.stop(Timer::Retry);
 
@@ -1602,6 +1611,17 @@ impl Election {
         }
         if self.orphan.is_none() {
             self.timers.stop(Timer::Watchdog);
+        }
+    }
+
+    /// Attempts made at the current step of the runbook in progress.
+    fn attempt(&self) -> u32 {
+        self.journal.runbook.as_ref().map_or(0, |rb| rb.attempt)
+    }
+
+    fn set_attempt(&mut self, attempt: u32) {
+        if let Some(rb) = self.journal.runbook.as_mut() {
+            rb.attempt = attempt;
         }
     }
 

@@ -344,12 +344,15 @@ pub struct Action {
 }
 
 impl Action {
-    /// The context replication calls carry.
+    /// The context backend calls carry. Its timeout is the backend's budget: a tenth less than
+    /// the action's (at most one second less), so that a backend that waits (for a catch-up,
+    /// for propagation) reports what it found before the driver cuts the attempt off.
     pub fn context(&self) -> OpContext {
+        let margin = (self.timeout / 10).min(Duration::from_secs(1));
         OpContext {
             epoch: self.epoch,
             drill: self.drill,
-            timeout: self.timeout,
+            timeout: self.timeout.saturating_sub(margin),
         }
     }
 }
@@ -431,6 +434,10 @@ pub struct Runbook {
     pub reasons: Vec<String>,
     /// Set while the runbook waits for an operator: why.
     pub held: Option<String>,
+    /// Attempts made so far at the current step (kept across restarts, so a crash-looping
+    /// controller does not get a fresh retry budget each time).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 impl Runbook {

@@ -244,10 +244,9 @@ impl Clock {
 ///   as [`BackendError::Unavailable`] and the runbook's retry policy applies. A
 ///   [`BackendError::Conflict`] (another controller wrote the store) stops the driver with
 ///   that error. Each action runs in its own task, cut off after its timeout
-///   ([`BackendError::Timeout`]); the backend is given a little less (a tenth, at most one
-///   second) in [`OpContext::timeout`](crate::OpContext::timeout) and the `verify` timeout,
-///   so a backend that waits reports what it found before it is cut off. Retries and backoff
-///   are the election's.
+///   ([`BackendError::Timeout`]); the backend is given a little less
+///   ([`Action::context`](crate::Action::context)), so a backend that waits reports what it
+///   found before it is cut off. Retries and backoff are the election's.
 /// - **Outputs**: every event is logged and broadcast ([`Handle::subscribe`]); the current
 ///   [`ServiceView`] is published in a watch channel ([`Handle::view`]).
 /// - **Time**: tokio's clock, so tests run in paused virtual time; the wall clock is read
@@ -704,8 +703,7 @@ async fn adopt(cfg: &ServiceConfig, dns: &dyn DnsBackend) -> Result<Option<Journ
 
 /// Executes one action on the backends.
 async fn run_step(backends: &Backends, action: &Action) -> Result<StepOutput, BackendError> {
-    let mut ctx = action.context();
-    ctx.timeout = backend_budget(action.timeout);
+    let ctx = action.context();
     let replication = || {
         backends
             .replication
@@ -744,12 +742,6 @@ async fn run_step(backends: &Backends, action: &Action) -> Result<StepOutput, Ba
             .await
             .map(StepOutput::Propagation),
     }
-}
-
-/// What a backend is given of an action's timeout: a tenth less (at most one second less), so
-/// that it answers before the driver cuts it off.
-fn backend_budget(timeout: Duration) -> Duration {
-    timeout.saturating_sub((timeout / 10).min(Duration::from_secs(1)))
 }
 
 /// Passes on a store error, unless it says that another controller owns the store.
