@@ -1,9 +1,82 @@
 //! Health probes for idns: the checks that tell which sites of a service are alive.
 //!
-//! This crate will hold the [`Probe`](idns_core::Probe) implementations the paper names — an
-//! HTTP(S) page with a search string, a TCP port with optional send/expect strings, a database
-//! connect or connect-and-query (PostgreSQL, MySQL/MariaDB), a DNS query and a command — and the
-//! scheduler that runs thousands of them on time and sends each
-//! [`ProbeReport`](idns_core::ProbeReport) to the controller.
+//! What it does:
+//! - **Typed check configuration** ([`CheckSpec`]): the free-form `check` table of each probe in
+//!   a [`ServiceConfig`](idns_core::ServiceConfig), read by `kind` and validated up front — a
+//!   bad URL, regex, port, status range or CA file is a [`ConfigError`](idns_core::ConfigError)
+//!   naming the field (`sites[1].probes[0].check.url`).
+//! - **Probes** implementing [`idns_core::Probe`]: an HTTP(S) page ([`HttpProbe`]: status codes,
+//!   a search string or regex in a bounded window of the body, the site's address pinned while
+//!   Host and SNI carry the service's name, TLS verified by default) and a TCP port
+//!   ([`TcpProbe`]: connect, optional send and expected reply). Each outcome says up, down or
+//!   timeout, with the latency and a reason a person can act on.
+//! - [`probes_for_service`]: every probe of every site of a service, built and ready to run.
 //!
-//! It does not decide anything: deciding which site is active is `idns-core`'s election.
+//! What it does not do: decide anything. Rise/fall counting, `down_after`, quorum and the choice
+//! of the active site belong to `idns-core`'s election; a probe only reports what one attempt
+//! found. It never follows the service's own DNS name: each site is probed at its own address
+//! (or its alias), so a probe cannot be fooled by the record it helps to set.
+//!
+//! Logging goes through `tracing`, one target per kind (`idns_probe::http`, `idns_probe::tcp`)
+//! with the probe as `site/probe` in the `probe` field; a check's `debug = true` (the paper's
+//! Debug knob) raises that probe's details from `debug` to `info`.
+//!
+//! # Example
+//! Build the probes of a service whose two sites are TCP listeners on loopback, and run each
+//! once: the site that listens is up, the other is down.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use idns_core::{ProbeStatus, ServiceConfig};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let port = listener.local_addr()?.port();
+//! let cfg = ServiceConfig::from_toml(&format!(r#"
+//!     name = "app.example.com"
+//!     zone = "example.com"
+//!     [[sites]]
+//!     id = "primary"
+//!     priority = 1
+//!     addresses = ["127.0.0.1"]
+//!     probes = [{{ id = "port", interval = "1s", timeout = "1s",
+//!                  check = {{ kind = "tcp", port = {port} }} }}]
+//!     [[sites]]
+//!     id = "recovery"
+//!     priority = 2
+//!     addresses = ["127.0.0.1"]
+//!     probes = [{{ id = "port", interval = "1s", timeout = "1s",
+//!                  check = {{ kind = "tcp", port = 1 }} }}]
+//! "#))?;
+//! let probes = idns_probe::probes_for_service(&cfg)?;
+//! let primary = probes[0].probe.check().await;
+//! let recovery = probes[1].probe.check().await;
+//! assert_eq!(primary.status, ProbeStatus::Up);
+//! assert_eq!(recovery.status, ProbeStatus::Down);
+//! assert_eq!(recovery.reason, "connection refused by 127.0.0.1:1");
+//! # Ok(())
+//! # }
+//! ```
+
+/// Logs a probe's detail at `info` when its `debug` knob is on, else at `debug`.
+macro_rules! probe_log {
+    ($debug:expr, $target:literal, $($rest:tt)+) => {
+        if $debug {
+            tracing::info!(target: $target, $($rest)+)
+        } else {
+            tracing::debug!(target: $target, $($rest)+)
+        }
+    };
+}
+pub(crate) use probe_log;
+
+mod http;
+mod matcher;
+mod spec;
+mod tcp;
+
+pub use http::{HttpProbe, HttpSpec, StatusSpec};
+pub use spec::{
+    AliasSpec, CheckSpec, ScheduledProbe, TIMEOUT_GRACE, Target, build_probe, probes_for_service,
+};
+pub use tcp::{TcpProbe, TcpSpec};

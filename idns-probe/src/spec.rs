@@ -1,0 +1,397 @@
+//! What a probe checks: the typed form of [`ProbeSettings::check`], and building probes from it.
+//!
+//! A site's probe is written in the service configuration with its health knobs (interval,
+//! timeout, rise, fall, …, read by `idns-core`) and a free-form `check` table that this crate
+//! reads into a [`CheckSpec`], tagged by `kind`:
+//!
+//! ```toml
+//! probes = [
+//!   { id = "web", interval = "5s", timeout = "2s",
+//!     check = { kind = "http", url = "https://app.example.com/health", expect = "OK" } },
+//!   { id = "smtp", check = { kind = "tcp", port = 25, expect = "220 " } },
+//! ]
+//! ```
+//!
+//! Every field is checked when the probe is built — URL, regex, port, status range, CA file —
+//! and each problem is reported with its path (`sites[0].probes[1].check.url`) and value.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idns_core::{
+    ConfigError, DnsName, FieldError, Probe, ProbeId, ProbeSettings, ServiceConfig, Site, SiteId,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{HttpProbe, HttpSpec};
+use crate::tcp::{TcpProbe, TcpSpec};
+
+/// What one probe checks, as written in the `check` table of a probe; the `kind` field picks
+/// the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckSpec {
+    /// An HTTP(S) page: status and an optional search string in the body.
+    Http(HttpSpec),
+    /// A TCP port: connect, with optional send and expected reply.
+    Tcp(TcpSpec),
+}
+
+impl CheckSpec {
+    /// Reads a `check` value (as found in [`ProbeSettings::check`]); `path` names it in errors.
+    pub fn from_value(value: &serde_json::Value, path: &str) -> Result<CheckSpec, ConfigError> {
+        if value.is_null() {
+            return Err(ConfigError::single(
+                path,
+                "",
+                "is missing: say what to check, e.g. { kind = \"http\", url = \"http://app.example.com/\" } \
+                 or { kind = \"tcp\", port = 443 }",
+            ));
+        }
+        serde_json::from_value(value.clone()).map_err(|e| {
+            let shown = match value.get("kind") {
+                Some(serde_json::Value::String(k)) => format!("kind = {k}"),
+                _ => String::new(),
+            };
+            ConfigError::single(path, shown, e.to_string())
+        })
+    }
+}
+
+/// F5's "Alias Address / Service Port": probe this address and/or port on the site's behalf.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    /// Connect to this address instead of the site's own.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// Connect to this port instead of the check's (TCP only; an HTTP probe takes its port
+    /// from the URL).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// Where a site's probes connect: the service's name (sent as HTTP Host and TLS SNI) and the
+/// site's own address or host name (where the connection goes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The service's DNS name, the one clients use.
+    pub service: DnsName,
+    /// The site this target belongs to.
+    pub site: SiteId,
+    /// The site's address to connect to (its first published address).
+    pub address: Option<IpAddr>,
+    /// The site's own host name, resolved at each check when there is no address.
+    pub host: Option<DnsName>,
+}
+
+impl Target {
+    /// The target of `site` of a service named `service`: its first address, else its alias
+    /// host name.
+    pub fn for_site(service: &DnsName, site: &Site) -> Target {
+        Target {
+            service: service.clone(),
+            site: site.id.clone(),
+            address: site.addresses.first().copied(),
+            host: site.alias.clone(),
+        }
+    }
+
+    /// A target that connects to `address` for the service `service`.
+    pub fn at(service: DnsName, site: SiteId, address: IpAddr) -> Target {
+        Target {
+            service,
+            site,
+            address: Some(address),
+            host: None,
+        }
+    }
+}
+
+/// Where a check connects, after the alias is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// An address known up front.
+    Addr(IpAddr),
+    /// A host name resolved at each check (a site in alias mode).
+    Host(DnsName),
+}
+
+impl Endpoint {
+    /// The alias address if set, else the target's address, else its host name.
+    pub(crate) fn choose(
+        p: &mut Problems,
+        path: &str,
+        alias: Option<&AliasSpec>,
+        target: &Target,
+    ) -> Option<Endpoint> {
+        if let Some(a) = alias.and_then(|a| a.address) {
+            return Some(Endpoint::Addr(a));
+        }
+        if let Some(a) = target.address {
+            return Some(Endpoint::Addr(a));
+        }
+        if let Some(h) = &target.host {
+            return Some(Endpoint::Host(h.clone()));
+        }
+        p.push(
+            format!("{path}.alias.address"),
+            "",
+            format!(
+                "site {} has neither an address nor a host name to probe: set this",
+                target.site
+            ),
+        );
+        None
+    }
+}
+
+/// One probe of one site, built and ready to run at its interval.
+#[derive(Debug, Clone)]
+pub struct ScheduledProbe {
+    /// The site it probes.
+    pub site: SiteId,
+    /// The probe's id within the site.
+    pub id: ProbeId,
+    /// How often it runs.
+    pub interval: Duration,
+    /// Hard limit for one attempt, enforced by the scheduler; an attempt still running then
+    /// is reported as [`ProbeStatus::Timeout`](idns_core::ProbeStatus::Timeout).
+    pub timeout: Duration,
+    /// The check itself.
+    pub probe: Arc<dyn Probe>,
+}
+
+/// Slack the scheduler gives a probe built by this crate beyond its own timeout, so the probe's
+/// own, more precise reason ("body stalled after 1234 bytes") wins over the scheduler's.
+pub const TIMEOUT_GRACE: Duration = Duration::from_millis(50);
+
+impl ScheduledProbe {
+    /// Builds the probe `settings` describes for `target`; errors are named under `check`.
+    pub fn build(settings: &ProbeSettings, target: &Target) -> Result<ScheduledProbe, ConfigError> {
+        Self::build_at("check", settings, target)
+    }
+
+    fn build_at(
+        path: &str,
+        settings: &ProbeSettings,
+        target: &Target,
+    ) -> Result<ScheduledProbe, ConfigError> {
+        let probe = build_probe_at(path, settings, target)?;
+        Ok(ScheduledProbe {
+            site: target.site.clone(),
+            id: settings.id.clone(),
+            interval: settings.interval,
+            timeout: settings.timeout + TIMEOUT_GRACE,
+            probe,
+        })
+    }
+}
+
+/// Builds the probe that `settings.check` describes, aimed at `target`, with `settings.timeout`
+/// as its limit per attempt. Errors name fields under `check`.
+pub fn build_probe(
+    settings: &ProbeSettings,
+    target: &Target,
+) -> Result<Arc<dyn Probe>, ConfigError> {
+    build_probe_at("check", settings, target)
+}
+
+fn build_probe_at(
+    path: &str,
+    settings: &ProbeSettings,
+    target: &Target,
+) -> Result<Arc<dyn Probe>, ConfigError> {
+    CheckSpec::from_value(&settings.check, path)?.build_at(
+        path,
+        target,
+        &settings.id,
+        settings.timeout,
+    )
+}
+
+impl CheckSpec {
+    /// Builds the probe of this check, aimed at `target`, with `timeout` as its limit per
+    /// attempt; `probe` names it in logs. Errors name fields under `check`.
+    pub fn build(
+        &self,
+        target: &Target,
+        probe: &ProbeId,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Probe>, ConfigError> {
+        self.build_at("check", target, probe, timeout)
+    }
+
+    fn build_at(
+        &self,
+        path: &str,
+        target: &Target,
+        probe: &ProbeId,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Probe>, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::single(
+                "timeout",
+                "0s",
+                "must be more than zero",
+            ));
+        }
+        let ctx = BuildContext {
+            path: path.to_owned(),
+            label: format!("{}/{probe}", target.site),
+            timeout,
+        };
+        match self {
+            CheckSpec::Http(s) => Ok(Arc::new(HttpProbe::new(&ctx, s, target)?)),
+            CheckSpec::Tcp(s) => Ok(Arc::new(TcpProbe::new(&ctx, s, target)?)),
+        }
+    }
+}
+
+/// Builds every probe of every site of a service, listing every problem found (with paths
+/// like `sites[1].probes[0].check.url`).
+pub fn probes_for_service(cfg: &ServiceConfig) -> Result<Vec<ScheduledProbe>, ConfigError> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, site) in cfg.sites().iter().enumerate() {
+        let target = Target::for_site(cfg.name(), site);
+        for (j, settings) in site.probes.iter().enumerate() {
+            let path = format!("sites[{i}].probes[{j}].check");
+            match ScheduledProbe::build_at(&path, settings, &target) {
+                Ok(p) => out.push(p),
+                Err(e) => errors.extend(e.errors),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+/// What every probe constructor needs besides its own spec.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildContext {
+    /// Path of the `check` table, for errors.
+    pub(crate) path: String,
+    /// `site/probe`, for logs.
+    pub(crate) label: String,
+    /// The limit of one attempt.
+    pub(crate) timeout: Duration,
+}
+
+/// Collects field errors while a check is validated.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    errors: Vec<FieldError>,
+}
+
+impl Problems {
+    pub(crate) fn push(
+        &mut self,
+        path: impl Into<String>,
+        value: impl std::fmt::Display,
+        problem: impl Into<String>,
+    ) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            value: value.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                errors: self.errors,
+            })
+        }
+    }
+}
+
+pub(crate) fn default_window() -> usize {
+    64 * 1024
+}
+
+/// The largest search window accepted.
+pub(crate) const MAX_WINDOW: usize = 16 * 1024 * 1024;
+
+pub(crate) fn check_window(p: &mut Problems, path: &str, window: usize) {
+    if window == 0 || window > MAX_WINDOW {
+        p.push(
+            path,
+            window,
+            format!("must be between 1 and {MAX_WINDOW} bytes"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(second_check: &str) -> ServiceConfig {
+        ServiceConfig::from_toml(&format!(
+            r#"
+            name = "app.example.com"
+            zone = "example.com"
+            record = "alias"
+            [[sites]]
+            id = "a"
+            priority = 1
+            alias = "a.example.net"
+            addresses = ["127.0.0.1"]
+            probes = [{{ id = "web", timeout = "2s", check = {{ kind = "http", url = "/health", expect = "OK" }} }},
+                      {{ id = "port", check = {{ kind = "tcp", port = 443 }} }}]
+            [[sites]]
+            id = "b"
+            priority = 2
+            alias = "b.example.net"
+            probes = [{{ id = "web", check = {second_check} }}]
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_probe_of_every_site_is_built() {
+        let probes = probes_for_service(&cfg(r#"{ kind = "tcp", port = 80 }"#)).unwrap();
+        let names: Vec<String> = probes
+            .iter()
+            .map(|p| format!("{}/{}", p.site, p.id))
+            .collect();
+        assert_eq!(names, ["a/web", "a/port", "b/web"]);
+        assert_eq!(probes[0].timeout, Duration::from_secs(2) + TIMEOUT_GRACE);
+        assert_eq!(probes[0].interval, Duration::from_secs(30));
+        // Site b has no address: its probe connects to its own host name.
+        let shown = format!("{:?}", probes[2].probe);
+        assert!(shown.contains("Host(\"b.example.net\")"), "{shown}");
+    }
+
+    #[test]
+    fn problems_are_named_by_their_full_path() {
+        let e = probes_for_service(&cfg(
+            r#"{ kind = "http", url = "http://x/", status = ["abc"], expect_regex = "(" }"#,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sites[1].probes[0].check.status[0] = abc"),
+            "{e}"
+        );
+        assert!(
+            e.contains("sites[1].probes[0].check.expect_regex = ("),
+            "{e}"
+        );
+        let e = probes_for_service(&cfg("{}")).unwrap_err().to_string();
+        assert!(
+            e.contains("sites[1].probes[0].check: missing field `kind`"),
+            "{e}"
+        );
+    }
+}
