@@ -1,0 +1,334 @@
+//! The [`DnsBackend`] side of the embedded server: epochs, atomic swaps, the state file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use idns_core::{
+    BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Propagation, Published,
+    RecordSet,
+};
+use serde::{Deserialize, Serialize};
+
+use super::config::ValidZone;
+use super::fast::SnapshotCell;
+use super::zone::{Entry, Snapshot, ZoneState, ttl_secs};
+use crate::propagation::PropagationChecker;
+
+/// The records and epochs of every zone, changed under a lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    zones: Vec<ZoneState>,
+    generation: u64,
+    state_file: Option<PathBuf>,
+}
+
+/// What the state file holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Persisted {
+    version: u32,
+    zones: Vec<PersistedZone>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PersistedZone {
+    name: DnsName,
+    serial: u32,
+    names: BTreeMap<DnsName, Entry>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+impl State {
+    /// The state of `zones`, restored from `state_file` when it exists.
+    pub(crate) fn load(
+        zones: Vec<ValidZone>,
+        state_file: Option<PathBuf>,
+    ) -> Result<(State, Snapshot), String> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let mut zones: Vec<ZoneState> = zones.into_iter().map(|z| ZoneState::new(z, now)).collect();
+        if let Some(path) = &state_file
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read state file {}: {e}", path.display()))?;
+            let persisted: Persisted = serde_json::from_str(&text)
+                .map_err(|e| format!("state file {} is not valid: {e}", path.display()))?;
+            if persisted.version != STATE_VERSION {
+                return Err(format!(
+                    "state file {} has version {}, expected {STATE_VERSION}",
+                    path.display(),
+                    persisted.version
+                ));
+            }
+            for saved in persisted.zones {
+                match zones.iter_mut().find(|z| z.cfg.name == saved.name) {
+                    Some(z) => {
+                        z.serial = z.serial.max(saved.serial);
+                        z.names = saved.names;
+                    }
+                    None => tracing::warn!(
+                        zone = %saved.name,
+                        "the state file holds a zone that is no longer configured; ignored"
+                    ),
+                }
+            }
+        }
+        let snapshot = Snapshot::build(1, &zones)?;
+        Ok((
+            State {
+                zones,
+                generation: 1,
+                state_file,
+            },
+            snapshot,
+        ))
+    }
+
+    fn save(path: &Path, zones: &[ZoneState]) -> std::io::Result<()> {
+        let persisted = Persisted {
+            version: STATE_VERSION,
+            zones: zones
+                .iter()
+                .map(|z| PersistedZone {
+                    name: z.cfg.name.clone(),
+                    serial: z.serial,
+                    names: z.names.clone(),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec_pretty(&persisted).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// The data shared by the server's workers and its backend handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cell: Arc<SnapshotCell>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(state: State, snapshot: Snapshot) -> Self {
+        Self {
+            cell: Arc::new(SnapshotCell::new(snapshot)),
+            state: Mutex::new(state),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is built aside and committed at the end, so the data behind a poisoned
+        // lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn zones(&self) -> Vec<DnsName> {
+        self.state()
+            .zones
+            .iter()
+            .map(|z| z.cfg.name.clone())
+            .collect()
+    }
+
+    pub(crate) fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        let state = self.state();
+        let Some(z) = state.zones.iter().find(|z| z.cfg.name == *zone) else {
+            return Err(BackendError::NotFound(format!(
+                "zone {zone} is not served here"
+            )));
+        };
+        if !name.is_within(zone) {
+            return Err(BackendError::NotFound(format!(
+                "{name} is not in zone {zone}"
+            )));
+        }
+        Ok(match z.names.get(name) {
+            Some(e) => Published {
+                ttl: if e.records == RecordSet::Empty {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(u64::from(e.ttl))
+                },
+                records: e.records.clone(),
+                owner: Some(e.owner.clone()),
+            },
+            None => Published {
+                records: RecordSet::Empty,
+                ttl: Duration::ZERO,
+                owner: None,
+            },
+        })
+    }
+
+    pub(crate) fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let Some(index) = state.zones.iter().position(|z| z.cfg.name == change.zone) else {
+            return Err(BackendError::Refused(format!(
+                "zone {} is not served here",
+                change.zone
+            )));
+        };
+        if !change.name.is_within(&change.zone) {
+            return Err(BackendError::Refused(format!(
+                "{} is not in zone {}",
+                change.name, change.zone
+            )));
+        }
+        let zone = &state.zones[index];
+        if let Some(problem) = zone.reserved(&change.name) {
+            return Err(BackendError::Invalid(format!(
+                "{} {problem}; it cannot be a service name",
+                change.name
+            )));
+        }
+        let Some(ttl) = ttl_secs(change.ttl) else {
+            return Err(BackendError::Invalid(format!(
+                "TTL {:?} is not a whole number of seconds up to 2^31 - 1",
+                change.ttl
+            )));
+        };
+        if change.records == RecordSet::Alias(change.name.clone()) {
+            return Err(BackendError::Invalid(format!(
+                "{} cannot be an alias of itself",
+                change.name
+            )));
+        }
+        let current = zone.names.get(&change.name);
+        if let Some(e) = current
+            && change.epoch < e.owner.epoch
+        {
+            tracing::warn!(
+                name = %change.name,
+                attempted = %change.epoch,
+                current = %e.owner.epoch,
+                "refused a change with a stale epoch"
+            );
+            return Err(BackendError::StaleEpoch {
+                attempted: change.epoch,
+                current: e.owner.epoch,
+            });
+        }
+        let entry = Entry {
+            records: change.records.normalized(),
+            ttl,
+            owner: change.ownership(),
+        };
+        if current == Some(&entry) {
+            return Ok(());
+        }
+        let mut zones = state.zones.clone();
+        let changed = &mut zones[index];
+        changed.names.insert(change.name.clone(), entry);
+        changed.serial = next_serial(changed.serial);
+        let serial = changed.serial;
+        let generation = state.generation + 1;
+        let snapshot = Snapshot::build(generation, &zones).map_err(BackendError::Invalid)?;
+        if let Some(path) = &state.state_file {
+            State::save(path, &zones).map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "cannot write the state file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        state.zones = zones;
+        state.generation = generation;
+        self.cell.store(snapshot);
+        tracing::info!(
+            name = %change.name,
+            records = %change.records,
+            epoch = %change.epoch,
+            serial,
+            "published"
+        );
+        Ok(())
+    }
+}
+
+/// The next SOA serial (RFC 1982: one more, skipping zero).
+fn next_serial(serial: u32) -> u32 {
+    match serial.wrapping_add(1) {
+        0 => 1,
+        s => s,
+    }
+}
+
+/// A handle on an [`EmbeddedServer`](super::EmbeddedServer)'s records, implementing
+/// [`DnsBackend`]. Cheap to clone; every clone changes the same server.
+///
+/// `apply` swaps the whole answer set at once and bumps the zone's SOA serial (a change
+/// identical to what is published, at the same epoch, is accepted and changes nothing);
+/// `verify` asks the server itself over UDP, like any client would.
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) servers: Vec<SocketAddr>,
+}
+
+impl fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("zones", &self.shared.zones())
+            .field("servers", &self.servers)
+            .finish()
+    }
+}
+
+impl EmbeddedBackend {
+    /// The addresses `verify` asks (the server's UDP addresses, with an unspecified address
+    /// replaced by loopback).
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// The zones served.
+    pub fn zones(&self) -> Vec<DnsName> {
+        self.shared.zones()
+    }
+}
+
+#[async_trait]
+impl DnsBackend for EmbeddedBackend {
+    fn capabilities(&self) -> DnsCapabilities {
+        DnsCapabilities::new(true, true, true)
+    }
+
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        self.shared.read(zone, name)
+    }
+
+    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        self.shared.apply(change)
+    }
+
+    async fn verify(
+        &self,
+        change: &DnsChange,
+        timeout: Duration,
+    ) -> Result<Propagation, BackendError> {
+        if self.servers.is_empty() {
+            return Err(BackendError::Invalid("the server listens nowhere".into()));
+        }
+        let checker = PropagationChecker::new(self.servers.iter().copied());
+        Ok(checker.check(&change.name, &change.records, timeout).await)
+    }
+}

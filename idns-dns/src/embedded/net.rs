@@ -1,0 +1,151 @@
+//! Sockets: UDP worker threads (one socket each, `SO_REUSEPORT`) and TCP on tokio.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::answer::Transport;
+use super::fast::{SnapshotCell, Worker};
+
+/// How often a blocked UDP worker wakes up to see whether it must stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Opens a UDP socket on `addr`, sharing the port with the server's other UDP sockets.
+pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    // Bursts from many clients: a larger receive buffer loses fewer queries. Best effort.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    Ok(socket)
+}
+
+/// Opens a TCP listener on `addr`.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A UDP worker: receive, answer, send, until `stop` is set.
+pub(crate) fn udp_loop(
+    socket: UdpSocket,
+    cell: Arc<SnapshotCell>,
+    max_udp: u16,
+    stop: Arc<AtomicBool>,
+) {
+    let mut worker = Worker::new(cell, max_udp);
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                if worker.handle(&buf[..n], Transport::Udp, &mut out)
+                    && let Err(e) = socket.send_to(&out, peer)
+                {
+                    tracing::debug!(%peer, error = %e, "cannot send an answer");
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive failed");
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections and serves each on its own task, at most `max` at once.
+pub(crate) async fn tcp_accept(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    max_udp: u16,
+    max: usize,
+    idle: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let cell = Arc::clone(&cell);
+                tokio::spawn(async move {
+                    if let Err(e) = tcp_serve(stream, cell, max_udp, idle).await {
+                        tracing::debug!(%peer, error = %e, "TCP connection closed");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves the queries of one TCP connection in order until it is closed or idle.
+async fn tcp_serve(
+    mut stream: TcpStream,
+    cell: Arc<SnapshotCell>,
+    max_udp: u16,
+    idle: Duration,
+) -> io::Result<()> {
+    let mut worker = Worker::new(cell, max_udp);
+    let mut buf = Vec::new();
+    let mut out = Vec::with_capacity(512);
+    let mut framed = Vec::with_capacity(514);
+    loop {
+        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        buf.resize(len, 0);
+        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+        if len < 12 {
+            return Ok(());
+        }
+        if worker.handle(&buf, Transport::Tcp, &mut out) {
+            let Ok(n) = u16::try_from(out.len()) else {
+                continue;
+            };
+            framed.clear();
+            framed.extend_from_slice(&n.to_be_bytes());
+            framed.extend_from_slice(&out);
+            stream.write_all(&framed).await?;
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The embedded server over real sockets on loopback: garbage over UDP, TCP, the propagation
+//! check, and the state file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use idns_core::{BackendError, DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
+use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
+use idns_dns::propagation::PropagationChecker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+fn zone() -> DnsName {
+    "example.com".parse().unwrap()
+}
+
+fn config() -> EmbeddedConfig {
+    let mut c = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
+    c.udp_threads = 2;
+    c
+}
+
+fn change(records: RecordSet, epoch: u64) -> DnsChange {
+    DnsChange {
+        zone: zone(),
+        name: "app.example.com".parse().unwrap(),
+        records,
+        ttl: Duration::from_secs(20),
+        epoch: Epoch::new(epoch),
+        site: Some("primary".parse().unwrap()),
+    }
+}
+
+fn addrs(list: &[&str]) -> RecordSet {
+    RecordSet::Addresses(list.iter().map(|a| a.parse().unwrap()).collect())
+}
+
+fn query(name: &str, rtype: RecordType) -> Vec<u8> {
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    m.to_vec().unwrap()
+}
+
+async fn udp_ask(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(Duration::from_millis(150), socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_garbage_gets_no_crash_and_no_oversized_answer() {
+    let server = EmbeddedServer::start(config()).await.unwrap();
+    let addr = server.udp_addrs()[0];
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.1"]), 1))
+        .await
+        .unwrap();
+    let valid = query("app.example.com.", RecordType::A);
+    let mut packets: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0xff; 11],
+        valid[..12].to_vec(),
+        valid[..valid.len() - 1].to_vec(),
+        vec![0xff; 600],
+        vec![0u8; 512],
+    ];
+    // A name made of compression pointers that point at each other.
+    let mut looped = valid[..12].to_vec();
+    looped.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    packets.push(looped);
+    // Every prefix of a valid query, and every single-byte flip of it.
+    for cut in 0..valid.len() {
+        packets.push(valid[..cut].to_vec());
+    }
+    for i in 0..valid.len() {
+        let mut p = valid.clone();
+        p[i] ^= 0xa5;
+        packets.push(p);
+    }
+    for p in &packets {
+        if let Some(answer) = udp_ask(addr, p).await {
+            assert!(
+                answer.len() <= 512,
+                "{} bytes answered to {p:?}",
+                answer.len()
+            );
+            assert!(answer.len() >= 12, "answer shorter than a header to {p:?}");
+        }
+    }
+    // Still serving.
+    let answer = udp_ask(addr, &valid)
+        .await
+        .expect("the server still answers");
+    let m = Message::from_vec(&answer).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_serves_several_queries_on_one_connection() {
+    let server = EmbeddedServer::start(config()).await.unwrap();
+    let many: Vec<String> = (1..=80).map(|i| format!("192.0.2.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    server
+        .backend()
+        .apply(&change(addrs(&many), 1))
+        .await
+        .unwrap();
+    // Over UDP without EDNS it is truncated...
+    let q = query("app.example.com.", RecordType::A);
+    let m = Message::from_vec(&udp_ask(server.udp_addrs()[0], &q).await.unwrap()).unwrap();
+    assert!(m.metadata.truncation);
+    // ...over TCP it comes whole, twice on the same connection.
+    let mut stream = TcpStream::connect(server.tcp_addrs()[0]).await.unwrap();
+    for _ in 0..2 {
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        stream.write_all(&framed).await.unwrap();
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf).unwrap();
+        assert!(!m.metadata.truncation);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 80);
+    }
+    // The propagation check falls back to TCP by itself.
+    let p = PropagationChecker::new(server.udp_addrs().iter().copied())
+        .check(
+            &"app.example.com".parse().unwrap(),
+            &addrs(&many),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(p.complete(), "{p:?}");
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_stopped_server_as_not_current() {
+    let server = EmbeddedServer::start(config()).await.unwrap();
+    let backend = server.backend();
+    let c = change(addrs(&["192.0.2.1"]), 1);
+    backend.apply(&c).await.unwrap();
+    server.shutdown();
+    let p = backend
+        .verify(&c, Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(!p.complete());
+    assert_eq!(p.servers.len(), 1);
+    assert!(!p.servers[0].detail.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_file_keeps_records_epochs_and_serials_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.state_file = Some(dir.path().join("state.json"));
+    cfg.zones[0].serial = Some(1000);
+    let server = EmbeddedServer::start(cfg.clone()).await.unwrap();
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.5"]), 7))
+        .await
+        .unwrap();
+    server.shutdown();
+
+    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let backend = server.backend();
+    let p = backend
+        .read(&zone(), &"app.example.com".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(p.records, addrs(&["192.0.2.5"]));
+    assert_eq!(p.owner.unwrap().epoch, Epoch::new(7));
+    let err = backend
+        .apply(&change(addrs(&["192.0.2.6"]), 6))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BackendError::StaleEpoch {
+            attempted: Epoch::new(6),
+            current: Epoch::new(7)
+        }
+    );
+    // Served from the first packet on, with the serial where it was.
+    let m = Message::from_vec(
+        &udp_ask(
+            server.udp_addrs()[0],
+            &query("example.com.", RecordType::SOA),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    match &m.answers[0].data {
+        RData::SOA(soa) => assert_eq!(soa.serial, 1001),
+        other => panic!("{other:?}"),
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn invalid_configuration_names_the_field() {
+    let mut cfg = config();
+    cfg.zones[0].name = "bad name".into();
+    let err = EmbeddedServer::start(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("zones[0].name"), "{err}");
+}
