@@ -8,6 +8,9 @@
 //!   sparse, crash-safe point-in-time checkpoints of the whole consistency group (the last N
 //!   kept), manifests verified file by file, drill markers, drills on isolated copies,
 //!   continuous mode with the checkpoint age as lag, progress events.
+//! - [`command`]: every operation as a user command (a hook) with a small JSON contract on
+//!   standard input and output, for replication that lives elsewhere: VMware SRM,
+//!   RecoverPoint, DRBD, ZFS, Ceph RBD.
 //!
 //! What it does not do: decide when to fail over (the election in `idns-core` does), run
 //! probes, or talk DNS.
@@ -65,7 +68,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod command;
 mod fsutil;
 pub mod image;
 
+pub use command::CommandReplication;
 pub use image::ImageReplication;

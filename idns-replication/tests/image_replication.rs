@@ -15,6 +15,8 @@ use idns_replication::image::{
     ImageConfig, ImageReplication, ImageResourceSpec, ImageSiteSpec, ImageSpec, Operation,
 };
 
+mod common;
+
 const CHUNK: u64 = 64 << 10;
 
 fn ids() -> (ResourceId, SiteId, SiteId) {
@@ -570,8 +572,7 @@ fn progress_events_and_continuous_lag() {
     });
 }
 
-/// The suite of idns-core's `ReplicationSuite` (conformance), run step by step here while
-/// that suite is not yet in idns-core: fail over to the replica and back.
+/// The conformance steps (tests/common), twice in a row on the same backend.
 #[test]
 fn conformance_steps() {
     rt().block_on(async {
@@ -584,78 +585,10 @@ fn conformance_steps() {
         )
         .unwrap();
         r.sync(&res).await.unwrap();
-        for round in 0..2u64 {
-            assert_eq!(roles(&r).await, [Role::Primary, Role::Replica]);
-            // Derive the epoch: promoting the primary at 0 is a no-op or stale.
-            let e = match r.promote(&res, &p, &ctx(0)).await {
-                Ok(_) => Epoch::new(1),
-                Err(BackendError::StaleEpoch { current, .. }) => current.next(),
-                Err(other) => panic!("{other:?}"),
-            };
-            assert_eq!(e, Epoch::new(1 + 2 * round));
-            let op = ctx(e.get());
-            r.promote(&res, &q, &op).await.unwrap();
-            assert_eq!(roles(&r).await[1], Role::Primary);
-            assert!(matches!(
-                r.fence(&res, &q, &ctx(e.get() - 1)).await,
-                Err(BackendError::StaleEpoch { .. })
-            ));
-            r.fence(&res, &p, &op).await.unwrap();
-            assert_ne!(roles(&r).await[0], Role::Primary);
-            let label = format!("conformance-{e}");
-            let markers = r
-                .integrity(&res, &q, &IntegrityRequest::Mark { label }, &op)
-                .await
-                .unwrap()
-                .manifest;
-            r.reprotect(&res, &q, true, &op).await.unwrap();
-            assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
-            let v = r
-                .integrity(
-                    &res,
-                    &p,
-                    &IntegrityRequest::Verify {
-                        expected: markers.clone(),
-                    },
-                    &op,
-                )
-                .await
-                .unwrap();
-            assert!(v.mismatches.is_empty(), "{:?}", v.mismatches);
-            let mut tampered = markers.clone();
-            let (key, entry) = tampered.entries.iter_mut().next().unwrap();
-            entry.checksum.push_str("-tampered");
-            let key = key.clone();
-            let v = r
-                .integrity(
-                    &res,
-                    &p,
-                    &IntegrityRequest::Verify { expected: tampered },
-                    &op,
-                )
-                .await
-                .unwrap();
-            assert!(v.mismatches.iter().any(|m| m.key == key));
-            r.promote(&res, &p, &drill(e.get())).await.unwrap();
-            assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
-            r.fence(&res, &p, &drill(e.get())).await.unwrap();
-            assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
-            let back = ctx(e.get() + 1);
-            r.promote(&res, &p, &back).await.unwrap();
-            r.fence(&res, &q, &back).await.unwrap();
-            r.reprotect(&res, &p, true, &back).await.unwrap();
-            let v = r
-                .integrity(
-                    &res,
-                    &p,
-                    &IntegrityRequest::Verify { expected: markers },
-                    &back,
-                )
-                .await
-                .unwrap();
-            assert!(v.mismatches.is_empty(), "{:?}", v.mismatches);
-        }
-        assert_eq!(roles(&r).await, [Role::Primary, Role::Replica]);
+        let first = common::conformance(&r, &res, &p, &q).await;
+        assert_eq!(first, Epoch::new(2));
+        let second = common::conformance(&r, &res, &p, &q).await;
+        assert_eq!(second, Epoch::new(4));
     });
 }
 

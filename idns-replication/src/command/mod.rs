@@ -1,0 +1,657 @@
+//! Replication driven by user commands (hooks), for replication that lives elsewhere: VMware
+//! SRM, RecoverPoint, DRBD, ZFS send/receive, Ceph RBD mirroring, a storage array's CLI.
+//!
+//! # The contract (version 1)
+//!
+//! For every call the backend runs the resource's hook (one program for every operation, or
+//! one per operation) and writes one JSON object to its standard input:
+//!
+//! ```json
+//! {"version": 1, "operation": "promote", "resource": "db", "sites": ["a", "b"],
+//!  "site": "b", "epoch": 7, "drill": false, "timeout_ms": 110000}
+//! ```
+//!
+//! | operation | extra fields | standard output on success (exit code 0) |
+//! |---|---|---|
+//! | `status` | — (no `epoch`) | `{"sites": [{"site": "a", "role": "primary", "lag_ms": 0, "lag_bytes": 0}, …]}`; role is `primary`, `replica`, `fenced` or `unknown`; a site left out is `unknown` |
+//! | `fence` | `site`, `epoch`, `drill` | anything (ignored) |
+//! | `promote` | `site`, `epoch`, `drill` | optional `{"rpo_ms": 1200, "position": "snapshot 42"}` |
+//! | `reprotect` | `primary`, `wait`, `epoch` | anything (ignored) |
+//! | `integrity` | `site`, `epoch`, `drill`, `request`: `{"check": {}}`, `{"mark": {"label": "epoch-7"}}` or `{"verify": {"expected": {"entries": {…}}}}` | `{"manifest": {"entries": {"key": {"size": 1, "checksum": "…", "modified_ms": 0}}}, "mismatches": [{"key": "…", "problem": "…"}]}`; for `verify` the manifest of what was found is enough: the backend compares it with `expected` itself |
+//!
+//! The same facts are in the environment for scripts that do not parse JSON: `IDNS_OPERATION`,
+//! `IDNS_RESOURCE`, `IDNS_SITES` (space-separated), `IDNS_SITE`, `IDNS_PRIMARY`, `IDNS_WAIT`,
+//! `IDNS_EPOCH`, `IDNS_DRILL` (`0`/`1`), `IDNS_TIMEOUT_MS`, `IDNS_INTEGRITY` (`check`, `mark`,
+//! `verify`) and `IDNS_LABEL`.
+//!
+//! **Errors.** A non-zero exit code is an error. Its standard output may describe it:
+//! `{"error": "SRM is unreachable", "transient": true}`; `kind` may name it exactly
+//! (`refused`, `not_found`, `unsupported` — e.g. a drill the storage cannot clone —,
+//! `integrity`, `conflict`, `invalid`, `auth`, `timeout`, `unavailable`, or `stale_epoch`
+//! with `current_epoch`). Without JSON, exit code 75 (`EX_TEMPFAIL`) or a death by signal is
+//! transient, anything else permanent, and the message is the end of standard error.
+//!
+//! **Time.** A hook that outlives its budget (`ctx.timeout`; `status_timeout` for status) is
+//! killed with its whole process group, and the call fails as [`BackendError::Timeout`].
+//!
+//! **Epochs.** The backend refuses epochs below the highest it has accepted for the resource
+//! before it runs anything, and keeps that epoch in `state_file` (when configured) across
+//! restarts; a hook whose storage keeps its own epoch can refuse too (`stale_epoch`).
+
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idns_core::{
+    BackendError, ConfigError, Epoch, FieldError, IntegrityReport, IntegrityRequest, Manifest,
+    OpContext, Promoted, ReplicationBackend, ReplicationStatus, ResourceId, Role, SiteId,
+    SiteReplication,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+pub use wire::{HookRequest, WireEntry, WireIntegrity, WireManifest};
+
+use crate::fsutil::{IoContext, atomic_write};
+
+/// The operations a hook is run for.
+pub const OPERATIONS: [&str; 5] = ["status", "fence", "promote", "reprotect", "integrity"];
+
+/// Command replication as written in a configuration file.
+///
+/// ```
+/// # use idns_replication::command::{CommandConfig, CommandSpec};
+/// let spec: CommandSpec = serde_json::from_str(r#"{
+///   "state_file": "/var/lib/idns/command-epochs.json",
+///   "resources": [{
+///     "id": "vmfs",
+///     "sites": ["dc1", "dc2"],
+///     "command": ["/usr/local/bin/srm-hook"],
+///     "commands": { "status": ["/usr/local/bin/srm-status", "--json"] },
+///     "status_timeout": "5s"
+///   }]
+/// }"#)?;
+/// let cfg = CommandConfig::try_from(spec)?;
+/// assert_eq!(cfg.resources[0].hooks["status"][1], "--json");
+/// assert_eq!(cfg.resources[0].hooks["promote"][0], "/usr/local/bin/srm-hook");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// The resources.
+    pub resources: Vec<CommandResourceSpec>,
+    /// A file that keeps the highest epoch accepted per resource, so a restarted controller
+    /// still refuses stale ones (recommended; without it they are kept in memory only).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+}
+
+/// One resource's hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandResourceSpec {
+    /// The resource id.
+    pub id: String,
+    /// Its sites (at least two).
+    pub sites: Vec<String>,
+    /// The hook run for every operation without its own: program, then arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Hooks for single operations (`status`, `fence`, `promote`, `reprotect`,
+    /// `integrity`), overriding `command`.
+    #[serde(default)]
+    pub commands: BTreeMap<String, Vec<String>>,
+    /// Time a status hook may take (default 10 s); other operations get the step's timeout.
+    #[serde(default = "default_status_timeout", with = "humantime_serde")]
+    pub status_timeout: Duration,
+    /// Extra environment for the hooks.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the hooks.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+fn default_status_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Validated command replication settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandConfig {
+    /// The resources.
+    pub resources: Vec<CommandResource>,
+    /// Where accepted epochs are kept.
+    pub state_file: Option<PathBuf>,
+}
+
+/// A validated resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandResource {
+    /// The resource id.
+    pub id: ResourceId,
+    /// Its sites.
+    pub sites: Vec<SiteId>,
+    /// The hook of every operation (each in [`OPERATIONS`]).
+    pub hooks: BTreeMap<&'static str, Vec<String>>,
+    /// Time a status hook may take.
+    pub status_timeout: Duration,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub dir: Option<PathBuf>,
+}
+
+impl TryFrom<CommandSpec> for CommandConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: CommandSpec) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut push = |path: String, value: String, problem: &str| {
+            errors.push(FieldError {
+                path,
+                value,
+                problem: problem.to_owned(),
+            })
+        };
+        if spec.resources.is_empty() {
+            push("resources".into(), String::new(), "lists no resource");
+        }
+        let mut resources: Vec<CommandResource> = Vec::new();
+        for (i, r) in spec.resources.iter().enumerate() {
+            let at = |f: &str| format!("resources[{i}].{f}");
+            let id = ResourceId::try_from(r.id.as_str())
+                .map_err(|e| push(at("id"), r.id.clone(), e.problem))
+                .ok();
+            if let Some(id) = &id
+                && resources.iter().any(|x| &x.id == id)
+            {
+                push(at("id"), r.id.clone(), "is used by another resource");
+            }
+            if r.sites.len() < 2 {
+                push(
+                    at("sites"),
+                    r.sites.len().to_string(),
+                    "needs at least two sites",
+                );
+            }
+            let mut sites: Vec<SiteId> = Vec::new();
+            for (j, s) in r.sites.iter().enumerate() {
+                match SiteId::try_from(s.as_str()) {
+                    Ok(site) if sites.contains(&site) => {
+                        push(at(&format!("sites[{j}]")), s.clone(), "is listed twice")
+                    }
+                    Ok(site) => sites.push(site),
+                    Err(e) => push(at(&format!("sites[{j}]")), s.clone(), e.problem),
+                }
+            }
+            if r.command.as_ref().is_some_and(|c| c.is_empty()) {
+                push(at("command"), "[]".into(), "names no program");
+            }
+            for (op, argv) in &r.commands {
+                if !OPERATIONS.contains(&op.as_str()) {
+                    push(
+                        at(&format!("commands.{op}")),
+                        String::new(),
+                        "is not an operation (status, fence, promote, reprotect, integrity)",
+                    );
+                } else if argv.is_empty() {
+                    push(
+                        at(&format!("commands.{op}")),
+                        "[]".into(),
+                        "names no program",
+                    );
+                }
+            }
+            let mut hooks = BTreeMap::new();
+            for op in OPERATIONS {
+                match r
+                    .commands
+                    .get(op)
+                    .or(r.command.as_ref())
+                    .filter(|c| !c.is_empty())
+                {
+                    Some(argv) => {
+                        hooks.insert(op, argv.clone());
+                    }
+                    None => push(
+                        at(&format!("commands.{op}")),
+                        String::new(),
+                        "has no hook: set `command` or `commands.<operation>`",
+                    ),
+                }
+            }
+            if r.status_timeout.is_zero() {
+                push(
+                    at("status_timeout"),
+                    "0s".into(),
+                    "must be longer than zero",
+                );
+            }
+            if let Some(id) = id {
+                resources.push(CommandResource {
+                    id,
+                    sites,
+                    hooks,
+                    status_timeout: r.status_timeout,
+                    env: r.env.clone(),
+                    dir: r.dir.clone(),
+                });
+            }
+        }
+        if let Some(f) = &spec.state_file
+            && !f.is_absolute()
+        {
+            push(
+                "state_file".into(),
+                f.display().to_string(),
+                "must be an absolute path",
+            );
+        }
+        if errors.is_empty() {
+            Ok(CommandConfig {
+                resources,
+                state_file: spec.state_file,
+            })
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+/// The command-hook [`ReplicationBackend`]. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct CommandReplication {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: CommandConfig,
+    /// Highest accepted epoch per resource; `None` until loaded from the state file.
+    epochs: tokio::sync::Mutex<Option<BTreeMap<ResourceId, Epoch>>>,
+}
+
+impl CommandReplication {
+    /// A backend for the configured resources (no I/O until the first call).
+    pub fn new(config: CommandConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                epochs: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CommandConfig {
+        &self.inner.config
+    }
+
+    fn resource(&self, id: &ResourceId) -> Result<&CommandResource, BackendError> {
+        self.inner
+            .config
+            .resources
+            .iter()
+            .find(|r| &r.id == id)
+            .ok_or_else(|| BackendError::NotFound(format!("resource {id}")))
+    }
+
+    fn check_site(res: &CommandResource, site: &SiteId) -> Result<(), BackendError> {
+        if res.sites.contains(site) {
+            Ok(())
+        } else {
+            Err(BackendError::NotFound(format!(
+                "{} has no copy at site {site}",
+                res.id
+            )))
+        }
+    }
+
+    /// Refuses a stale epoch; records (and persists) a higher one.
+    async fn admit(&self, res: &ResourceId, epoch: Epoch) -> Result<(), BackendError> {
+        let mut guard = self.inner.epochs.lock().await;
+        if guard.is_none() {
+            let loaded = match self.inner.config.state_file.clone() {
+                Some(path) => tokio::task::spawn_blocking(move || load_epochs(&path))
+                    .await
+                    .map_err(|e| BackendError::Unavailable(format!("worker failed: {e}")))??,
+                None => BTreeMap::new(),
+            };
+            *guard = Some(loaded);
+        }
+        let map = guard.get_or_insert_with(BTreeMap::new);
+        let current = map.get(res).copied().unwrap_or(Epoch::ZERO);
+        if epoch < current {
+            tracing::warn!(resource = %res, attempted = %epoch, %current, "refusing a stale epoch");
+            return Err(BackendError::StaleEpoch {
+                attempted: epoch,
+                current,
+            });
+        }
+        if epoch > current {
+            map.insert(res.clone(), epoch);
+            if let Some(path) = self.inner.config.state_file.clone() {
+                let snapshot: BTreeMap<String, u64> =
+                    map.iter().map(|(k, v)| (k.to_string(), v.get())).collect();
+                tokio::task::spawn_blocking(move || {
+                    let data = serde_json::to_vec_pretty(&snapshot)
+                        .map_err(|e| BackendError::Invalid(e.to_string()))?;
+                    atomic_write(&path, &data).ctx(path.display())
+                })
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("worker failed: {e}")))??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the hook of `request.operation` and returns its standard output.
+    async fn run(
+        &self,
+        res: &CommandResource,
+        request: HookRequest,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BackendError> {
+        let op = request.operation.clone();
+        let argv = res
+            .hooks
+            .get(op.as_str())
+            .ok_or_else(|| BackendError::Invalid(format!("no hook for {op}")))?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(&res.env)
+            .env("IDNS_OPERATION", &op)
+            .env("IDNS_RESOURCE", &request.resource)
+            .env("IDNS_SITES", request.sites.join(" "))
+            .env("IDNS_DRILL", if request.drill { "1" } else { "0" })
+            .env("IDNS_TIMEOUT_MS", request.timeout_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        for (k, v) in [
+            ("IDNS_SITE", request.site.clone()),
+            ("IDNS_PRIMARY", request.primary.clone()),
+            (
+                "IDNS_WAIT",
+                request.wait.map(|w| if w { "1" } else { "0" }.to_owned()),
+            ),
+            ("IDNS_EPOCH", request.epoch.map(|e| e.to_string())),
+        ] {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        if let Some(r) = &request.request {
+            let (kind, label) = match r {
+                WireIntegrity::Check {} => ("check", None),
+                WireIntegrity::Mark { label } => ("mark", Some(label.clone())),
+                WireIntegrity::Verify { .. } => ("verify", None),
+            };
+            cmd.env("IDNS_INTEGRITY", kind);
+            if let Some(l) = label {
+                cmd.env("IDNS_LABEL", l);
+            }
+        }
+        if let Some(dir) = &res.dir {
+            cmd.current_dir(dir);
+        }
+        let input = serde_json::to_vec(&request)
+            .map_err(|e| BackendError::Invalid(format!("request does not serialize: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            BackendError::Invalid(format!("cannot run the {op} hook {:?}: {e}", argv[0]))
+        })?;
+        let pid = child.id();
+        if let Some(mut stdin) = child.stdin.take() {
+            tokio::spawn(async move {
+                // A hook that does not read its input closes the pipe: that is fine.
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+        tracing::debug!(resource = %res.id, operation = %op, hook = ?argv, ?pid, "hook started");
+        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(out) => out.map_err(|e| {
+                BackendError::Unavailable(format!("the {op} hook failed to run: {e}"))
+            })?,
+            Err(_) => {
+                if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                tracing::warn!(resource = %res.id, operation = %op, ?timeout, "hook timed out and was killed");
+                return Err(BackendError::Timeout(format!(
+                    "the {op} hook of {} did not finish within {} ms and was killed",
+                    res.id,
+                    timeout.as_millis()
+                )));
+            }
+        };
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: String = {
+            let t = stderr.trim();
+            let start = t.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
+            t[start..].to_owned()
+        };
+        if let Ok(e) = serde_json::from_slice::<wire::ErrorOut>(&output.stdout) {
+            let err = e.into_error(request.epoch);
+            tracing::warn!(resource = %res.id, operation = %op, error = %err, "hook failed");
+            return Err(err);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let what = match (output.status.code(), output.status.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "failure".to_owned(),
+        };
+        let msg = if tail.is_empty() {
+            format!("the {op} hook of {} failed ({what})", res.id)
+        } else {
+            format!("the {op} hook of {} failed ({what}): {tail}", res.id)
+        };
+        tracing::warn!(resource = %res.id, operation = %op, %msg, "hook failed");
+        if output.status.code() == Some(75) || output.status.signal().is_some() {
+            Err(BackendError::Unavailable(msg))
+        } else {
+            Err(BackendError::Refused(msg))
+        }
+    }
+
+    fn request(
+        res: &CommandResource,
+        operation: &str,
+        ctx: Option<&OpContext>,
+        timeout: Duration,
+    ) -> HookRequest {
+        HookRequest {
+            version: 1,
+            operation: operation.to_owned(),
+            resource: res.id.to_string(),
+            sites: res.sites.iter().map(ToString::to_string).collect(),
+            site: None,
+            primary: None,
+            wait: None,
+            epoch: ctx.map(|c| c.epoch),
+            drill: ctx.is_some_and(|c| c.drill),
+            timeout_ms: timeout.as_millis() as u64,
+            request: None,
+        }
+    }
+}
+
+fn load_epochs(path: &std::path::Path) -> Result<BTreeMap<ResourceId, Epoch>, BackendError> {
+    let raw = match std::fs::read(path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(crate::fsutil::io_err(path.display(), &e)),
+    };
+    let map: BTreeMap<String, u64> = serde_json::from_slice(&raw).map_err(|e| {
+        BackendError::Integrity(format!("epoch file {} is damaged: {e}", path.display()))
+    })?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| ResourceId::try_from(k).ok().map(|id| (id, Epoch::new(v))))
+        .collect())
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(
+    op: &str,
+    out: &[u8],
+) -> Result<T, BackendError> {
+    if out.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(out).map_err(|e| {
+        let shown: String = String::from_utf8_lossy(out).chars().take(200).collect();
+        BackendError::Invalid(format!(
+            "the {op} hook printed something that is not the documented JSON ({e}): {shown}"
+        ))
+    })
+}
+
+#[async_trait]
+impl ReplicationBackend for CommandReplication {
+    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
+        let res = self.resource(resource)?;
+        let req = Self::request(res, "status", None, res.status_timeout);
+        let out = self.run(res, req, res.status_timeout).await?;
+        let parsed: wire::StatusOut = parse("status", &out)?;
+        let mut sites = Vec::new();
+        for site in &res.sites {
+            let found = parsed.sites.iter().find(|s| s.site == site.as_str());
+            let role = match found.map(|s| s.role.as_str()) {
+                Some("primary") => Role::Primary,
+                Some("replica") => Role::Replica,
+                Some("fenced") => Role::Fenced,
+                Some("unknown") | None => Role::Unknown,
+                Some(other) => {
+                    return Err(BackendError::Invalid(format!(
+                        "the status hook of {resource} gave site {site} the role {other:?} \
+                         (expected primary, replica, fenced or unknown)"
+                    )));
+                }
+            };
+            sites.push(SiteReplication {
+                site: site.clone(),
+                role,
+                lag: found.and_then(|s| s.lag_ms).map(Duration::from_millis),
+                lag_bytes: found.and_then(|s| s.lag_bytes),
+            });
+        }
+        for s in &parsed.sites {
+            if !res.sites.iter().any(|x| x.as_str() == s.site) {
+                tracing::warn!(resource = %resource, site = %s.site, "the status hook reported a site that is not configured");
+            }
+        }
+        Ok(ReplicationStatus {
+            resource: resource.clone(),
+            sites,
+        })
+    }
+
+    async fn fence(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        let res = self.resource(resource)?;
+        Self::check_site(res, site)?;
+        self.admit(resource, ctx.epoch).await?;
+        let mut req = Self::request(res, "fence", Some(ctx), ctx.timeout);
+        req.site = Some(site.to_string());
+        self.run(res, req, ctx.timeout).await?;
+        tracing::info!(resource = %resource, site = %site, epoch = %ctx.epoch, drill = ctx.drill, "fenced by hook");
+        Ok(())
+    }
+
+    async fn promote(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        let res = self.resource(resource)?;
+        Self::check_site(res, site)?;
+        self.admit(resource, ctx.epoch).await?;
+        let mut req = Self::request(res, "promote", Some(ctx), ctx.timeout);
+        req.site = Some(site.to_string());
+        let out = self.run(res, req, ctx.timeout).await?;
+        let p: wire::PromoteOut = parse("promote", &out)?;
+        tracing::info!(resource = %resource, site = %site, epoch = %ctx.epoch, drill = ctx.drill, "promoted by hook");
+        Ok(Promoted {
+            rpo: p.rpo_ms.map(Duration::from_millis),
+            position: p.position,
+        })
+    }
+
+    async fn reprotect(
+        &self,
+        resource: &ResourceId,
+        primary: &SiteId,
+        wait: bool,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        let res = self.resource(resource)?;
+        Self::check_site(res, primary)?;
+        self.admit(resource, ctx.epoch).await?;
+        let mut req = Self::request(res, "reprotect", Some(ctx), ctx.timeout);
+        req.primary = Some(primary.to_string());
+        req.wait = Some(wait);
+        self.run(res, req, ctx.timeout).await?;
+        tracing::info!(resource = %resource, primary = %primary, wait, epoch = %ctx.epoch, "reprotected by hook");
+        Ok(())
+    }
+
+    async fn integrity(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        ctx: &OpContext,
+    ) -> Result<IntegrityReport, BackendError> {
+        let res = self.resource(resource)?;
+        Self::check_site(res, site)?;
+        if matches!(request, IntegrityRequest::Mark { .. }) {
+            self.admit(resource, ctx.epoch).await?;
+        }
+        let mut req = Self::request(res, "integrity", Some(ctx), ctx.timeout);
+        req.site = Some(site.to_string());
+        req.request = Some(WireIntegrity::from(request));
+        let out = self.run(res, req, ctx.timeout).await?;
+        let parsed: wire::IntegrityOut = parse("integrity", &out)?;
+        let manifest = Manifest::from(parsed.manifest);
+        let mut mismatches = parsed.mismatches;
+        match request {
+            IntegrityRequest::Verify { expected } => {
+                for m in manifest.verify(expected) {
+                    if !mismatches.iter().any(|x| x.key == m.key) {
+                        mismatches.push(m);
+                    }
+                }
+            }
+            IntegrityRequest::Mark { label } if manifest.entries.is_empty() => {
+                return Err(BackendError::Invalid(format!(
+                    "the integrity hook of {resource} wrote markers {label} but returned no manifest"
+                )));
+            }
+            _ => {}
+        }
+        Ok(IntegrityReport {
+            manifest,
+            mismatches,
+        })
+    }
+}

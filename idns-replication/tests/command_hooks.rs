@@ -1,0 +1,363 @@
+//! The command backend against small shell-script hooks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ctx, drill};
+use idns_core::{
+    BackendError, Epoch, IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId,
+};
+use idns_replication::command::{CommandConfig, CommandReplication, CommandSpec, HookRequest};
+
+/// A hook that keeps each site's role and data in a state directory, like a storage array
+/// would: enough to pass the conformance steps without parsing JSON.
+const CONFORMING_HOOK: &str = r#"#!/bin/sh
+set -eu
+S="$HOOK_STATE"
+cat >> "$S/requests.log"
+echo >> "$S/requests.log"
+manifest() { # root, subdirectory
+  printf '{"manifest":{"entries":{'
+  first=1
+  if [ -d "$1/$2" ]; then
+    for f in $(cd "$1" && find "./$2" -type f | sort); do
+      k=${f#./}
+      k=${k#/}
+      sum=$(sha256sum "$1/$k" | cut -d' ' -f1)
+      size=$(stat -c %s "$1/$k")
+      [ $first = 1 ] || printf ','
+      first=0
+      printf '"%s":{"size":%s,"checksum":"%s"}' "$k" "$size" "$sum"
+    done
+  fi
+  printf '}}}\n'
+}
+case "$IDNS_OPERATION" in
+status)
+  printf '{"sites":['
+  first=1
+  for s in $IDNS_SITES; do
+    [ $first = 1 ] || printf ','
+    first=0
+    printf '{"site":"%s","role":"%s","lag_ms":250,"lag_bytes":4096}' "$s" "$(cat "$S/$s.role")"
+  done
+  printf ']}\n' ;;
+promote)
+  if [ "$IDNS_DRILL" = 1 ]; then
+    if [ "${HOOK_NO_DRILL:-0}" = 1 ]; then
+      echo '{"error":"this array cannot clone","kind":"unsupported"}'
+      exit 1
+    fi
+    rm -rf "$S/$IDNS_SITE.drill"
+    cp -r "$S/$IDNS_SITE.data" "$S/$IDNS_SITE.drill"
+    echo '{"position":"clone"}'
+    exit 0
+  fi
+  echo primary > "$S/$IDNS_SITE.role"
+  echo '{"rpo_ms":1500,"position":"snapshot-'"$IDNS_EPOCH"'"}' ;;
+fence)
+  if [ "$IDNS_DRILL" = 1 ]; then rm -rf "$S/$IDNS_SITE.drill"; exit 0; fi
+  if [ "$(cat "$S/$IDNS_SITE.role")" = primary ]; then echo fenced > "$S/$IDNS_SITE.role"; fi ;;
+reprotect)
+  for s in $IDNS_SITES; do
+    [ "$s" = "$IDNS_PRIMARY" ] && continue
+    echo replica > "$S/$s.role"
+    rm -rf "$S/$s.data"
+    cp -r "$S/$IDNS_PRIMARY.data" "$S/$s.data"
+  done ;;
+integrity)
+  dir="$S/$IDNS_SITE.data"
+  [ "$IDNS_DRILL" = 1 ] && dir="$S/$IDNS_SITE.drill"
+  if [ "$IDNS_INTEGRITY" = mark ]; then
+    mkdir -p "$dir/markers/$IDNS_LABEL"
+    echo "marker $IDNS_LABEL epoch $IDNS_EPOCH" > "$dir/markers/$IDNS_LABEL/0.txt"
+    manifest "$dir" "markers/$IDNS_LABEL"
+  else
+    manifest "$dir" ""
+  fi ;;
+esac
+"#;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    root: PathBuf,
+}
+
+fn ids() -> (ResourceId, SiteId, SiteId) {
+    (
+        "array".parse().unwrap(),
+        "a".parse().unwrap(),
+        "b".parse().unwrap(),
+    )
+}
+
+fn write_script(path: &Path, body: &str) {
+    fs::write(path, body).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let state = root.join("state");
+    fs::create_dir_all(state.join("a.data")).unwrap();
+    fs::create_dir_all(state.join("b.data")).unwrap();
+    fs::write(state.join("a.role"), "primary\n").unwrap();
+    fs::write(state.join("b.role"), "replica\n").unwrap();
+    fs::write(state.join("a.data/disk"), "vm disk").unwrap();
+    write_script(&root.join("hook.sh"), CONFORMING_HOOK);
+    Setup {
+        _dir: dir,
+        state,
+        root,
+    }
+}
+
+fn backend(s: &Setup, extra: &str) -> CommandReplication {
+    let json = format!(
+        r#"{{"state_file": "{}", "resources": [{{"id": "array", "sites": ["a", "b"],
+            "command": ["{}"], "env": {{"HOOK_STATE": "{}"{extra}}}}}]}}"#,
+        s.root.join("epochs.json").display(),
+        s.root.join("hook.sh").display(),
+        s.state.display()
+    );
+    let spec: CommandSpec = serde_json::from_str(&json).unwrap();
+    CommandReplication::new(CommandConfig::try_from(spec).unwrap())
+}
+
+fn requests(s: &Setup) -> Vec<HookRequest> {
+    fs::read_to_string(s.state.join("requests.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_conforming_hook_passes_the_conformance_steps_twice() {
+    let s = setup();
+    let b = backend(&s, "");
+    let (res, p, q) = ids();
+    assert_eq!(common::conformance(&b, &res, &p, &q).await, Epoch::new(2));
+    assert_eq!(common::conformance(&b, &res, &p, &q).await, Epoch::new(4));
+    // Without drill support, drills are reported as unsupported and the steps still pass.
+    let nodrill = backend(&s, r#", "HOOK_NO_DRILL": "1""#);
+    assert_eq!(
+        common::conformance(&nodrill, &res, &p, &q).await,
+        Epoch::new(6)
+    );
+    assert!(matches!(
+        nodrill.promote(&res, &q, &drill(6)).await,
+        Err(BackendError::Unsupported(m)) if m.contains("cannot clone")
+    ));
+}
+
+#[tokio::test]
+async fn the_request_json_carries_what_the_contract_says() {
+    let s = setup();
+    let b = backend(&s, "");
+    let (res, a, bb) = ids();
+    let st = b.status(&res).await.unwrap();
+    assert_eq!(st.sites[0].role, Role::Primary);
+    assert_eq!(st.sites[1].lag, Some(Duration::from_millis(250)));
+    assert_eq!(st.sites[1].lag_bytes, Some(4096));
+    let p = b.promote(&res, &bb, &ctx(3)).await.unwrap();
+    assert_eq!(p.rpo, Some(Duration::from_millis(1500)));
+    assert_eq!(p.position.as_deref(), Some("snapshot-3"));
+    b.reprotect(&res, &bb, false, &ctx(3)).await.unwrap();
+    let m = b
+        .integrity(
+            &res,
+            &bb,
+            &IntegrityRequest::Mark {
+                label: "epoch-3".into(),
+            },
+            &ctx(3),
+        )
+        .await
+        .unwrap();
+    let reqs = requests(&s);
+    assert_eq!(reqs.len(), 4);
+    assert_eq!(reqs[0].operation, "status");
+    assert_eq!(reqs[0].epoch, None);
+    assert_eq!(reqs[0].sites, ["a", "b"]);
+    assert_eq!(reqs[1].operation, "promote");
+    assert_eq!(reqs[1].site.as_deref(), Some("b"));
+    assert_eq!(reqs[1].epoch, Some(Epoch::new(3)));
+    assert!(!reqs[1].drill);
+    assert_eq!(reqs[1].timeout_ms, 120_000);
+    assert_eq!(reqs[2].primary.as_deref(), Some("b"));
+    assert_eq!(reqs[2].wait, Some(false));
+    assert_eq!(reqs[3].version, 1);
+    assert!(
+        serde_json::to_string(&reqs[3].request)
+            .unwrap()
+            .contains("epoch-3")
+    );
+    // Verify sends the expected manifest; a missing entry is reported by key.
+    let mut expected = m.manifest.clone();
+    expected.entries.insert(
+        "markers/epoch-3/gone.txt".into(),
+        expected.entries.values().next().unwrap().clone(),
+    );
+    let v = b
+        .integrity(&res, &bb, &IntegrityRequest::Verify { expected }, &ctx(3))
+        .await
+        .unwrap();
+    assert_eq!(v.mismatches.len(), 1);
+    assert_eq!(v.mismatches[0].key, "markers/epoch-3/gone.txt");
+    assert_eq!(v.mismatches[0].problem, "missing");
+    let last = requests(&s).pop().unwrap();
+    assert!(
+        serde_json::to_string(&last.request)
+            .unwrap()
+            .contains("gone.txt"),
+        "the expected manifest reaches the hook"
+    );
+    let _ = a;
+}
+
+#[tokio::test]
+async fn stale_epochs_are_refused_before_any_hook_runs_even_after_a_restart() {
+    let s = setup();
+    let (res, a, b) = ids();
+    backend(&s, "").promote(&res, &b, &ctx(7)).await.unwrap();
+    let again = backend(&s, "");
+    match again.fence(&res, &a, &ctx(6)).await {
+        Err(BackendError::StaleEpoch { attempted, current }) => {
+            assert_eq!((attempted, current), (Epoch::new(6), Epoch::new(7)));
+        }
+        other => panic!("expected StaleEpoch, got {other:?}"),
+    }
+    assert_eq!(requests(&s).len(), 1, "the hook never saw the stale fence");
+    again.fence(&res, &a, &ctx(7)).await.unwrap();
+}
+
+fn failing(s: &Setup, body: &str) -> CommandReplication {
+    write_script(&s.root.join("hook.sh"), body);
+    backend(s, "")
+}
+
+#[tokio::test]
+async fn hook_failures_map_to_errors_with_the_right_transient_flag() {
+    let s = setup();
+    let (res, _, b) = ids();
+    type Case = (&'static str, fn(&BackendError) -> bool, bool);
+    let cases: [Case; 5] = [
+        (
+            "#!/bin/sh\necho '{\"error\": \"SRM is unreachable\", \"transient\": true}'\nexit 1\n",
+            |e| matches!(e, BackendError::Unavailable(m) if m == "SRM is unreachable"),
+            true,
+        ),
+        (
+            "#!/bin/sh\necho '{\"error\": \"protection group locked\", \"kind\": \"conflict\"}'\nexit 2\n",
+            |e| matches!(e, BackendError::Conflict(_)),
+            false,
+        ),
+        (
+            "#!/bin/sh\necho 'rbd: mirror image is not primary' >&2\nexit 3\n",
+            |e| matches!(e, BackendError::Refused(m) if m.contains("exit code 3") && m.contains("not primary")),
+            false,
+        ),
+        (
+            "#!/bin/sh\necho 'try again later' >&2\nexit 75\n",
+            |e| matches!(e, BackendError::Unavailable(m) if m.contains("try again")),
+            true,
+        ),
+        (
+            "#!/bin/sh\necho '{\"error\": \"array has epoch 9\", \"kind\": \"stale_epoch\", \"current_epoch\": 9}'\nexit 1\n",
+            |e| matches!(e, BackendError::StaleEpoch { attempted, current } if attempted.get() == 1 && current.get() == 9),
+            false,
+        ),
+    ];
+    for (body, check, transient) in cases {
+        let backend = failing(&s, body);
+        let err = backend.promote(&res, &b, &ctx(1)).await.unwrap_err();
+        assert!(check(&err), "{body}: got {err:?}");
+        assert_eq!(err.is_transient(), transient, "{body}: {err:?}");
+    }
+    // Output that is not the documented JSON is an invalid answer, not a silent success.
+    let backend = failing(&s, "#!/bin/sh\necho 'promoted!'\n");
+    assert!(matches!(
+        backend.promote(&res, &b, &ctx(1)).await,
+        Err(BackendError::Invalid(m)) if m.contains("promoted!")
+    ));
+    let backend = failing(
+        &s,
+        "#!/bin/sh\necho '{\"sites\":[{\"site\":\"a\",\"role\":\"boss\"}]}'\n",
+    );
+    assert!(
+        matches!(backend.status(&res).await, Err(BackendError::Invalid(m)) if m.contains("boss"))
+    );
+    // A missing program is a configuration problem.
+    fs::remove_file(s.root.join("hook.sh")).unwrap();
+    assert!(matches!(
+        backend.fence(&res, &b, &ctx(1)).await,
+        Err(BackendError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_hook_that_overruns_its_timeout_is_killed_with_its_children() {
+    let s = setup();
+    let (res, _, b) = ids();
+    let pidfile = s.root.join("child.pid");
+    let body = format!(
+        "#!/bin/sh\nsleep 30 &\necho $! > {}\nwait\n",
+        pidfile.display()
+    );
+    let backend = failing(&s, &body);
+    let mut op = ctx(1);
+    op.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = backend.fence(&res, &b, &op).await.unwrap_err();
+    assert!(matches!(err, BackendError::Timeout(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = fs::read_to_string(&pidfile).unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc_dir.exists() && Instant::now() < deadline {
+        // A killed child may linger as a zombie until its parent is reaped.
+        let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        if stat.contains(") Z ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    assert!(
+        !proc_dir.exists() || stat.contains(") Z "),
+        "the hook's child (sleep, pid {}) still runs: {stat}",
+        pid.trim()
+    );
+}
+
+#[test]
+fn configuration_errors_name_their_fields() {
+    let spec: CommandSpec = serde_json::from_str(
+        r#"{"state_file": "relative.json", "resources": [
+            {"id": "x", "sites": ["a", "a"], "commands": {"promote": ["/bin/true"], "explode": ["/bin/true"]}}
+        ]}"#,
+    )
+    .unwrap();
+    let err = CommandConfig::try_from(spec).unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "resources[0].sites[1]",
+        "resources[0].commands.explode",
+        "resources[0].commands.status",
+        "resources[0].commands.fence",
+        "state_file",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {err}");
+    }
+    assert!(!paths.contains(&"resources[0].commands.promote"), "{err}");
+}
