@@ -11,6 +11,11 @@
 //!   ([`TcpProbe`]: connect, optional send and expected reply). Each outcome says up, down or
 //!   timeout, with the latency and a reason a person can act on.
 //! - [`probes_for_service`]: every probe of every site of a service, built and ready to run.
+//! - **The [`Scheduler`]**: runs any set of probes at their intervals — spread start times,
+//!   seeded jitter, a hard timeout per attempt, a global bound on checks in flight, one heap of
+//!   deadlines instead of a task per probe — and sends each [`ProbeReport`](idns_core::ProbeReport)
+//!   to a [`ReportSink`] (a tokio channel, or any async closure via [`sink_fn`], such as the core
+//!   driver's `Handle::report`). Probes can be added and removed while it runs.
 //!
 //! What it does not do: decide anything. Rise/fall counting, `down_after`, quorum and the choice
 //! of the active site belong to `idns-core`'s election; a probe only reports what one attempt
@@ -54,6 +59,15 @@
 //! assert_eq!(primary.status, ProbeStatus::Up);
 //! assert_eq!(recovery.status, ProbeStatus::Down);
 //! assert_eq!(recovery.reason, "connection refused by 127.0.0.1:1");
+//!
+//! // Run them on schedule, reports into a channel (a controller passes its driver's handle).
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+//! let options = idns_probe::SchedulerOptions::new("local".parse()?);
+//! let (handle, task) = idns_probe::Scheduler::spawn(options, tx, probes);
+//! let first = rx.recv().await.expect("a report within the first interval");
+//! assert_eq!(first.probe.as_str(), "port");
+//! handle.shutdown();
+//! task.await??;
 //! # Ok(())
 //! # }
 //! ```
@@ -70,12 +84,18 @@ macro_rules! probe_log {
 }
 pub(crate) use probe_log;
 
+mod error;
 mod http;
 mod matcher;
+pub mod scheduler;
+mod sink;
 mod spec;
 mod tcp;
 
+pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};
+pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions, SchedulerStats};
+pub use sink::{FnSink, ReportSink, SinkClosed, sink_fn};
 pub use spec::{
     AliasSpec, CheckSpec, ScheduledProbe, TIMEOUT_GRACE, Target, build_probe, probes_for_service,
 };
