@@ -1,1 +1,807 @@
-//! Conformance suites for backend implementations.
+//! Conformance suites: what every [`DnsBackend`] and [`ReplicationBackend`] implementation
+//! must do, as executable checks.
+//!
+//! Each suite is an `async fn run(&self, backend)` that drives a backend through the contract
+//! of its trait and **panics with a message that names the broken rule** on the first
+//! violation, so it reads well as the failure of a `#[test]`. The suites use no runtime of
+//! their own: call them from `#[tokio::test]`, `futures::executor::block_on` or anything else.
+//!
+//! They are written for real servers that keep state between runs (BIND, PowerDNS,
+//! PostgreSQL): each run starts from the highest epoch the backend has already accepted and
+//! only uses epochs above it, and leaves the backend in a state a later run can start from.
+//!
+//! ```
+//! use idns_core::test_util::MemoryDns;
+//! use idns_core::test_util::conformance::DnsSuite;
+//! use idns_core::DnsName;
+//!
+//! let zone: DnsName = "example.com".parse()?;
+//! let backend = MemoryDns::new(std::slice::from_ref(&zone));
+//! let suite = DnsSuite::new(zone)?;
+//! let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! rt.block_on(suite.run(&backend));
+//! // Runs again from where the first run left the backend.
+//! rt.block_on(suite.run(&backend));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt::Debug;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use crate::dns::{DnsBackend, DnsChange, Ownership, Published, RecordSet};
+use crate::epoch::Epoch;
+use crate::error::{BackendError, InvalidId};
+use crate::id::{DnsName, ResourceId, SiteId};
+use crate::replication::{
+    IntegrityReport, IntegrityRequest, Manifest, OpContext, ReplicationBackend, ReplicationStatus,
+    Role,
+};
+
+// ---------------------------------------------------------------------------------------------
+// DNS
+// ---------------------------------------------------------------------------------------------
+
+/// The conformance suite of a [`DnsBackend`].
+///
+/// It checks, on the name [`name`](Self::name) of zone [`zone`](Self::zone), in this order:
+///
+/// 1. `read` works and tells the highest epoch accepted so far (`e`, zero when none).
+/// 2. `apply` at `e+1` publishes [`first`](Self::first) with the ownership `(e+1, site a)`, with
+///    the requested TTL, and `verify` then reports the change complete.
+/// 3. Applying the same change again (same epoch) is accepted and changes nothing.
+/// 4. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
+///    epochs, and the records and ownership stay as they were.
+/// 5. A newer epoch with other records ([`second`](Self::second), site b) wins.
+/// 6. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
+///    [`ipv6`](Self::ipv6)).
+/// 7. With `capabilities().alias`: a CNAME to [`alias`](Self::alias), and back to addresses;
+///    without it, an alias change fails with [`BackendError::Unsupported`] and changes nothing.
+/// 8. [`RecordSet::Empty`] withdraws the records but keeps the ownership record, so a stale
+///    change is still refused afterwards.
+/// 9. A change of [`outside`](Self::outside), a name outside the zone, fails with an error
+///    that is not transient ([`BackendError::is_transient`] is false) and writes nothing.
+///
+/// The name is left withdrawn, owned by the last epoch used, so the next run starts above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DnsSuite {
+    /// The zone the backend serves.
+    pub zone: DnsName,
+    /// The name the suite changes (default `idns-conformance.<zone>`); nothing else may use it.
+    pub name: DnsName,
+    /// The first address set (IPv4 only, so backends without AAAA can run the suite).
+    pub first: Vec<IpAddr>,
+    /// The second address set (IPv4 only), disjoint from the first.
+    pub second: Vec<IpAddr>,
+    /// IPv6 addresses, published together with `first` when the backend supports AAAA.
+    pub ipv6: Vec<IpAddr>,
+    /// The CNAME target (default `target.idns-conformance.<zone>`).
+    pub alias: DnsName,
+    /// A name outside the zone (default under `invalid.`, or `test.` for such a zone).
+    pub outside: DnsName,
+    /// The site written with `first`.
+    pub site_a: SiteId,
+    /// The site written with `second`.
+    pub site_b: SiteId,
+    /// TTL of the records written.
+    pub ttl: Duration,
+    /// How long `verify` may wait for every server.
+    pub verify_timeout: Duration,
+}
+
+impl DnsSuite {
+    /// A suite for `zone` with the default test name, addresses (documentation ranges) and
+    /// sites; change the public fields to adapt it. Fails only when `zone` is too long to
+    /// hold the test names.
+    pub fn new(zone: DnsName) -> Result<Self, InvalidId> {
+        let name = zone.prepend("idns-conformance")?;
+        let alias = name.prepend("target")?;
+        let outside_parent = if zone.as_str() == "invalid" || zone.as_str().ends_with(".invalid") {
+            "test"
+        } else {
+            "invalid"
+        };
+        let outside = DnsName::try_from(format!("idns-conformance.{outside_parent}"))?;
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let v6 = |last| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
+        Ok(Self {
+            zone,
+            name,
+            first: vec![v4(192, 0, 2, 10), v4(192, 0, 2, 11)],
+            second: vec![v4(198, 51, 100, 20)],
+            ipv6: vec![v6(0x10), v6(0x11)],
+            alias,
+            outside,
+            site_a: SiteId::try_from("conformance-a")?,
+            site_b: SiteId::try_from("conformance-b")?,
+            ttl: Duration::from_secs(30),
+            verify_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Runs the suite against `backend`; panics with the broken rule on the first violation.
+    pub async fn run(&self, backend: &dyn DnsBackend) {
+        let caps = backend.capabilities();
+        let ctx = DnsCtx {
+            suite: self,
+            backend,
+        };
+        tracing::info!(backend = ?backend, ?caps, name = %self.name, "DNS conformance suite");
+
+        // 1. Where the backend stands.
+        let before = ctx.read("reading the test name before any change").await;
+        let base = before.owner.as_ref().map_or(Epoch::ZERO, |o| o.epoch);
+        let mut epoch = base;
+        let mut next = || {
+            epoch = epoch.next();
+            epoch
+        };
+
+        // 2. Publish, read back, verify.
+        let first = self.change(
+            RecordSet::Addresses(self.first.clone()),
+            next(),
+            Some(&self.site_a),
+        );
+        ctx.apply_ok("publishing the first address set", &first)
+            .await;
+        ctx.expect_published("after publishing the first address set", &first)
+            .await;
+        ctx.expect_verified("after publishing the first address set", &first)
+            .await;
+
+        // 3. The same epoch again is accepted (a retried step).
+        ctx.apply_ok("re-applying the same change at the same epoch", &first)
+            .await;
+        ctx.expect_published("after re-applying the same change", &first)
+            .await;
+
+        // 4. A stale epoch is refused and changes nothing.
+        let stale = self.change(
+            RecordSet::Addresses(self.second.clone()),
+            base,
+            Some(&self.site_b),
+        );
+        ctx.expect_stale("a change at a lower epoch", &stale, first.epoch)
+            .await;
+        ctx.expect_published("after a refused stale change", &first)
+            .await;
+
+        // 5. A newer epoch wins.
+        let second = self.change(
+            RecordSet::Addresses(self.second.clone()),
+            next(),
+            Some(&self.site_b),
+        );
+        ctx.apply_ok("publishing other records at a newer epoch", &second)
+            .await;
+        ctx.expect_published("after a newer epoch", &second).await;
+        ctx.expect_verified("after a newer epoch", &second).await;
+        let mut current = second;
+
+        // 6. IPv6.
+        if caps.ipv6 {
+            let mut both = self.first.clone();
+            both.extend(self.ipv6.iter().copied());
+            let dual = self.change(RecordSet::Addresses(both), next(), Some(&self.site_a));
+            ctx.apply_ok("publishing A and AAAA records together", &dual)
+                .await;
+            ctx.expect_published("after publishing A and AAAA records", &dual)
+                .await;
+            ctx.expect_verified("after publishing A and AAAA records", &dual)
+                .await;
+            current = dual;
+        } else {
+            tracing::info!("backend has no AAAA support: IPv6 checks skipped");
+        }
+
+        // 7. Aliases.
+        let alias = self.change(
+            RecordSet::Alias(self.alias.clone()),
+            next(),
+            Some(&self.site_b),
+        );
+        if caps.alias {
+            ctx.apply_ok("publishing a CNAME in place of addresses", &alias)
+                .await;
+            ctx.expect_published("after publishing a CNAME", &alias)
+                .await;
+            ctx.expect_verified("after publishing a CNAME", &alias)
+                .await;
+            let back = self.change(
+                RecordSet::Addresses(self.first.clone()),
+                next(),
+                Some(&self.site_a),
+            );
+            ctx.apply_ok("publishing addresses in place of a CNAME", &back)
+                .await;
+            ctx.expect_published("after replacing a CNAME by addresses", &back)
+                .await;
+            ctx.expect_verified("after replacing a CNAME by addresses", &back)
+                .await;
+            current = back;
+        } else {
+            match backend.apply(&alias).await {
+                Err(BackendError::Unsupported(_)) => {}
+                other => ctx.fail(
+                    "publishing a CNAME on a backend without alias support",
+                    format!("expected Err(Unsupported), got {other:?}"),
+                ),
+            }
+            ctx.expect_published("after a refused CNAME", &current)
+                .await;
+        }
+
+        // 8. Withdrawal keeps the ownership record, and with it the fence.
+        let withdrawn = self.change(RecordSet::Empty, next(), None);
+        ctx.apply_ok("withdrawing the records", &withdrawn).await;
+        ctx.expect_published("after withdrawing the records", &withdrawn)
+            .await;
+        ctx.expect_verified("after withdrawing the records", &withdrawn)
+            .await;
+        let stale = self.change(
+            RecordSet::Addresses(self.first.clone()),
+            current.epoch,
+            Some(&self.site_a),
+        );
+        ctx.expect_stale(
+            "a stale change after the records were withdrawn",
+            &stale,
+            withdrawn.epoch,
+        )
+        .await;
+        ctx.expect_published("after a refused stale change", &withdrawn)
+            .await;
+
+        // 9. A name outside the zone.
+        let mut outside = self.change(
+            RecordSet::Addresses(self.first.clone()),
+            next(),
+            Some(&self.site_a),
+        );
+        outside.name = self.outside.clone();
+        match backend.apply(&outside).await {
+            Ok(()) => ctx.fail(
+                "changing a name outside the zone",
+                format!(
+                    "{} is not in zone {}, but the change was accepted",
+                    self.outside, self.zone
+                ),
+            ),
+            Err(e) if e.is_transient() => ctx.fail(
+                "changing a name outside the zone",
+                format!(
+                    "expected a permanent error, got a transient one (a retry cannot help): {e:?}"
+                ),
+            ),
+            Err(_) => {}
+        }
+        if let Ok(p) = backend.read(&self.zone, &self.outside).await
+            && p.owner.as_ref() == Some(&outside.ownership())
+        {
+            ctx.fail(
+                "changing a name outside the zone",
+                format!("the refused change was written anyway: {p:?}"),
+            );
+        }
+        ctx.expect_published("after a refused out-of-zone change", &withdrawn)
+            .await;
+        tracing::info!(backend = ?backend, from = %base, to = %withdrawn.epoch, "DNS conformance suite passed");
+    }
+
+    fn change(&self, records: RecordSet, epoch: Epoch, site: Option<&SiteId>) -> DnsChange {
+        DnsChange {
+            zone: self.zone.clone(),
+            name: self.name.clone(),
+            records,
+            ttl: self.ttl,
+            epoch,
+            site: site.cloned(),
+        }
+    }
+}
+
+/// One run of the DNS suite: the suite and the backend under test.
+struct DnsCtx<'a> {
+    suite: &'a DnsSuite,
+    backend: &'a dyn DnsBackend,
+}
+
+impl DnsCtx<'_> {
+    fn fail(&self, step: &str, problem: impl std::fmt::Display) -> ! {
+        panic!(
+            "DNS conformance ({:?}, name {}): {step}: {problem}",
+            self.backend, self.suite.name
+        )
+    }
+
+    async fn read(&self, step: &str) -> Published {
+        match self.backend.read(&self.suite.zone, &self.suite.name).await {
+            Ok(p) => p,
+            Err(e) => self.fail(step, format!("read failed: {e} ({e:?})")),
+        }
+    }
+
+    async fn apply_ok(&self, step: &str, change: &DnsChange) {
+        if let Err(e) = self.backend.apply(change).await {
+            self.fail(
+                step,
+                format!(
+                    "apply of {} at epoch {} failed: {e} ({e:?})",
+                    change.records, change.epoch
+                ),
+            );
+        }
+    }
+
+    async fn expect_published(&self, step: &str, change: &DnsChange) {
+        let p = self.read(step).await;
+        if !p.records.same_as(&change.records) {
+            self.fail(
+                step,
+                format!(
+                    "read back records [{}], expected [{}]",
+                    p.records, change.records
+                ),
+            );
+        }
+        let want = change.ownership();
+        if p.owner.as_ref() != Some(&want) {
+            self.fail(
+                step,
+                format!(
+                    "read back ownership {}, expected {:?} ({})",
+                    p.owner
+                        .as_ref()
+                        .map_or_else(|| "(none)".to_owned(), Ownership::to_txt),
+                    want,
+                    want.to_txt()
+                ),
+            );
+        }
+        if change.records.normalized() != RecordSet::Empty && p.ttl != change.ttl {
+            self.fail(
+                step,
+                format!(
+                    "read back TTL {}, expected {}",
+                    humantime::format_duration(p.ttl),
+                    humantime::format_duration(change.ttl)
+                ),
+            );
+        }
+    }
+
+    async fn expect_verified(&self, step: &str, change: &DnsChange) {
+        match self.backend.verify(change, self.suite.verify_timeout).await {
+            Ok(p) if p.complete() => {}
+            Ok(p) => self.fail(
+                step,
+                format!(
+                    "verify did not report [{}] complete: {:?}",
+                    change.records, p.servers
+                ),
+            ),
+            Err(e) => self.fail(step, format!("verify failed: {e} ({e:?})")),
+        }
+    }
+
+    async fn expect_stale(&self, step: &str, change: &DnsChange, accepted: Epoch) {
+        match self.backend.apply(change).await {
+            Err(BackendError::StaleEpoch { attempted, current })
+                if attempted == change.epoch && current == accepted => {}
+            Err(BackendError::StaleEpoch { attempted, current }) => self.fail(
+                step,
+                format!(
+                    "StaleEpoch names the wrong epochs: attempted {attempted}, current \
+                     {current}; expected attempted {}, current {accepted}",
+                    change.epoch
+                ),
+            ),
+            other => self.fail(
+                step,
+                format!(
+                    "epoch {} is lower than the accepted epoch {accepted} and must be refused \
+                     with Err(StaleEpoch), got {other:?}",
+                    change.epoch
+                ),
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication
+// ---------------------------------------------------------------------------------------------
+
+/// The conformance suite of a [`ReplicationBackend`].
+///
+/// It needs one resource replicated between two sites, `primary` holding the primary copy and
+/// `replica` following it. It fails over to the replica and back, checking in this order:
+///
+/// 1. `status` lists both sites, `primary` as [`Role::Primary`] and `replica` as
+///    [`Role::Replica`].
+/// 2. The starting epoch `e`: the one given to [`new`](Self::new), or else one above the
+///    highest the backend has accepted, found by promoting the current primary at epoch 0
+///    (a promotion of a primary is a no-op; a backend with history refuses it as stale and
+///    names its current epoch).
+/// 3. `promote(replica, e)` makes it primary.
+/// 4. A call with epoch `e-1` (fencing the new primary) fails with
+///    [`BackendError::StaleEpoch`] naming both epochs, and the new primary stays primary.
+/// 5. `fence(primary, e)` stops the old primary taking writes (its role is no longer primary).
+/// 6. `integrity(Mark)` at the new primary returns a non-empty manifest.
+/// 7. `reprotect(new primary, wait = true)` makes the old primary a replica.
+/// 8. `integrity(Verify)` of the markers at the old primary finds no mismatch; with one
+///    checksum changed, it reports a mismatch naming that entry.
+/// 9. A drill (`ctx.drill`) `promote` then `fence` at the replica each succeed or return
+///    [`BackendError::Unsupported`], and leave the production roles unchanged.
+/// 10. Failback at `e+1`: promote `primary`, fence `replica`, reprotect; the markers are
+///     verified at `primary`, and the roles are back as they were, so the suite can run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicationSuite {
+    /// The resource the suite fails over and back.
+    pub resource: ResourceId,
+    /// The site holding the primary copy at the start (and at the end).
+    pub primary: SiteId,
+    /// The site holding a replica at the start (and at the end).
+    pub replica: SiteId,
+    /// The first epoch to use; `None` derives it from the backend (step 2).
+    pub start_epoch: Option<Epoch>,
+    /// The timeout carried in every [`OpContext`].
+    pub timeout: Duration,
+}
+
+impl ReplicationSuite {
+    /// A suite for `resource`, replicated from `primary` to `replica`. With `start_epoch`, the
+    /// suite uses that epoch and the one after it (at least 1; it must be above every epoch
+    /// the backend has accepted); without, it derives one from the backend.
+    pub fn new(
+        resource: ResourceId,
+        primary: SiteId,
+        replica: SiteId,
+        start_epoch: Option<Epoch>,
+    ) -> Self {
+        Self {
+            resource,
+            primary,
+            replica,
+            start_epoch,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs the suite against `backend`; panics with the broken rule on the first violation.
+    pub async fn run(&self, backend: &dyn ReplicationBackend) {
+        let ctx = ReplCtx {
+            suite: self,
+            backend,
+        };
+        tracing::info!(backend = ?backend, resource = %self.resource, "replication conformance suite");
+        let (primary, replica) = (&self.primary, &self.replica);
+
+        // 1. Roles at the start.
+        ctx.expect_roles(
+            "status at the start",
+            &[(primary, Role::Primary), (replica, Role::Replica)],
+        )
+        .await;
+
+        // 2. The starting epoch.
+        let e = match self.start_epoch {
+            Some(e) => e.max(Epoch::new(1)),
+            None => ctx.derive_epoch().await,
+        };
+        let op = ctx.op(e, false);
+
+        // 3. Promote the replica.
+        if let Err(err) = backend.promote(&self.resource, replica, &op).await {
+            ctx.fail(
+                "promoting the replica",
+                format!("promote({replica}) at epoch {e} failed: {err} ({err:?})"),
+            );
+        }
+        ctx.expect_roles(
+            "status after promoting the replica",
+            &[(replica, Role::Primary)],
+        )
+        .await;
+
+        // 4. A stale epoch is refused: an old controller cannot fence the new primary.
+        let stale = Epoch::new(e.get() - 1);
+        match backend
+            .fence(&self.resource, replica, &ctx.op(stale, false))
+            .await
+        {
+            Err(BackendError::StaleEpoch { attempted, current })
+                if attempted == stale && current == e => {}
+            Err(BackendError::StaleEpoch { attempted, current }) => ctx.fail(
+                "fencing the new primary at a lower epoch",
+                format!(
+                    "StaleEpoch names the wrong epochs: attempted {attempted}, current \
+                     {current}; expected attempted {stale}, current {e}"
+                ),
+            ),
+            other => ctx.fail(
+                "fencing the new primary at a lower epoch",
+                format!(
+                    "epoch {stale} is lower than the accepted epoch {e} and must be refused \
+                     with Err(StaleEpoch), got {other:?}"
+                ),
+            ),
+        }
+        ctx.expect_roles(
+            "status after a refused stale fence",
+            &[(replica, Role::Primary)],
+        )
+        .await;
+
+        // 5. Fence the old primary.
+        if let Err(err) = backend.fence(&self.resource, primary, &op).await {
+            ctx.fail(
+                "fencing the old primary",
+                format!("fence({primary}) at epoch {e} failed: {err} ({err:?})"),
+            );
+        }
+        let status = ctx.status("status after fencing the old primary").await;
+        if ctx.role(&status, primary) == Role::Primary {
+            ctx.fail(
+                "status after fencing the old primary",
+                format!("{primary} is still primary: {status:?}"),
+            );
+        }
+
+        // 6. Markers at the new primary.
+        let label = format!("conformance-{e}");
+        let marked = ctx
+            .integrity(
+                "writing markers at the new primary",
+                replica,
+                &IntegrityRequest::Mark {
+                    label: label.clone(),
+                },
+                &op,
+            )
+            .await;
+        let markers = marked.manifest;
+        if markers.entries.is_empty() {
+            ctx.fail(
+                "writing markers at the new primary",
+                "Mark returned an empty manifest",
+            );
+        }
+
+        // 7. Reverse replication.
+        ctx.reprotect("reprotecting towards the old primary", replica, &op)
+            .await;
+        ctx.expect_roles(
+            "status after reprotect",
+            &[(replica, Role::Primary), (primary, Role::Replica)],
+        )
+        .await;
+
+        // 8. The markers arrived, and a tampered manifest is caught.
+        ctx.expect_markers(
+            "verifying the markers at the old primary",
+            primary,
+            &markers,
+            &op,
+        )
+        .await;
+        let mut tampered = markers.clone();
+        let Some((key, entry)) = tampered.entries.iter_mut().next() else {
+            ctx.fail("tampering with the manifest", "the manifest is empty");
+        };
+        entry.checksum = format!("{}-tampered", entry.checksum);
+        let key = key.clone();
+        let report = ctx
+            .integrity(
+                "verifying a tampered manifest",
+                primary,
+                &IntegrityRequest::Verify { expected: tampered },
+                &op,
+            )
+            .await;
+        if !report.mismatches.iter().any(|m| m.key == key) {
+            ctx.fail(
+                "verifying a tampered manifest",
+                format!(
+                    "the checksum of {key:?} was changed, but no mismatch names it: {:?}",
+                    report.mismatches
+                ),
+            );
+        }
+
+        // 9. A drill leaves production alone.
+        let production = [(replica, Role::Primary), (primary, Role::Replica)];
+        let drill = ctx.op(e, true);
+        match backend.promote(&self.resource, primary, &drill).await {
+            Ok(_) | Err(BackendError::Unsupported(_)) => {}
+            Err(err) => ctx.fail(
+                "a drill promotion",
+                format!("expected Ok or Err(Unsupported), got {err} ({err:?})"),
+            ),
+        }
+        ctx.expect_roles("status after a drill promotion", &production)
+            .await;
+        match backend.fence(&self.resource, primary, &drill).await {
+            Ok(()) | Err(BackendError::Unsupported(_)) => {}
+            Err(err) => ctx.fail(
+                "a drill cleanup (fence with drill set)",
+                format!("expected Ok or Err(Unsupported), got {err} ({err:?})"),
+            ),
+        }
+        ctx.expect_roles("status after a drill cleanup", &production)
+            .await;
+
+        // 10. Fail back, so the backend ends as it started.
+        let back = e.next();
+        let op = ctx.op(back, false);
+        if let Err(err) = backend.promote(&self.resource, primary, &op).await {
+            ctx.fail(
+                "failing back: promoting the original primary",
+                format!("promote({primary}) at epoch {back} failed: {err} ({err:?})"),
+            );
+        }
+        if let Err(err) = backend.fence(&self.resource, replica, &op).await {
+            ctx.fail(
+                "failing back: fencing the other site",
+                format!("fence({replica}) at epoch {back} failed: {err} ({err:?})"),
+            );
+        }
+        ctx.reprotect("failing back: reprotecting", primary, &op)
+            .await;
+        ctx.expect_markers(
+            "failing back: verifying the markers at the original primary",
+            primary,
+            &markers,
+            &op,
+        )
+        .await;
+        ctx.expect_roles(
+            "status at the end",
+            &[(primary, Role::Primary), (replica, Role::Replica)],
+        )
+        .await;
+        tracing::info!(backend = ?backend, from = %e, to = %back, "replication conformance suite passed");
+    }
+}
+
+/// One run of the replication suite: the suite and the backend under test.
+struct ReplCtx<'a> {
+    suite: &'a ReplicationSuite,
+    backend: &'a dyn ReplicationBackend,
+}
+
+impl ReplCtx<'_> {
+    fn fail(&self, step: &str, problem: impl std::fmt::Display) -> ! {
+        panic!(
+            "replication conformance ({:?}, resource {}): {step}: {problem}",
+            self.backend, self.suite.resource
+        )
+    }
+
+    fn op(&self, epoch: Epoch, drill: bool) -> OpContext {
+        OpContext {
+            epoch,
+            drill,
+            timeout: self.suite.timeout,
+        }
+    }
+
+    async fn derive_epoch(&self) -> Epoch {
+        let step = "finding the starting epoch (promoting the current primary at epoch 0)";
+        let probe = self.op(Epoch::ZERO, false);
+        match self
+            .backend
+            .promote(&self.suite.resource, &self.suite.primary, &probe)
+            .await
+        {
+            Ok(_) => {}
+            Err(BackendError::StaleEpoch { current, .. }) => return current.next(),
+            Err(e) => self.fail(
+                step,
+                format!(
+                    "expected Ok (promoting a primary is a no-op) or Err(StaleEpoch), got {e} \
+                     ({e:?}); or give the suite a starting epoch"
+                ),
+            ),
+        }
+        self.expect_roles(
+            "status after promoting the primary again",
+            &[
+                (&self.suite.primary, Role::Primary),
+                (&self.suite.replica, Role::Replica),
+            ],
+        )
+        .await;
+        Epoch::new(1)
+    }
+
+    async fn status(&self, step: &str) -> ReplicationStatus {
+        match self.backend.status(&self.suite.resource).await {
+            Ok(s) if s.resource == self.suite.resource => s,
+            Ok(s) => self.fail(
+                step,
+                format!(
+                    "status names resource {}, not {}",
+                    s.resource, self.suite.resource
+                ),
+            ),
+            Err(e) => self.fail(step, format!("status failed: {e} ({e:?})")),
+        }
+    }
+
+    fn role(&self, status: &ReplicationStatus, site: &SiteId) -> Role {
+        match status.sites.iter().find(|s| &s.site == site) {
+            Some(s) => s.role,
+            None => self.fail(
+                "reading status",
+                format!("site {site} is missing from the status: {status:?}"),
+            ),
+        }
+    }
+
+    async fn expect_roles(&self, step: &str, want: &[(&SiteId, Role)]) {
+        let status = self.status(step).await;
+        for (site, role) in want {
+            let have = self.role(&status, site);
+            if have != *role {
+                self.fail(
+                    step,
+                    format!("{site} is {have}, expected {role} (status: {status:?})"),
+                );
+            }
+        }
+    }
+
+    async fn integrity(
+        &self,
+        step: &str,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        op: &OpContext,
+    ) -> IntegrityReport {
+        match self
+            .backend
+            .integrity(&self.suite.resource, site, request, op)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => self.fail(step, format!("integrity at {site} failed: {e} ({e:?})")),
+        }
+    }
+
+    async fn expect_markers(&self, step: &str, site: &SiteId, markers: &Manifest, op: &OpContext) {
+        let request = IntegrityRequest::Verify {
+            expected: markers.clone(),
+        };
+        let report = self.integrity(step, site, &request, op).await;
+        if !report.mismatches.is_empty() {
+            let list: Vec<String> = report.mismatches.iter().map(ToString::to_string).collect();
+            self.fail(
+                step,
+                format!(
+                    "the markers written at the other site differ: {}",
+                    list.join("; ")
+                ),
+            );
+        }
+    }
+
+    async fn reprotect(&self, step: &str, primary: &SiteId, op: &OpContext) {
+        if let Err(e) = self
+            .backend
+            .reprotect(&self.suite.resource, primary, true, op)
+            .await
+        {
+            self.fail(
+                step,
+                format!(
+                    "reprotect(primary = {primary}, wait = true) at epoch {} failed: {e} ({e:?})",
+                    op.epoch
+                ),
+            );
+        }
+    }
+}
