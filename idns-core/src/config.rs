@@ -770,16 +770,30 @@ fn validate(spec: ServiceSpec) -> Result<ServiceConfig, ConfigError> {
         .sites
         .iter()
         .flat_map(|s| s.probes.iter())
-        .map(|pr| pr.interval + pr.timeout)
+        .map(|pr| pr.interval.saturating_add(pr.timeout))
         .max()
         .unwrap_or(Duration::from_secs(40));
-    let stale_after = spec.observers.stale_after.unwrap_or(longest * 3);
+    let stale_after = spec
+        .observers
+        .stale_after
+        .unwrap_or(longest.saturating_mul(3));
     if stale_after.is_zero() {
         p.push("observers.stale_after", "0s", "must be more than zero");
     }
+    at_most(&mut p, "observers.stale_after", stale_after, MONTH);
 
     // Policy.
     let pol = &spec.policy;
+    at_most(
+        &mut p,
+        "policy.failback_hold_down",
+        pol.failback_hold_down,
+        YEAR,
+    );
+    at_most(&mut p, "policy.min_dwell", pol.min_dwell, YEAR);
+    if let Some(b) = pol.rpo_budget {
+        at_most(&mut p, "policy.rpo_budget", b, YEAR);
+    }
     if pol.all_down == AllDownPolicy::FailOpen && spec.record == RecordMode::Alias {
         p.push(
             "policy.all_down",
@@ -858,6 +872,21 @@ fn validate(spec: ServiceSpec) -> Result<ServiceConfig, ConfigError> {
     })
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+const MONTH: Duration = Duration::from_secs(30 * 86_400);
+const YEAR: Duration = Duration::from_secs(366 * 86_400);
+
+/// Bounds a duration, so that time arithmetic downstream can never overflow.
+fn at_most(p: &mut Problems, path: &str, d: Duration, max: Duration) {
+    if d > max {
+        p.push(
+            path,
+            humantime::format_duration(d),
+            format!("must be at most {}", humantime::format_duration(max)),
+        );
+    }
+}
+
 fn validate_probe(p: &mut Problems, path: &str, pr: &ProbeSpec) -> Option<ProbeSettings> {
     let id = ProbeId::try_from(pr.id.as_str())
         .map_err(|e| p.push(format!("{path}.id"), &pr.id, e.problem))
@@ -876,6 +905,11 @@ fn validate_probe(p: &mut Problems, path: &str, pr: &ProbeSpec) -> Option<ProbeS
             fmt(pr.timeout),
             "must be more than zero",
         );
+    }
+    at_most(p, &format!("{path}.interval"), pr.interval, DAY);
+    at_most(p, &format!("{path}.timeout"), pr.timeout, DAY);
+    if let Some(d) = pr.down_after {
+        at_most(p, &format!("{path}.down_after"), d, MONTH);
     }
     if pr.rise == 0 {
         p.push(format!("{path}.rise"), 0, "must be at least 1");
@@ -939,6 +973,9 @@ fn validate_runbook(p: &mut Problems, path: &str, steps: Vec<StepSpec>) -> Vec<S
         if policy.timeout.is_zero() {
             p.push(format!("{sp}.timeout"), "0s", "must be more than zero");
         }
+        at_most(p, &format!("{sp}.timeout"), policy.timeout, MONTH);
+        at_most(p, &format!("{sp}.backoff"), policy.backoff, DAY);
+        at_most(p, &format!("{sp}.max_backoff"), policy.max_backoff, DAY);
         if policy.retries > 1000 {
             p.push(
                 format!("{sp}.retries"),
@@ -1040,6 +1077,19 @@ mod tests {
         let err = ServiceConfig::from_toml(&GOOD.replace("priority = 2", "priority = \"x\""))
             .unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_overflowed() {
+        let text = GOOD.replacen(
+            r#"{ id = "http" }"#,
+            r#"{ id = "http", interval = "18446744073709551615s" }"#,
+            1,
+        ) + "\n[policy]\nmin_dwell = \"7000000000000000000s\"\n";
+        let err = ServiceConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("sites[0].probes[0].interval"), "{err}");
+        assert!(err.contains("policy.min_dwell"), "{err}");
+        assert!(err.contains("observers.stale_after"), "{err}");
     }
 
     #[test]

@@ -774,7 +774,7 @@ impl Election {
                     Some(t) => format!("failover to {t}"),
                     None => "failover".to_owned(),
                 };
-                self.make_room(&name, now)?;
+                self.check_room(&name)?;
                 let active = self.active_index();
                 let target = match to {
                     Some(t) => match self.cfg.site_index(&t) {
@@ -824,12 +824,13 @@ impl Election {
                     }
                 }
                 let to = self.cfg.sites()[target].id.clone();
+                self.yield_drill(now);
                 self.start_runbook(RunbookKind::Failover, Some(to), force, reasons, now);
                 Ok(())
             }
             Command::Failback { force } => {
                 let name = "failback".to_owned();
-                self.make_room(&name, now)?;
+                self.check_room(&name)?;
                 let home = self.home_index();
                 if home == self.active_index() && self.journal.serving == Serving::Active {
                     return refuse(
@@ -854,6 +855,7 @@ impl Election {
                     }
                 }
                 let to = self.cfg.sites()[home].id.clone();
+                self.yield_drill(now);
                 self.start_runbook(RunbookKind::Failback, Some(to), force, reasons, now);
                 Ok(())
             }
@@ -916,14 +918,10 @@ impl Election {
         }
     }
 
-    /// Refuses a switch command while a runbook runs; a drill gives way.
-    fn make_room(&mut self, name: &str, now: Instant) -> Result<(), Refused> {
+    /// Refuses a switch command while a runbook other than a drill runs.
+    fn check_room(&self, name: &str) -> Result<(), Refused> {
         match &self.journal.runbook {
-            Some(rb) if rb.kind == RunbookKind::Drill => {
-                self.abandon_drill(now);
-                Ok(())
-            }
-            Some(rb) => Err(Refused {
+            Some(rb) if rb.kind != RunbookKind::Drill => Err(Refused {
                 command: name.to_owned(),
                 reason: format!(
                     "runbook {} ({} to {}) is in progress",
@@ -932,7 +930,19 @@ impl Election {
                     rb.to.as_ref().map(|s| s.as_str()).unwrap_or("-")
                 ),
             }),
-            None => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A switch command that will go ahead ends a running drill first.
+    fn yield_drill(&mut self, now: Instant) {
+        if self
+            .journal
+            .runbook
+            .as_ref()
+            .is_some_and(|rb| rb.kind == RunbookKind::Drill)
+        {
+            self.abandon_drill(now);
         }
     }
 

@@ -506,3 +506,31 @@ fn a_production_failure_during_a_drill_wins_and_the_drill_is_cleaned_up_after() 
     assert_eq!(out.dns.records(&drill_name), RecordSet::Empty);
     assert_eq!(out.dns.records(&name()), addr(2));
 }
+
+#[test]
+fn a_refused_command_leaves_a_running_drill_alone() {
+    let shape = ServiceShape {
+        rise: 1,
+        fall: 2,
+        min_dwell: Duration::ZERO,
+        ..ServiceShape::default()
+    };
+    let mut sc = Scenario::new(14, shape.build(), s(100.0))
+        .at(s(20.0), Command(Command::StartDrill { to: site_id(1) }))
+        // Refused: the home site is already active.
+        .at(s(21.5), Command(Command::Failback { force: false }));
+    sc.step_latency = (s(1.0), s(1.0));
+    let out = run(sc);
+    assert!(
+        out.events
+            .iter()
+            .any(|(t, e)| *t == s(21.5) && matches!(e, Event::Refused(_)))
+    );
+    let drill = &finished(&out, RunbookKind::Drill)[0];
+    assert_eq!(drill.outcome, Outcome::Completed, "{:?}", drill.steps);
+    assert!(
+        drill.steps.iter().all(|s| s.status == StepStatus::Done),
+        "{:?}",
+        drill.steps
+    );
+}
