@@ -4,6 +4,9 @@
 //! - [`embedded`]: an authoritative DNS server inside your program (the default backend, so
 //!   no other DNS server is needed), serving the service names of one or more zones over UDP
 //!   and TCP, with a fast path for the few names it serves.
+//! - [`rfc2136`] (feature `rfc2136`, default): RFC 2136 dynamic updates signed with TSIG, for
+//!   BIND, Knot, PowerDNS or any primary; each change is one UPDATE guarded by a
+//!   compare-and-swap prerequisite on the ownership record.
 //! - [`propagation`]: asks every authoritative server directly, without caches, until all of
 //!   them answer the new records; every backend's `verify` uses it.
 //!
@@ -56,5 +59,9 @@
 pub mod embedded;
 mod error;
 pub mod propagation;
+#[cfg(feature = "rfc2136")]
+pub mod rfc2136;
+mod secret;
 
 pub use error::Error;
+pub use secret::Secret;

@@ -65,6 +65,7 @@ use std::thread::JoinHandle;
 
 pub use backend::EmbeddedBackend;
 pub use config::{EmbeddedConfig, NameServerConfig, ZoneConfig};
+pub(crate) use zone::ttl_secs;
 
 use crate::error::Error;
 use backend::{Shared, State};

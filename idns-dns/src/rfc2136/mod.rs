@@ -1,0 +1,413 @@
+//! RFC 2136 dynamic updates signed with TSIG: a backend for BIND, Knot, PowerDNS or any
+//! primary server that takes UPDATE messages.
+//!
+//! Each change is **one** UPDATE message, so the server applies it all or nothing:
+//!
+//! 1. prerequisite: the ownership TXT record `_idns.<name>` still holds exactly what was read
+//!    just before (or does not exist yet) — a compare-and-swap on the epoch;
+//! 2. delete the A, AAAA and CNAME RRsets of the name;
+//! 3. add the new A/AAAA records or CNAME;
+//! 4. replace the ownership TXT record with the new epoch and site.
+//!
+//! Before sending, the backend reads the current ownership and refuses a stale epoch itself.
+//! When the prerequisite fails (someone wrote in between), it reads again and retries a few
+//! times, so a retried or duplicated update is harmless.
+//!
+//! Errors, as the runbook needs them: a rejected key (BADSIG, BADKEY, BADTIME, NOTAUTH, or the
+//! verification errors hickory reports for an unsigned reply) is
+//! [`BackendError::Auth`]; REFUSED and NOTZONE are [`BackendError::Refused`]; a lost
+//! compare-and-swap race with a newer epoch is [`BackendError::StaleEpoch`]; timeouts and
+//! network errors are transient ([`BackendError::Timeout`], [`BackendError::Unavailable`]).
+//!
+//! Reads are plain (unsigned) queries to the same server.
+//!
+//! ```no_run
+//! use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, TsigAlgorithmName, TsigConfig};
+//! use idns_dns::Secret;
+//!
+//! let config = Rfc2136Config::new(
+//!     "192.0.2.53:53".parse()?,
+//!     &["example.com".parse()?],
+//!     TsigConfig {
+//!         name: "idns-key".into(),
+//!         algorithm: TsigAlgorithmName::HmacSha256,
+//!         secret: Secret::new(std::env::var("IDNS_TSIG_SECRET")?),
+//!         fudge: 300,
+//!     },
+//! );
+//! let backend = Rfc2136Backend::new(config)?; // an idns_core::DnsBackend
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use hickory_net::NetError;
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::DnsHandle;
+use hickory_proto::op::update_message::UpdateMessage;
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use idns_core::{
+    BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Ownership, Propagation,
+    Published, RecordSet, ownership_name,
+};
+
+pub use config::{Rfc2136Config, TsigAlgorithmName, TsigConfig};
+
+use crate::error::Error;
+use crate::propagation::{self, PropagationChecker};
+
+/// Compare-and-swap attempts before giving up with [`BackendError::Conflict`].
+const CAS_ATTEMPTS: usize = 4;
+
+/// A [`DnsBackend`] that sends RFC 2136 UPDATEs, signed with TSIG, to one primary server.
+#[derive(Clone)]
+pub struct Rfc2136Backend {
+    server: SocketAddr,
+    zones: Vec<DnsName>,
+    signer: Option<TSigner>,
+    key_name: Option<String>,
+    timeout: Duration,
+    checker: PropagationChecker,
+}
+
+impl fmt::Debug for Rfc2136Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The signer holds the key: only its name is shown.
+        f.debug_struct("Rfc2136Backend")
+            .field("server", &self.server)
+            .field("zones", &self.zones)
+            .field(
+                "tsig_key",
+                &self.key_name.as_deref().unwrap_or("NONE (unsigned)"),
+            )
+            .finish()
+    }
+}
+
+impl Rfc2136Backend {
+    /// A backend from a validated configuration.
+    pub fn new(config: Rfc2136Config) -> Result<Self, Error> {
+        let (zones, key) = config.validated()?;
+        let (signer, key_name) = match (&config.tsig, key) {
+            (Some(t), Some(key)) => {
+                let name = Name::from_ascii(&t.name).map_err(|e| {
+                    idns_core::ConfigError::single("tsig.name", &t.name, e.to_string())
+                })?;
+                let algorithm = match t.algorithm {
+                    TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
+                    TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
+                    TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
+                };
+                let signer = TSigner::new(key, algorithm, name, t.fudge).map_err(|e| {
+                    idns_core::ConfigError::single(
+                        "tsig.algorithm",
+                        format!("{:?}", t.algorithm),
+                        e.to_string(),
+                    )
+                })?;
+                (Some(signer), Some(t.name.clone()))
+            }
+            _ => {
+                tracing::warn!(
+                    server = %config.server,
+                    "RFC 2136 updates will be sent UNSIGNED (insecure_allow_unsigned_updates)"
+                );
+                (None, None)
+            }
+        };
+        let checker = match &config.propagation {
+            Some(p) => p.checker(),
+            None => PropagationChecker::new([config.server])
+                .with_query_timeout(config.timeout.min(Duration::from_secs(2))),
+        };
+        Ok(Self {
+            server: config.server,
+            zones,
+            signer,
+            key_name,
+            timeout: config.timeout,
+            checker,
+        })
+    }
+
+    fn check_zone(&self, zone: &DnsName, name: &DnsName) -> Result<(), BackendError> {
+        if !self.zones.contains(zone) {
+            return Err(BackendError::Refused(format!(
+                "zone {zone} is not configured for this backend"
+            )));
+        }
+        if !name.is_within(zone) {
+            return Err(BackendError::Refused(format!(
+                "{name} is not in zone {zone}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The ownership TXT RRset as the server holds it now, and the ownership it records.
+    async fn read_ownership(
+        &self,
+        name: &DnsName,
+    ) -> Result<(Vec<Record>, Option<Ownership>), BackendError> {
+        let txt_name =
+            to_name(&ownership_name(name).map_err(|e| BackendError::Invalid(e.to_string()))?)?;
+        let response =
+            propagation::query(self.server, &txt_name, RecordType::TXT, self.timeout).await?;
+        match response.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => {}
+            ResponseCode::ServFail => {
+                return Err(BackendError::Unavailable(format!(
+                    "{} answered SERVFAIL",
+                    self.server
+                )));
+            }
+            other => {
+                return Err(BackendError::Refused(format!(
+                    "{} answered {other} to a TXT query for {txt_name}",
+                    self.server
+                )));
+            }
+        }
+        let records: Vec<Record> = response
+            .answers
+            .into_iter()
+            .filter(|r| r.name == txt_name && r.record_type() == RecordType::TXT)
+            .collect();
+        let owner = records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Ownership::from_txt(&txt_text(t)),
+                _ => None,
+            })
+            .max_by_key(|o| o.epoch);
+        Ok((records, owner))
+    }
+
+    fn update_message(
+        &self,
+        change: &DnsChange,
+        current_txt: &[Record],
+        ttl: u32,
+    ) -> Result<Message, BackendError> {
+        let zone = to_name(&change.zone)?;
+        let name = to_name(&change.name)?;
+        let txt_name = to_name(
+            &ownership_name(&change.name).map_err(|e| BackendError::Invalid(e.to_string()))?,
+        )?;
+        let mut message = Message::query();
+        message.metadata.op_code = OpCode::Update;
+        message.metadata.recursion_desired = false;
+        message.add_zone(Query::query(zone, RecordType::SOA));
+        // 1. Compare: the TXT RRset is exactly what was read, or does not exist.
+        if current_txt.is_empty() {
+            let mut absent = Record::update0(txt_name.clone(), 0, RecordType::TXT);
+            absent.dns_class = DNSClass::NONE;
+            message.add_pre_requisite(absent);
+        } else {
+            for r in current_txt {
+                let mut r = r.clone();
+                r.ttl = 0;
+                r.dns_class = DNSClass::IN;
+                message.add_pre_requisite(r);
+            }
+        }
+        // 2. Swap: delete the address and alias RRsets, add the new ones, rewrite the TXT.
+        let delete = |owner: &Name, rtype| {
+            let mut r = Record::update0(owner.clone(), 0, rtype);
+            r.dns_class = DNSClass::ANY;
+            r
+        };
+        for rtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+            message.add_update(delete(&name, rtype));
+        }
+        match &change.records.normalized() {
+            RecordSet::Addresses(ips) => {
+                for ip in ips {
+                    let data = match ip {
+                        std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
+                        std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                    };
+                    message.add_update(Record::from_rdata(name.clone(), ttl, data));
+                }
+            }
+            RecordSet::Alias(target) => {
+                message.add_update(Record::from_rdata(
+                    name.clone(),
+                    ttl,
+                    RData::CNAME(CNAME(to_name(target)?)),
+                ));
+            }
+            RecordSet::Empty => {}
+        }
+        message.add_update(delete(&txt_name, RecordType::TXT));
+        message.add_update(Record::from_rdata(
+            txt_name,
+            ttl,
+            RData::TXT(TXT::new(vec![change.ownership().to_txt()])),
+        ));
+        Ok(message)
+    }
+
+    /// Sends one signed UPDATE and returns the server's response code.
+    async fn send(&self, message: Message) -> Result<ResponseCode, BackendError> {
+        let stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
+            .with_timeout(Some(self.timeout))
+            .with_signer(self.signer.clone())
+            .build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        let background = tokio::spawn(background);
+        let mut responses = client.send(DnsRequest::new(message, DnsRequestOptions::default()));
+        let outcome =
+            tokio::time::timeout(self.timeout + Duration::from_secs(1), responses.next()).await;
+        background.abort();
+        match outcome {
+            Err(_) => Err(BackendError::Timeout(format!(
+                "no answer from {} within {:?}",
+                self.server, self.timeout
+            ))),
+            Ok(None) => Err(BackendError::Unavailable(format!(
+                "{} closed without an answer",
+                self.server
+            ))),
+            Ok(Some(Err(e))) => Err(net_error(self.server, &e)),
+            Ok(Some(Ok(response))) => Ok(response.response_code),
+        }
+    }
+}
+
+/// Maps a client error: a reply whose signature cannot be verified (what a server that
+/// rejected our key sends) is an authentication error; the rest is the network's.
+fn net_error(server: SocketAddr, e: &NetError) -> BackendError {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("tsig")
+        || lower.contains("hmac")
+        || lower.contains("signature")
+        || lower.contains("badsig")
+        || lower.contains("badkey")
+    {
+        return BackendError::Auth(format!("{server} rejected the TSIG key: {text}"));
+    }
+    match e {
+        NetError::Timeout => BackendError::Timeout(format!("no answer from {server}")),
+        _ => BackendError::Unavailable(format!("{server}: {text}")),
+    }
+}
+
+fn rcode_error(server: SocketAddr, change: &DnsChange, code: ResponseCode) -> BackendError {
+    let what = format!("{server} answered {code} to the update of {}", change.name);
+    match code {
+        ResponseCode::NotAuth
+        | ResponseCode::BADSIG
+        | ResponseCode::BADKEY
+        | ResponseCode::BADTIME => BackendError::Auth(what),
+        ResponseCode::Refused => BackendError::Refused(what),
+        ResponseCode::NotZone => {
+            BackendError::Refused(format!("{what} (the name is not in the zone)"))
+        }
+        ResponseCode::ServFail => BackendError::Unavailable(what),
+        ResponseCode::NotImp => BackendError::Unsupported(what),
+        _ => BackendError::Invalid(what),
+    }
+}
+
+fn txt_text(t: &TXT) -> String {
+    t.txt_data
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+fn to_name(name: &DnsName) -> Result<Name, BackendError> {
+    Name::from_ascii(name.to_fqdn()).map_err(|e| BackendError::Invalid(format!("{name}: {e}")))
+}
+
+#[async_trait]
+impl DnsBackend for Rfc2136Backend {
+    fn capabilities(&self) -> DnsCapabilities {
+        DnsCapabilities::new(true, true, true)
+    }
+
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        self.check_zone(zone, name).map_err(|e| match e {
+            BackendError::Refused(m) => BackendError::NotFound(m),
+            other => other,
+        })?;
+        let (_, owner) = self.read_ownership(name).await?;
+        let seen = PropagationChecker::new([self.server])
+            .with_query_timeout(self.timeout)
+            .observe(self.server, name)
+            .await?;
+        Ok(Published {
+            records: seen.records,
+            ttl: seen.ttl,
+            owner,
+        })
+    }
+
+    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        self.check_zone(&change.zone, &change.name)?;
+        let Some(ttl) = crate::embedded::ttl_secs(change.ttl) else {
+            return Err(BackendError::Invalid(format!(
+                "TTL {:?} is not a whole number of seconds up to 2^31 - 1",
+                change.ttl
+            )));
+        };
+        for attempt in 1..=CAS_ATTEMPTS {
+            let (txt, owner) = self.read_ownership(&change.name).await?;
+            if let Some(o) = &owner
+                && change.epoch < o.epoch
+            {
+                tracing::warn!(name = %change.name, attempted = %change.epoch, current = %o.epoch, "refused a change with a stale epoch");
+                return Err(BackendError::StaleEpoch {
+                    attempted: change.epoch,
+                    current: o.epoch,
+                });
+            }
+            let message = self.update_message(change, &txt, ttl)?;
+            match self.send(message).await? {
+                ResponseCode::NoError => {
+                    tracing::info!(server = %self.server, name = %change.name, records = %change.records, epoch = %change.epoch, "updated");
+                    return Ok(());
+                }
+                ResponseCode::NXRRSet
+                | ResponseCode::YXRRSet
+                | ResponseCode::NXDomain
+                | ResponseCode::YXDomain => {
+                    tracing::info!(name = %change.name, attempt, "the ownership record changed while updating; reading it again");
+                }
+                code => return Err(rcode_error(self.server, change, code)),
+            }
+        }
+        Err(BackendError::Conflict(format!(
+            "the ownership record of {} kept changing during {CAS_ATTEMPTS} attempts",
+            change.name
+        )))
+    }
+
+    async fn verify(
+        &self,
+        change: &DnsChange,
+        timeout: Duration,
+    ) -> Result<Propagation, BackendError> {
+        if self.checker.servers().is_empty() {
+            return Err(BackendError::Invalid("no servers to check".into()));
+        }
+        Ok(self
+            .checker
+            .check(&change.name, &change.records, timeout)
+            .await)
+    }
+}
