@@ -7,6 +7,8 @@
 //! - [`rfc2136`] (feature `rfc2136`, default): RFC 2136 dynamic updates signed with TSIG, for
 //!   BIND, Knot, PowerDNS or any primary; each change is one UPDATE guarded by a
 //!   compare-and-swap prerequisite on the ownership record.
+//! - [`powerdns`] (feature `powerdns`, default): the PowerDNS HTTP API, one `PATCH` per change,
+//!   the epoch read from the ownership record before writing.
 //! - [`propagation`]: asks every authoritative server directly, without caches, until all of
 //!   them answer the new records; every backend's `verify` uses it.
 //!
@@ -58,6 +60,8 @@
 
 pub mod embedded;
 mod error;
+#[cfg(feature = "powerdns")]
+pub mod powerdns;
 pub mod propagation;
 #[cfg(feature = "rfc2136")]
 pub mod rfc2136;
