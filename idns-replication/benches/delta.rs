@@ -104,7 +104,7 @@ fn main() {
     let idns_initial = t.elapsed();
     let t = Instant::now();
     let ok = Command::new("rsync")
-        .args(["--inplace", "--no-whole-file"])
+        .args(["--inplace", "--no-whole-file", "--times"])
         .arg(&img)
         .arg(&rsync_dst)
         .status()
@@ -139,7 +139,15 @@ fn main() {
     let idns_pass = t.elapsed();
     let t = Instant::now();
     let out = Command::new("rsync")
-        .args(["--inplace", "--no-whole-file", "--stats"])
+        // --ignore-times: always compare, as idns does for a changed file (the change may
+        // fall within the second of the initial copy's time stamp).
+        .args([
+            "--inplace",
+            "--no-whole-file",
+            "--times",
+            "--ignore-times",
+            "--stats",
+        ])
         .arg(&img)
         .arg(&rsync_dst)
         .output()
@@ -180,7 +188,7 @@ fn main() {
     );
     println!("# command: cargo bench -p idns-replication --bench delta (IDNS_BENCH_GIB={gib})");
     println!();
-    println!("| step | idns | rsync --inplace --no-whole-file | idns / rsync |");
+    println!("| step | idns | rsync --inplace --no-whole-file --times (-I) | idns / rsync |");
     println!("|---|---|---|---|");
     println!(
         "| initial sync | {} | {} | {:.2} |",

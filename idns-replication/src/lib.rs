@@ -11,6 +11,9 @@
 //! - [`command`]: every operation as a user command (a hook) with a small JSON contract on
 //!   standard input and output, for replication that lives elsewhere: VMware SRM,
 //!   RecoverPoint, DRBD, ZFS, Ceph RBD.
+//! - [`postgres`]: PostgreSQL streaming replication: status with lag in seconds and bytes,
+//!   fence, promote, zero-loss planned switchover, reprotect with `pg_rewind` after saving
+//!   aside the rows only the old primary held, table checksums and drill marker rows.
 //!
 //! What it does not do: decide when to fail over (the election in `idns-core` does), run
 //! probes, or talk DNS.
@@ -71,6 +74,8 @@
 pub mod command;
 mod fsutil;
 pub mod image;
+pub mod postgres;
 
 pub use command::CommandReplication;
 pub use image::ImageReplication;
+pub use postgres::PostgresReplication;

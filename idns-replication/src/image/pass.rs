@@ -141,7 +141,7 @@ pub(crate) fn pass(
     };
     let adopted = dst_state.base == Base::Adopted;
     let staging = dst.staging_dir(seq);
-    for sub in ["chunks", "fwd", "rev"] {
+    for sub in ["chunks", "fwd", "rev", "new"] {
         fs::create_dir_all(staging.join(sub)).ctx(staging.display())?;
     }
     let taken_at = SystemTime::now();
@@ -221,7 +221,7 @@ pub(crate) fn pass(
         .map_err(|e| BackendError::Invalid(format!("checkpoint does not serialize: {e}")))?;
     write_synced(&staging.join("checkpoint.json"), &json)?;
     sync_dirs(
-        ["chunks", "fwd", "rev"]
+        ["chunks", "fwd", "rev", "new"]
             .iter()
             .map(|s| staging.join(s))
             .collect::<Vec<_>>()
@@ -377,6 +377,83 @@ fn stage_file(
             _ => Old::None,
         };
         let has_old = !matches!(old, Old::None);
+        if !has_old {
+            // A new file: written straight into the staging directory (holes kept) and
+            // renamed into place by the apply, so its bytes are written once.
+            let new_path = staging.join("new").join(&id);
+            let out = File::create(&new_path).ctx(new_path.display())?;
+            out.set_len(size).ctx(new_path.display())?;
+            let mut changed = 0u64;
+            let mut zero = 0u64;
+            let mut moved = 0u64;
+            let mut last_report = 0u64;
+            let total_before = counts.bytes_hashed;
+            let scanned = scan(
+                &file,
+                size,
+                chunk,
+                cfg.threads,
+                &old,
+                env.cancel,
+                &mut |c| {
+                    let done = (c.index + 1) * chunk;
+                    if done - last_report >= (64 << 20) || done >= size {
+                        last_report = done;
+                        (env.progress)(Progress {
+                            resource: cfg.id.clone(),
+                            site: dst.site.clone(),
+                            operation: Operation::Pass,
+                            file: Some(key.to_owned()),
+                            bytes_done: total_before + done.min(size),
+                            bytes_total: counts.bytes_total,
+                        });
+                    }
+                    changed += 1;
+                    if crate::fsutil::is_zero(c.data) {
+                        zero += 1;
+                    } else {
+                        out.write_all_at(c.data, c.index * chunk)?;
+                        moved += c.data.len() as u64;
+                        throttle.wrote(c.data.len() as u64, env.cancel);
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    BackendError::Timeout("the pass was cancelled".into())
+                } else {
+                    crate::fsutil::io_err(path.display(), &e)
+                }
+            })?;
+            let after = fs::metadata(path).ctx(path.display())?;
+            if after.len() != size || after.modified().ok() != Some(mtime) {
+                tracing::warn!(file = %path.display(), attempt, "file changed while it was read; reading it again");
+                counts.chunks_total -= size.div_ceil(chunk);
+                continue;
+            }
+            out.sync_all().ctx(new_path.display())?;
+            counts.hashed += 1;
+            counts.bytes_hashed += size;
+            counts.chunks_changed += changed;
+            counts.chunks_zero += zero;
+            counts.transferred += moved;
+            counts.changed += 1;
+            let cvs: Vec<u8> = scanned
+                .cvs
+                .iter()
+                .flat_map(|c: &Cv| c.iter().copied())
+                .collect();
+            write_synced(&cv_path, &cvs)?;
+            return Ok(Entry {
+                kind: EntryKind::File,
+                size,
+                blake3: Some(scanned.root.to_hex().to_string()),
+                target: None,
+                mode: mode_of(&before),
+                mtime,
+            });
+        }
         let keep_history = cfg.keep > 1 && has_old;
         let mut fwd = PatchWriter::create(&fwd_path).ctx(fwd_path.display())?;
         let mut rev = if keep_history {
@@ -573,7 +650,10 @@ pub(crate) fn apply(
             }
             EntryKind::File => {
                 let patch = dir.join("fwd").join(format!("{}.patch", key_id(key)));
-                if patch.exists() {
+                let whole = dir.join("new").join(key_id(key));
+                if whole.exists() {
+                    fs::rename(&whole, &path).ctx(path.display())?;
+                } else if patch.exists() {
                     let target = File::options()
                         .read(true)
                         .write(true)
@@ -611,6 +691,7 @@ pub(crate) fn apply(
     state.base = Base::Checkpoint { seq };
     state.checkpoint_at = Some(cp.taken_at);
     dst.save_state(state)?;
+    remove_tree(&dir.join("new")).ctx(dir.display())?;
     remove_tree(&dir.join("fwd")).ctx(dir.display())?;
     Ok(())
 }

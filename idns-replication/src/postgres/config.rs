@@ -1,0 +1,339 @@
+//! Configuration of the PostgreSQL streaming backend.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use idns_core::{ConfigError, FieldError, ResourceId, SiteId};
+use serde::{Deserialize, Serialize};
+
+/// PostgreSQL replication as written in a configuration file.
+///
+/// ```
+/// # use idns_replication::postgres::{PgConfig, PgSpec};
+/// let spec: PgSpec = serde_json::from_str(r#"{
+///   "state_file": "/var/lib/idns/pg-epochs.json",
+///   "save_dir": "/var/lib/idns/split-brain",
+///   "resources": [{
+///     "id": "orders",
+///     "tables": ["public.orders", "public.customers"],
+///     "sites": [
+///       { "site": "dc1", "host": "10.0.1.5", "port": 5432, "data_dir": "/var/lib/postgresql/15/main",
+///         "command_prefix": ["ssh", "postgres@10.0.1.5"] },
+///       { "site": "dc2", "host": "10.0.2.5", "port": 5432, "data_dir": "/var/lib/postgresql/15/main",
+///         "command_prefix": ["ssh", "postgres@10.0.2.5"] }
+///     ]
+///   }]
+/// }"#)?;
+/// let cfg = PgConfig::try_from(spec)?;
+/// assert_eq!(cfg.resources[0].sites[1].bin_dir.to_str(), Some("/usr/lib/postgresql/15/bin"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSpec {
+    /// The replicated databases (clusters).
+    pub resources: Vec<PgResourceSpec>,
+    /// Keeps the highest epoch accepted per resource across restarts (recommended).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    /// Where rows that only an old primary holds are saved before it is rewound (on the
+    /// controller's machine).
+    pub save_dir: PathBuf,
+}
+
+/// One cluster replicated between sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgResourceSpec {
+    /// The resource id.
+    pub id: String,
+    /// The sites (at least two).
+    pub sites: Vec<PgSiteSpec>,
+    /// Database the backend connects to (default `postgres`).
+    #[serde(default = "default_db")]
+    pub database: String,
+    /// User the backend connects as and replicates with (default `postgres`).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Tables (`schema.table`) checksummed by integrity checks and compared before a rewind;
+    /// empty: every table outside the system schemas.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// The drill marker table (default `public.idns_markers`; created on first use).
+    #[serde(default = "default_marker_table")]
+    pub marker_table: String,
+    /// How to fence a reachable primary: `stop` (default; a clean shutdown also sends the
+    /// last WAL to the standbys) or `read_only` (`default_transaction_read_only`).
+    #[serde(default)]
+    pub fence: FenceMode,
+}
+
+/// How a primary is fenced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceMode {
+    /// Stop the server (`pg_ctl stop -m fast`).
+    #[default]
+    Stop,
+    /// Keep it running, refusing writes.
+    ReadOnly,
+}
+
+/// One site's server and the local control of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSiteSpec {
+    /// The site id.
+    pub site: String,
+    /// Host the server listens on, as the controller and the other sites reach it.
+    pub host: String,
+    /// Its port (passed on the command line when the backend starts it).
+    pub port: u16,
+    /// Its data directory (on the site's machine).
+    pub data_dir: PathBuf,
+    /// The PostgreSQL binaries (default `/usr/lib/postgresql/15/bin`).
+    #[serde(default = "default_bin_dir")]
+    pub bin_dir: PathBuf,
+    /// Prepended to every control command, e.g. `["ssh", "postgres@db2"]` (default: run
+    /// locally).
+    #[serde(default)]
+    pub command_prefix: Vec<String>,
+    /// The OS user that runs the server's programs; when the controller runs as root on the
+    /// site's machine they run through `runuser -u <user> --` (default `postgres`).
+    #[serde(default = "default_os_user")]
+    pub os_user: String,
+    /// Extra key-value connection parameters for the backend's own connections (e.g.
+    /// `password=...`; never logged).
+    #[serde(default)]
+    pub conninfo: Option<String>,
+    /// A port for drill copies at this site (drills are unsupported without one).
+    #[serde(default)]
+    pub drill_port: Option<u16>,
+}
+
+fn default_db() -> String {
+    "postgres".into()
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_marker_table() -> String {
+    "public.idns_markers".into()
+}
+fn default_bin_dir() -> PathBuf {
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+fn default_os_user() -> String {
+    "postgres".into()
+}
+
+/// Validated PostgreSQL settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgConfig {
+    /// The resources.
+    pub resources: Vec<PgResource>,
+    /// Where accepted epochs are kept.
+    pub state_file: Option<PathBuf>,
+    /// Where rows saved aside go.
+    pub save_dir: PathBuf,
+}
+
+/// A validated resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgResource {
+    /// The resource id.
+    pub id: ResourceId,
+    /// The sites.
+    pub sites: Vec<PgSite>,
+    /// Database connected to.
+    pub database: String,
+    /// User connected as.
+    pub user: String,
+    /// Tables compared (empty: all user tables).
+    pub tables: Vec<String>,
+    /// The marker table.
+    pub marker_table: String,
+    /// How a primary is fenced.
+    pub fence: FenceMode,
+}
+
+/// A validated site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgSite {
+    /// The site id.
+    pub site: SiteId,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Binaries.
+    pub bin_dir: PathBuf,
+    /// Command prefix.
+    pub command_prefix: Vec<String>,
+    /// OS user of the server.
+    pub os_user: String,
+    /// Extra connection parameters.
+    pub conninfo: Option<String>,
+    /// Drill port.
+    pub drill_port: Option<u16>,
+}
+
+impl PgResource {
+    /// The site's settings.
+    pub fn site(&self, site: &SiteId) -> Option<&PgSite> {
+        self.sites.iter().find(|s| &s.site == site)
+    }
+}
+
+fn table_name_ok(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('.').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 63
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !p.as_bytes()[0].is_ascii_digit()
+        })
+}
+
+impl TryFrom<PgSpec> for PgConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: PgSpec) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut push = |path: String, value: String, problem: &str| {
+            errors.push(FieldError {
+                path,
+                value,
+                problem: problem.to_owned(),
+            })
+        };
+        if spec.resources.is_empty() {
+            push("resources".into(), String::new(), "lists no resource");
+        }
+        if !spec.save_dir.is_absolute() {
+            push(
+                "save_dir".into(),
+                spec.save_dir.display().to_string(),
+                "must be an absolute path",
+            );
+        }
+        if let Some(f) = &spec.state_file
+            && !f.is_absolute()
+        {
+            push(
+                "state_file".into(),
+                f.display().to_string(),
+                "must be an absolute path",
+            );
+        }
+        let mut resources: Vec<PgResource> = Vec::new();
+        for (i, r) in spec.resources.iter().enumerate() {
+            let at = |f: &str| format!("resources[{i}].{f}");
+            let id = ResourceId::try_from(r.id.as_str())
+                .map_err(|e| push(at("id"), r.id.clone(), e.problem))
+                .ok();
+            if let Some(id) = &id
+                && resources.iter().any(|x| &x.id == id)
+            {
+                push(at("id"), r.id.clone(), "is used by another resource");
+            }
+            for (j, t) in r.tables.iter().enumerate() {
+                if !table_name_ok(t) {
+                    push(
+                        at(&format!("tables[{j}]")),
+                        t.clone(),
+                        "must be schema.table (letters, digits, '_')",
+                    );
+                }
+            }
+            if !table_name_ok(&r.marker_table) {
+                push(
+                    at("marker_table"),
+                    r.marker_table.clone(),
+                    "must be schema.table (letters, digits, '_')",
+                );
+            }
+            if r.sites.len() < 2 {
+                push(
+                    at("sites"),
+                    r.sites.len().to_string(),
+                    "needs at least two sites",
+                );
+            }
+            let mut sites: Vec<PgSite> = Vec::new();
+            for (j, s) in r.sites.iter().enumerate() {
+                let at = |f: &str| format!("resources[{i}].sites[{j}].{f}");
+                let site = SiteId::try_from(s.site.as_str())
+                    .map_err(|e| push(at("site"), s.site.clone(), e.problem))
+                    .ok();
+                if let Some(site) = &site
+                    && sites.iter().any(|x| &x.site == site)
+                {
+                    push(at("site"), s.site.clone(), "is listed twice");
+                }
+                if s.port == 0 {
+                    push(at("port"), "0".into(), "must be a port number");
+                }
+                if s.drill_port == Some(s.port) {
+                    push(
+                        at("drill_port"),
+                        s.port.to_string(),
+                        "must differ from port",
+                    );
+                }
+                if !s.data_dir.is_absolute() {
+                    push(
+                        at("data_dir"),
+                        s.data_dir.display().to_string(),
+                        "must be an absolute path",
+                    );
+                }
+                if s.host.is_empty() {
+                    push(at("host"), String::new(), "is empty");
+                }
+                if let Some(site) = site {
+                    sites.push(PgSite {
+                        site,
+                        host: s.host.clone(),
+                        port: s.port,
+                        data_dir: s.data_dir.clone(),
+                        bin_dir: s.bin_dir.clone(),
+                        command_prefix: s.command_prefix.clone(),
+                        os_user: s.os_user.clone(),
+                        conninfo: s.conninfo.clone(),
+                        drill_port: s.drill_port,
+                    });
+                }
+            }
+            if let Some(id) = id {
+                resources.push(PgResource {
+                    id,
+                    sites,
+                    database: r.database.clone(),
+                    user: r.user.clone(),
+                    tables: r.tables.clone(),
+                    marker_table: r.marker_table.clone(),
+                    fence: r.fence,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(PgConfig {
+                resources,
+                state_file: spec.state_file,
+                save_dir: spec.save_dir,
+            })
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+/// How long a single connection attempt may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

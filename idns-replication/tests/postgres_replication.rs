@@ -1,0 +1,421 @@
+//! Real servers: postgres, pg_basebackup, pg_rewind
+//!
+//! A primary and a streaming standby from the Debian binaries, in a temporary directory on
+//! free loopback ports, driven through failover, split brain, rewind and failback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::ctx;
+use idns_core::test_util::servers::{free_port, require};
+use idns_core::{IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId};
+use idns_replication::postgres::{PgConfig, PgSpec, PostgresReplication};
+use tokio_postgres::NoTls;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a PostgreSQL program as the postgres user.
+fn pg(program: &str, args: &[&str]) -> std::process::Output {
+    let bin = Path::new(BIN).join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).output().unwrap()
+}
+
+fn pg_ok(program: &str, args: &[&str]) {
+    let out = pg(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A primary (site a) and a streaming standby (site b). Stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    pa: u16,
+    pb: u16,
+    drill_a: u16,
+    drill_b: u16,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in [&self.a, &self.b] {
+            for data in [
+                d.clone(),
+                PathBuf::from(format!("{}.idns-drill", d.display())),
+            ] {
+                if data.exists() {
+                    let _ = pg(
+                        "pg_ctl",
+                        &["stop", "-D", &data.display().to_string(), "-m", "immediate"],
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn start(data: &Path, port: u16) {
+    let d = data.display().to_string();
+    pg_ok(
+        "pg_ctl",
+        &[
+            "start",
+            "-D",
+            &d,
+            "-w",
+            "-l",
+            &format!("{d}.log"),
+            "-o",
+            &format!("-p {port}"),
+        ],
+    );
+}
+
+fn stop(data: &Path, mode: &str) {
+    pg_ok(
+        "pg_ctl",
+        &["stop", "-D", &data.display().to_string(), "-m", mode, "-w"],
+    );
+}
+
+fn cluster() -> Option<Cluster> {
+    for b in ["postgres", "pg_basebackup", "pg_rewind"] {
+        require(b, &[BIN], "PostgreSQL streaming replication tests")?;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
+    let (drill_a, drill_b) = (free_port().unwrap(), free_port().unwrap());
+    pg_ok(
+        "initdb",
+        &[
+            "-D",
+            &a.display().to_string(),
+            "--data-checksums",
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+        ],
+    );
+    let conf = format!(
+        "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = replica\n\
+         max_wal_senders = 10\nwal_keep_size = '256MB'\nhot_standby = on\nwal_log_hints = on\n\
+         fsync = off\nshared_buffers = '32MB'\n",
+        dir.path().display()
+    );
+    let mut c = fs::read_to_string(a.join("postgresql.conf")).unwrap();
+    c.push_str(&conf);
+    fs::write(a.join("postgresql.conf"), c).unwrap();
+    let mut hba = fs::read_to_string(a.join("pg_hba.conf")).unwrap();
+    hba.push_str("\nhost replication all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n");
+    fs::write(a.join("pg_hba.conf"), hba).unwrap();
+    start(&a, pa);
+    pg_ok(
+        "pg_basebackup",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pa.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+            &b.display().to_string(),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ],
+    );
+    start(&b, pb);
+    Some(Cluster {
+        dir,
+        a,
+        b,
+        pa,
+        pb,
+        drill_a,
+        drill_b,
+    })
+}
+
+fn backend(c: &Cluster, tables: &[&str]) -> PostgresReplication {
+    let site = |name: &str, data: &Path, port: u16, drill: u16| {
+        serde_json::json!({
+            "site": name, "host": "127.0.0.1", "port": port, "data_dir": data,
+            "bin_dir": BIN, "drill_port": drill
+        })
+    };
+    let spec: PgSpec = serde_json::from_value(serde_json::json!({
+        "state_file": c.dir.path().join("idns-state.json"),
+        "save_dir": c.dir.path().join("saved"),
+        "resources": [{
+            "id": "db",
+            "tables": tables,
+            "sites": [site("a", &c.a, c.pa, c.drill_a), site("b", &c.b, c.pb, c.drill_b)]
+        }]
+    }))
+    .unwrap();
+    PostgresReplication::new(PgConfig::try_from(spec).unwrap())
+}
+
+async fn client(port: u16) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+fn ids() -> (ResourceId, SiteId, SiteId) {
+    (
+        "db".parse().unwrap(),
+        "a".parse().unwrap(),
+        "b".parse().unwrap(),
+    )
+}
+
+async fn roles(r: &PostgresReplication) -> Vec<Role> {
+    let (res, _, _) = ids();
+    r.status(&res)
+        .await
+        .unwrap()
+        .sites
+        .iter()
+        .map(|s| s.role)
+        .collect()
+}
+
+async fn insert(port: u16, ids: std::ops::RangeInclusive<i32>, note: &str) {
+    let c = client(port).await;
+    for i in ids {
+        c.execute("INSERT INTO items VALUES ($1, $2)", &[&i, &note])
+            .await
+            .unwrap();
+    }
+}
+
+async fn item_ids(port: u16) -> Vec<i32> {
+    client(port)
+        .await
+        .query("SELECT id FROM items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_split_brain_rewind_and_failback_keep_every_row() {
+    let Some(c) = cluster() else { return };
+    let r = backend(&c, &["public.items"]);
+    let (res, a, b) = ids();
+    assert_eq!(roles(&r).await, [Role::Primary, Role::Replica]);
+    client(c.pa)
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    insert(c.pa, 1..=10, "written at a before the failover").await;
+    assert!(
+        r.compare_tables(&res, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(item_ids(c.pb).await.len(), 10, "the standby has the rows");
+
+    // Disaster: a dies. Fail over to b.
+    stop(&c.a, "immediate");
+    assert_eq!(roles(&r).await, [Role::Unknown, Role::Replica]);
+    let p = r.promote(&res, &b, &ctx(1)).await.unwrap();
+    assert!(p.rpo.is_some() && p.position.is_some(), "{p:?}");
+    assert_eq!(roles(&r).await, [Role::Unknown, Role::Primary]);
+    insert(c.pb, 11..=20, "written at b after the failover").await;
+
+    // a comes back as a second primary and takes a write before it is fenced.
+    start(&c.a, c.pa);
+    insert(c.pa, 1001..=1001, "split-brain write at a").await;
+    r.fence(&res, &a, &ctx(1)).await.unwrap();
+    assert_eq!(roles(&r).await, [Role::Fenced, Role::Primary]);
+    let markers = r
+        .integrity(
+            &res,
+            &b,
+            &IntegrityRequest::Mark {
+                label: "epoch-1".into(),
+            },
+            &ctx(1),
+        )
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(markers.entries.len(), 2);
+
+    // Failback, as the runbook does it: reprotect (rewind a), catch up, fence b, promote a.
+    r.reprotect(&res, &b, false, &ctx(1)).await.unwrap();
+    r.reprotect(&res, &b, true, &ctx(1)).await.unwrap();
+    assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
+    let saved = r.saved_aside();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(saved[0].site, a);
+    assert_eq!(saved[0].rows.get("public.items"), Some(&1));
+    let file = fs::read_to_string(saved[0].dir.join("public.items.copy")).unwrap();
+    assert!(file.contains("split-brain write at a"), "{file}");
+    assert!(
+        !item_ids(c.pa).await.contains(&1001),
+        "the rewind removed the split-brain row"
+    );
+
+    r.fence(&res, &b, &ctx(2)).await.unwrap();
+    let p = r.promote(&res, &a, &ctx(2)).await.unwrap();
+    assert_eq!(
+        p.rpo,
+        Some(Duration::ZERO),
+        "a planned failback loses nothing"
+    );
+    let v = r
+        .integrity(
+            &res,
+            &a,
+            &IntegrityRequest::Verify { expected: markers },
+            &ctx(2),
+        )
+        .await
+        .unwrap();
+    assert!(v.mismatches.is_empty(), "{:?}", v.mismatches);
+    r.reprotect(&res, &a, true, &ctx(2)).await.unwrap();
+    assert_eq!(roles(&r).await, [Role::Primary, Role::Replica]);
+    assert_eq!(
+        r.saved_aside().len(),
+        1,
+        "a clean switchover has nothing to save aside"
+    );
+
+    // Every row written on either side before its side's demotion is present.
+    let want: Vec<i32> = (1..=20).collect();
+    assert_eq!(item_ids(c.pa).await, want);
+    insert(c.pa, 21..=21, "written at a after the failback").await;
+    assert!(
+        r.compare_tables(&res, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(item_ids(c.pb).await.len(), 21);
+    let check = r
+        .integrity(&res, &a, &IntegrityRequest::Check, &ctx(2))
+        .await
+        .unwrap();
+    assert!(check.mismatches.is_empty(), "{:?}", check.mismatches);
+    assert_eq!(check.manifest.entries["table/public.items"].size, 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_reported_while_a_load_runs() {
+    let Some(c) = cluster() else { return };
+    let r = backend(&c, &["public.items"]);
+    let (res, _, b) = ids();
+    client(c.pa)
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    assert!(
+        r.compare_tables(&res, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Replay paused on the standby: WAL arrives but is not applied, as on a slow replica.
+    client(c.pb)
+        .await
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let load = tokio::spawn({
+        let port = c.pa;
+        async move {
+            let c = client(port).await;
+            let until = Instant::now() + Duration::from_millis(2500);
+            let mut i = 0;
+            while Instant::now() < until {
+                c.execute("INSERT INTO items VALUES ($1, 'load')", &[&i])
+                    .await
+                    .unwrap();
+                i += 1;
+            }
+            i
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = r.status(&res).await.unwrap();
+    let standby = st.sites.iter().find(|s| s.site == b).unwrap();
+    assert_eq!(standby.role, Role::Replica);
+    assert!(standby.lag_bytes.unwrap() > 0, "{standby:?}");
+    assert!(
+        standby.lag.unwrap() > Duration::from_millis(100),
+        "{standby:?}"
+    );
+    let rows = load.await.unwrap();
+    client(c.pb)
+        .await
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    assert!(
+        r.compare_tables(&res, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(item_ids(c.pb).await.len(), rows as usize);
+    let st = r.status(&res).await.unwrap();
+    let standby = st.sites.iter().find(|s| s.site == b).unwrap();
+    assert_eq!(standby.lag_bytes, Some(0), "{standby:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_conformance_steps() {
+    let Some(c) = cluster() else { return };
+    let r = backend(&c, &[]);
+    let (res, a, b) = ids();
+    let last = common::conformance(&r, &res, &a, &b).await;
+    assert_eq!(last.get(), 2);
+    // The drill copy was made (pg_basebackup) and removed.
+    assert!(!Path::new(&format!("{}.idns-drill", c.a.display())).exists());
+}
