@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{ctx, drill};
+use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::{
     BackendError, Epoch, IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId,
 };
@@ -360,4 +361,16 @@ fn configuration_errors_name_their_fields() {
         assert!(paths.contains(&want), "{want} missing from {err}");
     }
     assert!(!paths.contains(&"resources[0].commands.promote"), "{err}");
+}
+
+#[tokio::test]
+async fn a_conforming_hook_passes_the_replication_suite() {
+    let s = setup();
+    let b = backend(&s, "");
+    let (res, p, q) = ids();
+    let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None);
+    suite.run(&b).await;
+    suite.run(&b).await;
+    let nodrill = backend(&s, r#", "HOOK_NO_DRILL": "1""#);
+    suite.run(&nodrill).await;
 }

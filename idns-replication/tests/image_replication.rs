@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::{
     BackendError, Epoch, IntegrityRequest, OpContext, ReplicationBackend, ResourceId, Role, SiteId,
 };
@@ -589,6 +590,27 @@ fn conformance_steps() {
         assert_eq!(first, Epoch::new(2));
         let second = common::conformance(&r, &res, &p, &q).await;
         assert_eq!(second, Epoch::new(4));
+    });
+}
+
+/// idns-core's conformance suite, twice in a row on the same backend.
+#[test]
+fn replication_suite_passes() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let r = backend(dir.path());
+        let (res, p, q) = ids();
+        fs::write(
+            live(&r, &p).join("disk.img"),
+            noise("s", 3 * CHUNK as usize),
+        )
+        .unwrap();
+        r.sync(&res).await.unwrap();
+        let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None);
+        suite.run(&r).await;
+        suite.run(&r).await;
+        let st = r.status(&res).await.unwrap();
+        assert_eq!(st.sites[0].role, Role::Primary);
     });
 }
 
