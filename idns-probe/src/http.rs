@@ -304,28 +304,30 @@ impl HttpProbe {
             Some(d) => d.min(ctx.timeout),
             None => ctx.timeout,
         };
-        let certs = match &spec.ca_file {
-            Some(file) => {
-                let fp = format!("{path}.ca_file");
-                match std::fs::read(file) {
-                    Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                        Ok(c) if !c.is_empty() => Some(c),
-                        Ok(_) => {
-                            p.push(fp, file.display(), "holds no PEM certificate");
-                            None
-                        }
-                        Err(e) => {
-                            p.push(fp, file.display(), format!("is not a PEM bundle: {e}"));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        p.push(fp, file.display(), format!("cannot be read: {e}"));
-                        None
-                    }
+        let needs_tls = url.as_ref().is_some_and(|u| u.scheme() == "https") || spec.redirects > 0;
+        let tls = if let Some(file) = &spec.ca_file {
+            crate::tls::with_ca_file(file)
+                .map_err(|e| p.push(format!("{path}.ca_file"), file.display(), e))
+                .ok()
+        } else if spec.danger_accept_invalid_certs {
+            crate::tls::insecure()
+                .map_err(|e| p.push(format!("{path}.danger_accept_invalid_certs"), true, e))
+                .ok()
+        } else {
+            match crate::tls::system() {
+                Ok(c) => Some(c),
+                Err(e) if needs_tls => {
+                    p.push(
+                        format!("{path}.ca_file"),
+                        "",
+                        format!("{e}: give the CAs to trust"),
+                    );
+                    None
                 }
+                Err(_) => crate::tls::refuse_all()
+                    .map_err(|e| p.push(path, "", e))
+                    .ok(),
             }
-            None => None,
         };
         if spec.danger_accept_invalid_certs && spec.ca_file.is_some() {
             p.push(
@@ -336,7 +338,8 @@ impl HttpProbe {
         }
         let endpoint = Endpoint::choose(&mut p, path, spec.alias.as_ref(), target);
         p.finish()?;
-        let (Some(url), Some(method), Some(endpoint)) = (url, method, endpoint) else {
+        let (Some(url), Some(method), Some(endpoint), Some(tls)) = (url, method, endpoint, tls)
+        else {
             // Unreachable: each missing piece pushed a problem above.
             return Err(ConfigError::single(path, "", "is invalid"));
         };
@@ -365,17 +368,14 @@ impl HttpProbe {
                 h.to_string()
             }
         };
-        if let Some(certs) = certs {
-            builder = builder.tls_certs_only(certs);
-        }
         if spec.danger_accept_invalid_certs {
             tracing::warn!(
                 target: "idns_probe::http",
                 probe = %ctx.label,
                 "TLS certificate verification is off for this probe (danger_accept_invalid_certs)"
             );
-            builder = builder.tls_danger_accept_invalid_certs(true);
         }
+        builder = builder.tls_backend_preconfigured(tls);
         let client = builder.build().map_err(|e| {
             ConfigError::single(path, "", format!("cannot build the HTTP client: {e}"))
         })?;

@@ -91,6 +91,7 @@ pub mod scheduler;
 mod sink;
 mod spec;
 mod tcp;
+mod tls;
 
 pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};

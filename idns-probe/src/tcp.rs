@@ -128,6 +128,10 @@ impl TcpProbe {
             }
             _ => format!("connect to {}: {e}", self.shown()),
         })?;
+        // Close with a reset rather than a FIN: a health check has nothing left to say, and
+        // thousands of checks a second would otherwise fill the port range with TIME_WAIT.
+        // Best effort: a socket that refuses the option closes normally.
+        let _ = stream.set_zero_linger();
         if let Some(send) = &self.send {
             *phase = Phase::Send;
             stream
