@@ -171,6 +171,10 @@ fn cluster() -> Option<Cluster> {
 }
 
 fn backend(c: &Cluster, tables: &[&str]) -> PostgresReplication {
+    backend_fencing(c, tables, "stop")
+}
+
+fn backend_fencing(c: &Cluster, tables: &[&str], fence: &str) -> PostgresReplication {
     let site = |name: &str, data: &Path, port: u16, drill: u16| {
         serde_json::json!({
             "site": name, "host": "127.0.0.1", "port": port, "data_dir": data,
@@ -183,6 +187,7 @@ fn backend(c: &Cluster, tables: &[&str]) -> PostgresReplication {
         "resources": [{
             "id": "db",
             "tables": tables,
+            "fence": fence,
             "sites": [site("a", &c.a, c.pa, c.drill_a), site("b", &c.b, c.pb, c.drill_b)]
         }]
     }))
@@ -408,6 +413,14 @@ async fn lag_is_reported_while_a_load_runs() {
     let st = r.status(&res).await.unwrap();
     let standby = st.sites.iter().find(|s| s.site == b).unwrap();
     assert_eq!(standby.lag_bytes, Some(0), "{standby:?}");
+
+    // A planned switchover while writes keep coming until the fence: nothing is lost.
+    insert(c.pa, 100_000..=100_050, "just before the switchover").await;
+    let p = r.switchover(&res, &b, &ctx(1)).await.unwrap();
+    assert_eq!(p.rpo, Some(Duration::ZERO));
+    assert_eq!(item_ids(c.pb).await.len(), rows as usize + 51);
+    assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
+    assert!(r.saved_aside().is_empty(), "nothing diverged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,4 +431,34 @@ async fn postgres_passes_the_replication_suite() {
     ReplicationSuite::new(res, a, b, None).run(&r).await;
     // The drill copy was made (pg_basebackup, started on the drill port) and removed.
     assert!(!Path::new(&format!("{}.idns-drill", c.a.display())).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_fence_refuses_writes_and_the_switch_loses_nothing() {
+    let Some(c) = cluster() else { return };
+    let r = backend_fencing(&c, &["public.items"], "read_only");
+    let (res, a, b) = ids();
+    client(c.pa)
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    insert(c.pa, 1..=5, "before the fence").await;
+    r.fence(&res, &a, &ctx(1)).await.unwrap();
+    assert_eq!(roles(&r).await, [Role::Fenced, Role::Replica]);
+    let refused = client(c.pa)
+        .await
+        .execute("INSERT INTO items VALUES (99, 'after the fence')", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("read-only") || format!("{refused:?}").contains("read-only"),
+        "{refused:?}"
+    );
+    let p = r.promote(&res, &b, &ctx(1)).await.unwrap();
+    assert_eq!(p.rpo, Some(Duration::ZERO));
+    r.reprotect(&res, &b, true, &ctx(1)).await.unwrap();
+    assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
+    assert_eq!(item_ids(c.pa).await, [1, 2, 3, 4, 5]);
+    assert!(r.saved_aside().is_empty());
 }

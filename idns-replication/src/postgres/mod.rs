@@ -225,6 +225,38 @@ impl PostgresReplication {
         Ok(())
     }
 
+    /// A planned switchover with zero loss: fences the current primary (a clean stop streams
+    /// its last WAL to the standbys), waits until `to` has replayed it, promotes `to`, and
+    /// makes every other site follow it. Fails rather than promote with less than everything.
+    pub async fn switchover(
+        &self,
+        resource: &ResourceId,
+        to: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        let status = self.status(resource).await?;
+        let current: Vec<SiteId> = status
+            .sites
+            .iter()
+            .filter(|s| s.role == Role::Primary && &s.site != to)
+            .map(|s| s.site.clone())
+            .collect();
+        let [from] = current.as_slice() else {
+            return Err(BackendError::Refused(format!(
+                "a switchover needs exactly one other primary; found {current:?}"
+            )));
+        };
+        self.fence(resource, from, ctx).await?;
+        let promoted = self.promote(resource, to, ctx).await?;
+        if promoted.rpo != Some(Duration::ZERO) {
+            return Err(BackendError::Integrity(format!(
+                "{to} was promoted without the fenced primary's final LSN: {promoted:?}"
+            )));
+        }
+        self.reprotect(resource, to, true, ctx).await?;
+        Ok(promoted)
+    }
+
     /// Waits until every standby has replayed the primary's current LSN, then compares the
     /// chosen tables' checksums across all sites; returns every difference.
     pub async fn compare_tables(
