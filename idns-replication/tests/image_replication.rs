@@ -639,14 +639,14 @@ fn a_crash_in_the_middle_of_a_pass_leaves_the_previous_checkpoint() {
     let (res, a, b) = ids();
     let r = backend(dir.path());
     let la = live(&r, &a);
-    let v1 = noise("v1", 64 * CHUNK as usize);
+    let v1 = noise("v1", 256 * CHUNK as usize);
     rt.block_on(async {
         fs::write(la.join("disk.img"), &v1).unwrap();
         fs::write(la.join("other.img"), noise("o", 2 * CHUNK as usize)).unwrap();
         r.sync(&res).await.unwrap();
     });
-    // Every chunk changes; the child copies at 2 MiB/s, so the pass takes about 2 s.
-    fs::write(la.join("disk.img"), noise("v2", 64 * CHUNK as usize)).unwrap();
+    // Every chunk changes; the child copies at 2 MiB/s, so the pass takes about 8 s; the parent kills it after 1 MiB.
+    fs::write(la.join("disk.img"), noise("v2", 256 * CHUNK as usize)).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("IDNS_TEST_CRASH_DIR", dir.path())

@@ -37,6 +37,13 @@
 //! - **Epochs** are kept per resource in every site's state file (written atomically), so a
 //!   restarted process still refuses stale ones.
 //!
+//! Trust and cost: a pass trusts the destination's chunk hashes from its previous checkpoint
+//! (it never reads the destination, except after a reprotect), so silent damage at the
+//! destination is found by `Check`, which reads and hashes everything. `Check` on a live
+//! copy compares it with the checkpoint it was promoted from, skipping files written since
+//! the promotion; a primary that was never promoted has no such evidence and only gets its
+//! manifest back.
+//!
 //! Not done here: quiescing the application (a pass re-reads a file that changed while it
 //! was read, and fails after three tries: freeze or snapshot the VMs around passes for
 //! application consistency), copying over a network (sites are paths; mount remote volumes),
