@@ -8,8 +8,11 @@
 //! - **Probes** implementing [`idns_core::Probe`]: an HTTP(S) page ([`HttpProbe`]: status codes,
 //!   a search string or regex in a bounded window of the body, the site's address pinned while
 //!   Host and SNI carry the service's name, TLS verified by default) and a TCP port
-//!   ([`TcpProbe`]: connect, optional send and expected reply). Each outcome says up, down or
-//!   timeout, with the latency and a reason a person can act on.
+//!   ([`TcpProbe`]: connect, optional send and expected reply), a DNS query ([`DnsProbe`]:
+//!   expected response code and answer, UDP with TCP fallback) and a program ([`CommandProbe`]:
+//!   exit status 0 is up, the first line of output is the reason, killed with its process
+//!   group on timeout). Each outcome says up, down or timeout, with the latency and a reason a
+//!   person can act on.
 //! - [`probes_for_service`]: every probe of every site of a service, built and ready to run.
 //! - **The [`Scheduler`]**: runs any set of probes at their intervals — spread start times,
 //!   seeded jitter, a hard timeout per attempt, a global bound on checks in flight, one heap of
@@ -22,7 +25,8 @@
 //! found. It never follows the service's own DNS name: each site is probed at its own address
 //! (or its alias), so a probe cannot be fooled by the record it helps to set.
 //!
-//! Logging goes through `tracing`, one target per kind (`idns_probe::http`, `idns_probe::tcp`)
+//! Logging goes through `tracing`, one target per kind (`idns_probe::http`, `idns_probe::tcp`,
+//! `idns_probe::dns`, `idns_probe::command`, `idns_probe::scheduler`)
 //! with the probe as `site/probe` in the `probe` field; a check's `debug = true` (the paper's
 //! Debug knob) raises that probe's details from `debug` to `info`.
 //!
@@ -84,6 +88,8 @@ macro_rules! probe_log {
 }
 pub(crate) use probe_log;
 
+mod command;
+mod dns;
 mod error;
 mod http;
 mod matcher;
@@ -93,6 +99,8 @@ mod spec;
 mod tcp;
 mod tls;
 
+pub use command::{CommandProbe, CommandSpec};
+pub use dns::{DnsProbe, DnsSpec};
 pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};
 pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions, SchedulerStats};

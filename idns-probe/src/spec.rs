@@ -24,6 +24,8 @@ use idns_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::command::{CommandProbe, CommandSpec};
+use crate::dns::{DnsProbe, DnsSpec};
 use crate::http::{HttpProbe, HttpSpec};
 use crate::tcp::{TcpProbe, TcpSpec};
 
@@ -37,6 +39,10 @@ pub enum CheckSpec {
     Http(HttpSpec),
     /// A TCP port: connect, with optional send and expected reply.
     Tcp(TcpSpec),
+    /// A DNS query: expected response code and answer.
+    Dns(DnsSpec),
+    /// A program: exit status 0 is up.
+    Command(CommandSpec),
 }
 
 impl CheckSpec {
@@ -246,6 +252,8 @@ impl CheckSpec {
         match self {
             CheckSpec::Http(s) => Ok(Arc::new(HttpProbe::new(&ctx, s, target)?)),
             CheckSpec::Tcp(s) => Ok(Arc::new(TcpProbe::new(&ctx, s, target)?)),
+            CheckSpec::Dns(s) => Ok(Arc::new(DnsProbe::new(&ctx, s, target)?)),
+            CheckSpec::Command(s) => Ok(Arc::new(CommandProbe::new(&ctx, s, target)?)),
         }
     }
 }
