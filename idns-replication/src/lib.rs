@@ -75,7 +75,9 @@ pub mod command;
 mod fsutil;
 pub mod image;
 pub mod postgres;
+mod progress;
 
 pub use command::CommandReplication;
 pub use image::ImageReplication;
 pub use postgres::PostgresReplication;
+pub use progress::{Operation, Progress};

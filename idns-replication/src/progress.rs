@@ -13,6 +13,9 @@ pub enum Operation {
     DrillCopy,
     /// An integrity check: bytes hashed.
     Check,
+    /// A database standby catching up with its primary after a reprotect: bytes of WAL
+    /// replayed since the wait began.
+    CatchUp,
 }
 
 /// One progress event. Events of one operation arrive in order with `bytes_done` growing to

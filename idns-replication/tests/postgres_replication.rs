@@ -16,6 +16,7 @@ use common::ctx;
 use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::test_util::servers::{free_port, require};
 use idns_core::{IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId};
+use idns_replication::Operation;
 use idns_replication::postgres::{PgConfig, PgSpec, PostgresReplication};
 use tokio_postgres::NoTls;
 
@@ -293,9 +294,20 @@ async fn failover_split_brain_rewind_and_failback_keep_every_row() {
     assert_eq!(markers.entries.len(), 2);
 
     // Failback, as the runbook does it: reprotect (rewind a), catch up, fence b, promote a.
+    let mut progress = r.subscribe();
     r.reprotect(&res, &b, false, &ctx(1)).await.unwrap();
     r.reprotect(&res, &b, true, &ctx(1)).await.unwrap();
     assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
+    let mut last = None;
+    while let Ok(p) = progress.try_recv() {
+        assert_eq!(p.operation, Operation::CatchUp);
+        last = Some(p);
+    }
+    let last = last.expect("catch-up progress");
+    assert_eq!(
+        (last.site.as_str(), last.bytes_done),
+        ("a", last.bytes_total)
+    );
     let saved = r.saved_aside();
     assert_eq!(saved.len(), 1, "{saved:?}");
     assert_eq!(saved[0].site, a);

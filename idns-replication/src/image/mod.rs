@@ -53,7 +53,6 @@ mod config;
 mod hash;
 mod pass;
 mod patch;
-mod progress;
 mod store;
 
 use std::collections::BTreeMap;
@@ -71,11 +70,11 @@ use idns_core::{
 };
 use tokio::sync::broadcast;
 
+pub use crate::progress::{Operation, Progress};
 pub use config::{
     ImageConfig, ImageResourceSpec, ImageSiteSpec, ImageSpec, ResourceConfig, SiteConfig,
 };
 pub use pass::PassReport;
-pub use progress::{Operation, Progress};
 pub use store::{Checkpoint, Entry, EntryKind};
 
 use crate::fsutil::{IoContext, copy_tree, remove_tree, safe_join, sync_dir};

@@ -21,12 +21,12 @@ use idns_core::{BackendError, ResourceId, SiteId};
 use super::config::ResourceConfig;
 use super::hash::{Cv, Old, chunk_cv, hash_file, scan};
 use super::patch::{Patch, PatchWriter};
-use super::progress::{Operation, Progress};
 use super::store::{
     Base, Checkpoint, Entry, EntryKind, SiteState, SiteStore, key_id, mode_of, set_meta, sync_dirs,
     walk,
 };
 use crate::fsutil::{IoContext, copy_tree, remove_tree, sync_dir};
+use crate::progress::{Operation, Progress};
 
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,8 @@
 //!   alone (no TCP, a private socket), its chosen tables compared row by row with the new
 //!   primary's, and the rows only it holds — writes it took after the split — saved under
 //!   `save_dir` and reported ([`PostgresReplication::saved_aside`]); then `pg_rewind`,
-//!   started as a standby; with `wait`, until it streams and has replayed the primary's LSN.
+//!   started as a standby; with `wait`, until it streams and has replayed the primary's LSN
+//!   (progress in bytes of WAL: [`PostgresReplication::subscribe`]).
 //!   If the old primary cannot be started to compare, the rewind is refused: nothing is
 //!   dropped silently.
 //! - **integrity**: `Check` checksums the chosen tables (count and md5 of the ordered rows,
@@ -55,6 +56,7 @@ use tokio_postgres::{Client, NoTls};
 pub use config::{FenceMode, PgConfig, PgResource, PgResourceSpec, PgSite, PgSiteSpec, PgSpec};
 
 use crate::fsutil::{IoContext, atomic_write};
+use crate::progress::{Operation, Progress};
 use config::CONNECT_TIMEOUT;
 use control::{Control, format_lsn, parse_lsn};
 
@@ -96,6 +98,7 @@ struct Inner {
     state: tokio::sync::Mutex<Option<BTreeMap<ResourceId, ResState>>>,
     locks: BTreeMap<ResourceId, Arc<tokio::sync::Mutex<()>>>,
     saved: Mutex<Vec<SavedAside>>,
+    progress: tokio::sync::broadcast::Sender<Progress>,
 }
 
 /// A row count and checksum of one table.
@@ -115,6 +118,7 @@ impl PostgresReplication {
                 state: tokio::sync::Mutex::new(None),
                 locks,
                 saved: Mutex::new(Vec::new()),
+                progress: tokio::sync::broadcast::channel(256).0,
             }),
         }
     }
@@ -122,6 +126,12 @@ impl PostgresReplication {
     /// The configuration.
     pub fn config(&self) -> &PgConfig {
         &self.inner.config
+    }
+
+    /// Progress of standbys catching up after a reprotect ([`Operation::CatchUp`]), for
+    /// progress bars.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Progress> {
+        self.inner.progress.subscribe()
     }
 
     /// Every set of rows saved aside before a rewind, oldest first.
@@ -1090,6 +1100,7 @@ impl ReplicationBackend for PostgresReplication {
         if wait {
             let target = current_lsn(&pc).await?;
             for s in res.sites.iter().filter(|s| &s.site != primary) {
+                let mut first = None;
                 loop {
                     let streaming = match connect(res, s, None).await {
                         Ok(c) => {
@@ -1099,7 +1110,17 @@ impl ReplicationBackend for PostgresReplication {
                                 .ok()
                                 .flatten()
                                 .map(|r| r.get(0));
-                            st.as_deref() == Some("streaming") && current_lsn(&c).await? >= target
+                            let lsn = current_lsn(&c).await?;
+                            let start = *first.get_or_insert(lsn.min(target));
+                            let _ = self.inner.progress.send(Progress {
+                                resource: resource.clone(),
+                                site: s.site.clone(),
+                                operation: Operation::CatchUp,
+                                file: None,
+                                bytes_done: lsn.min(target) - start,
+                                bytes_total: target - start,
+                            });
+                            st.as_deref() == Some("streaming") && lsn >= target
                         }
                         Err(_) => false,
                     };
