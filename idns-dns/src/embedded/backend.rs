@@ -304,6 +304,12 @@ impl EmbeddedBackend {
     pub fn zones(&self) -> Vec<DnsName> {
         self.shared.zones()
     }
+
+    /// [`apply`](DnsBackend::apply) without async: the change is in memory (and in the state
+    /// file) and served when this returns.
+    pub fn apply_now(&self, change: &DnsChange) -> Result<(), BackendError> {
+        self.shared.apply(change)
+    }
 }
 
 #[async_trait]
@@ -317,7 +323,7 @@ impl DnsBackend for EmbeddedBackend {
     }
 
     async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
-        self.shared.apply(change)
+        self.apply_now(change)
     }
 
     async fn verify(

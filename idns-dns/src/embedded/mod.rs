@@ -189,6 +189,69 @@ impl Drop for EmbeddedServer {
     }
 }
 
+/// The embedded server's request handling without its sockets: answers one DNS message at a
+/// time exactly as the server would (same fast path, same size limits). For fuzzing, tests,
+/// and serving over a transport of your own.
+///
+/// ```
+/// use idns_dns::embedded::{EmbeddedConfig, Responder};
+///
+/// let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &["example.com".parse()?]);
+/// let mut responder = Responder::new(&config)?;
+/// assert!(responder.answer(&[0, 1, 2], false).is_none()); // shorter than a header: no answer
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Responder {
+    backend: EmbeddedBackend,
+    worker: fast::Worker,
+    out: Vec<u8>,
+    max_udp_payload: u16,
+}
+
+impl Responder {
+    /// A responder for `config`'s zones, starting empty (the listen addresses and the state
+    /// file are not used).
+    pub fn new(config: &EmbeddedConfig) -> Result<Responder, Error> {
+        let zones = config.validated()?;
+        let (state, snapshot) = State::load(zones, None).map_err(Error::State)?;
+        let shared = Arc::new(Shared::new(state, snapshot));
+        Ok(Responder {
+            worker: fast::Worker::new(Arc::clone(&shared.cell), config.max_udp_payload),
+            backend: EmbeddedBackend {
+                shared,
+                servers: Vec::new(),
+            },
+            out: Vec::with_capacity(4096),
+            max_udp_payload: config.max_udp_payload,
+        })
+    }
+
+    /// A backend that changes what this responder answers (its `verify` has no server to
+    /// ask).
+    pub fn backend(&self) -> EmbeddedBackend {
+        self.backend.clone()
+    }
+
+    /// The largest UDP answer this responder sends to an EDNS client.
+    pub fn max_udp_payload(&self) -> u16 {
+        self.max_udp_payload
+    }
+
+    /// The answer to `request` (received over TCP when `over_tcp`, else UDP), or `None` when
+    /// the server would send nothing.
+    pub fn answer(&mut self, request: &[u8], over_tcp: bool) -> Option<&[u8]> {
+        let transport = if over_tcp {
+            answer::Transport::Tcp
+        } else {
+            answer::Transport::Udp
+        };
+        self.worker
+            .handle(request, transport, &mut self.out)
+            .then_some(self.out.as_slice())
+    }
+}
+
 /// The address a client uses to reach a socket bound to `addr`.
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
