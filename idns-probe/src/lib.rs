@@ -89,6 +89,7 @@ macro_rules! probe_log {
 pub(crate) use probe_log;
 
 mod command;
+mod db;
 mod dns;
 mod error;
 mod http;
@@ -100,6 +101,11 @@ mod tcp;
 mod tls;
 
 pub use command::{CommandProbe, CommandSpec};
+#[cfg(feature = "mysql")]
+pub use db::MysqlProbe;
+#[cfg(feature = "postgres")]
+pub use db::PostgresProbe;
+pub use db::{DbSpec, Secret};
 pub use dns::{DnsProbe, DnsSpec};
 pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};

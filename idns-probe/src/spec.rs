@@ -25,6 +25,8 @@ use idns_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandProbe, CommandSpec};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::db::DbSpec;
 use crate::dns::{DnsProbe, DnsSpec};
 use crate::http::{HttpProbe, HttpSpec};
 use crate::tcp::{TcpProbe, TcpSpec};
@@ -43,6 +45,13 @@ pub enum CheckSpec {
     Dns(DnsSpec),
     /// A program: exit status 0 is up.
     Command(CommandSpec),
+    /// A PostgreSQL server: connect, or run a query and check its result (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    Postgres(DbSpec),
+    /// A MySQL or MariaDB server: connect, or run a query and check its result (feature
+    /// `mysql`).
+    #[cfg(feature = "mysql")]
+    Mysql(DbSpec),
 }
 
 impl CheckSpec {
@@ -254,6 +263,10 @@ impl CheckSpec {
             CheckSpec::Tcp(s) => Ok(Arc::new(TcpProbe::new(&ctx, s, target)?)),
             CheckSpec::Dns(s) => Ok(Arc::new(DnsProbe::new(&ctx, s, target)?)),
             CheckSpec::Command(s) => Ok(Arc::new(CommandProbe::new(&ctx, s, target)?)),
+            #[cfg(feature = "postgres")]
+            CheckSpec::Postgres(s) => Ok(Arc::new(crate::db::PostgresProbe::new(&ctx, s, target)?)),
+            #[cfg(feature = "mysql")]
+            CheckSpec::Mysql(s) => Ok(Arc::new(crate::db::MysqlProbe::new(&ctx, s, target)?)),
         }
     }
 }
