@@ -43,6 +43,7 @@ impl fmt::Display for Secret {
 
 /// Decodes standard base64 (with or without padding, whitespace ignored), as `tsig-keygen`
 /// writes TSIG secrets.
+#[cfg_attr(not(feature = "rfc2136"), allow(dead_code))]
 pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc: u32 = 0;

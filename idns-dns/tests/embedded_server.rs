@@ -219,3 +219,56 @@ async fn invalid_configuration_names_the_field() {
     let err = EmbeddedServer::start(cfg).await.unwrap_err().to_string();
     assert!(err.contains("zones[0].name"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_from_many_clients_get_each_their_own_answers() {
+    let mut cfg = config();
+    cfg.udp_threads = 1;
+    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let addr = server.udp_addrs()[0];
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.1"]), 1))
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    // Every client fires 40 queries at once (so the server reads them in batches), with IDs
+    // and names of its own.
+    for (c, socket) in clients.iter().enumerate() {
+        for i in 0..40u16 {
+            let mut m = Message::query();
+            m.metadata.id = (c as u16) * 1000 + i;
+            let name = if i.is_multiple_of(2) {
+                "app.example.com."
+            } else {
+                "nope.example.com."
+            };
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            socket.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
+        }
+    }
+    for (c, socket) in clients.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 4096];
+        while seen.len() < 40 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+                .await
+                .expect("every query is answered")
+                .unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            let i = m.metadata.id - (c as u16) * 1000;
+            assert!(i < 40, "client {c} got an answer meant for someone else");
+            let want = if i.is_multiple_of(2) {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            assert_eq!(m.metadata.response_code, want);
+            seen.insert(i);
+        }
+    }
+    server.shutdown();
+}

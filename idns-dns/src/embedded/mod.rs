@@ -65,6 +65,7 @@ use std::thread::JoinHandle;
 
 pub use backend::EmbeddedBackend;
 pub use config::{EmbeddedConfig, NameServerConfig, ZoneConfig};
+#[cfg(any(feature = "rfc2136", feature = "powerdns"))]
 pub(crate) use zone::ttl_secs;
 
 use crate::error::Error;

@@ -47,14 +47,94 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
-/// A UDP worker: receive, answer, send, until `stop` is set.
+/// Datagrams received and answered per system call.
+const BATCH: usize = 32;
+
+/// Largest query read by the batched loop; anything longer is cut there (and then answered
+/// FORMERR, as a query that long is not one a resolver sends).
+const MAX_QUERY: usize = 4096;
+
+/// A UDP worker: receive up to [`BATCH`] queries with one `recvmmsg`, answer them, send the
+/// answers with one `sendmmsg`; until `stop` is set. Falls back to one datagram per system
+/// call where the kernel lacks these calls.
 pub(crate) fn udp_loop(
     socket: UdpSocket,
     cell: Arc<SnapshotCell>,
     max_udp: u16,
     stop: Arc<AtomicBool>,
 ) {
-    let mut worker = Worker::new(cell, max_udp);
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+
+    let fd = socket.as_raw_fd();
+    let mut worker = Worker::new(Arc::clone(&cell), max_udp);
+    let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut fallback = false;
+    while !stop.load(Ordering::Relaxed) {
+        if fallback {
+            return udp_loop_simple(socket, worker, stop);
+        }
+        received.clear();
+        {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+                bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            match recvmmsg(
+                fd,
+                &mut recv_headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(results) => received.extend(results.map(|r| (r.bytes, r.address))),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                    tracing::debug!("no recvmmsg: one datagram per system call");
+                    fallback = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            }
+        }
+        let mut answers = Vec::with_capacity(received.len());
+        let mut addrs = Vec::with_capacity(received.len());
+        for (i, (len, addr)) in received.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            let query = &bufs[i][..(*len).min(MAX_QUERY)];
+            if worker.handle(query, Transport::Udp, &mut outs[i]) {
+                answers.push(i);
+                addrs.push(Some(*addr));
+            }
+        }
+        if answers.is_empty() {
+            continue;
+        }
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            answers.iter().map(|i| [IoSlice::new(&outs[*i])]).collect();
+        let cmsgs: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+        if let Err(e) = sendmmsg(
+            fd,
+            &mut send_headers,
+            slices.iter(),
+            &addrs,
+            cmsgs,
+            MsgFlags::empty(),
+        ) {
+            tracing::debug!(error = %e, "cannot send answers");
+        }
+    }
+}
+
+/// A UDP worker: receive, answer, send, one datagram at a time, until `stop` is set.
+fn udp_loop_simple(socket: UdpSocket, mut worker: Worker, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
