@@ -120,6 +120,50 @@ impl PropagationChecker {
         }
     }
 
+    /// A checker of every name server of `zone`: asks `via` (any server that answers for
+    /// the zone, e.g. its primary) for the zone's NS records and their addresses (A and AAAA,
+    /// also asked of `via`), and checks each address on `port` (53 in production).
+    ///
+    /// Fails when `via` cannot be asked, or when no NS record has an address.
+    pub async fn from_nameservers(
+        zone: &DnsName,
+        via: SocketAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        let zone_name = Name::from_ascii(zone.to_fqdn())
+            .map_err(|e| BackendError::Invalid(format!("{zone}: {e}")))?;
+        let ns = query(via, &zone_name, RecordType::NS, timeout).await?;
+        let mut servers = Vec::new();
+        for record in &ns.answers {
+            let RData::NS(target) = &record.data else {
+                continue;
+            };
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                let Ok(answer) = query(via, &target.0, rtype, timeout).await else {
+                    continue;
+                };
+                for r in &answer.answers {
+                    let ip = match &r.data {
+                        RData::A(v4) => IpAddr::V4(v4.0),
+                        RData::AAAA(v6) => IpAddr::V6(v6.0),
+                        _ => continue,
+                    };
+                    let server = SocketAddr::new(ip, port);
+                    if !servers.contains(&server) {
+                        servers.push(server);
+                    }
+                }
+            }
+        }
+        if servers.is_empty() {
+            return Err(BackendError::NotFound(format!(
+                "{via} names no name server of {zone} with an address"
+            )));
+        }
+        Ok(Self::new(servers).with_query_timeout(timeout))
+    }
+
     /// Sets the limit for one query.
     #[must_use]
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {

@@ -272,3 +272,37 @@ async fn bursts_from_many_clients_get_each_their_own_answers() {
     }
     server.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_finds_the_name_servers_of_a_zone() {
+    let mut cfg = config();
+    cfg.zones[0].nameservers = vec![
+        idns_dns::embedded::NameServerConfig {
+            name: "ns1.example.com".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+        },
+        idns_dns::embedded::NameServerConfig {
+            name: "ns2.example.com".into(),
+            addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        },
+    ];
+    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let addr = server.udp_addrs()[0];
+    let c = change(addrs(&["192.0.2.1"]), 1);
+    server.backend().apply(&c).await.unwrap();
+    let checker =
+        PropagationChecker::from_nameservers(&zone(), addr, addr.port(), Duration::from_secs(1))
+            .await
+            .unwrap();
+    let mut servers = checker.servers().to_vec();
+    servers.sort();
+    let v6: SocketAddr = format!("[::1]:{}", addr.port()).parse().unwrap();
+    assert_eq!(servers, [addr, v6]);
+    // The embedded server listens on 127.0.0.1 only: ::1 is not current.
+    let p = checker
+        .check(&c.name, &c.records, Duration::from_millis(300))
+        .await;
+    assert!(!p.complete());
+    assert!(p.servers.iter().any(|s| s.current));
+    server.shutdown();
+}

@@ -76,6 +76,8 @@ pub(crate) fn udp_loop(
     let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut answers: Vec<usize> = Vec::with_capacity(BATCH);
+    let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let mut fallback = false;
     while !stop.load(Ordering::Relaxed) {
         if fallback {
@@ -104,8 +106,8 @@ pub(crate) fn udp_loop(
                 }
             }
         }
-        let mut answers = Vec::with_capacity(received.len());
-        let mut addrs = Vec::with_capacity(received.len());
+        answers.clear();
+        addrs.clear();
         for (i, (len, addr)) in received.iter().enumerate() {
             let Some(addr) = addr else { continue };
             let query = &bufs[i][..(*len).min(MAX_QUERY)];
