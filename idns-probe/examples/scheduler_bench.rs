@@ -13,6 +13,25 @@
 //! so the CPU and memory figures are the probe engine's alone. A start counts as on schedule
 //! when it began at most 50 ms (5 % of the interval) after its slot; a slot skipped because the
 //! previous check of the probe was still running counts as not on schedule.
+//!
+//! Measured on the project's 2-core machine (release build, load average 1.6, other builds
+//! idle), `cargo run --release -p idns-probe --example scheduler_bench -- 10000 60 1024 2`:
+//!
+//! | measure | value | goal |
+//! |---|---|---|
+//! | targets (HTTP + TCP) | 5000 + 5000 | 10,000 |
+//! | slots due / started / skipped | 599930 / 599930 / 0 | |
+//! | run on schedule (start ≤ 50 ms late) | 100.00 % | ≥ 99 % |
+//! | start lateness p50 / p99 / max | 0.2 ms / 1.2 ms / 5 ms | p99 ≤ 50 ms |
+//! | outcomes up / down / timeout | 599926 / 0 / 0 | all up |
+//! | check latency p50 / p99 | 0.3 ms / 1.4 ms | |
+//! | CPU, probe engine / loopback servers | 80 % / 25 % of one core | |
+//! | RSS after building the probes / peak | 38.0 MB / 51.8 MB | peak ≤ 100 MB |
+//!
+//! The engine needs about 0.8 of a core for 10,000 checks a second (an HTTP check costs about
+//! twice a TCP connect). When other processes take the cores — a run beside several `rustc`
+//! builds (load average 7) reached only ~5,000 checks a second — the scheduler falls behind,
+//! starts late and skips whole intervals; it never runs one probe twice at once.
 
 #![allow(
     clippy::print_stdout,

@@ -13,6 +13,11 @@
 //!   exit status 0 is up, the first line of output is the reason, killed with its process
 //!   group on timeout). Each outcome says up, down or timeout, with the latency and a reason a
 //!   person can act on.
+//! - **Database probes** (cargo features `postgres` and `mysql`, both on by default):
+//!   [`PostgresProbe`] and [`MysqlProbe`] connect and authenticate (the paper's option 1) or run
+//!   a query and check a cell at a row/column, or the row count (option 2), reusing one
+//!   connection for `reconnect_after` checks (F5's "count"; 0 keeps it open). Passwords are
+//!   [`Secret`]s: never in `Debug`, logs or reasons.
 //! - [`probes_for_service`]: every probe of every site of a service, built and ready to run.
 //! - **The [`Scheduler`]**: runs any set of probes at their intervals — spread start times,
 //!   seeded jitter, a hard timeout per attempt, a global bound on checks in flight, one heap of

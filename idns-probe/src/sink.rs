@@ -11,12 +11,15 @@ use tokio::sync::mpsc;
 /// Implemented for tokio `mpsc` senders; wrap anything else — such as `idns-core`'s
 /// `runtime::Handle::report` — in [`sink_fn`]:
 ///
-/// ```ignore
-/// let handle = driver_handle.clone();
-/// let sink = idns_probe::sink_fn(move |report| {
-///     let handle = handle.clone();
-///     async move { handle.report(report).await }
-/// });
+/// ```
+/// use idns_core::runtime::Handle;
+///
+/// fn sink_for(handle: Handle) -> impl idns_probe::ReportSink {
+///     idns_probe::sink_fn(move |report| {
+///         let handle = handle.clone();
+///         async move { handle.report(report).await }
+///     })
+/// }
 /// ```
 #[async_trait]
 pub trait ReportSink: Send + Sync + 'static {

@@ -88,7 +88,11 @@ pub fn pki() -> Pki {
 
 /// Starts the test server on `ip` (any 127.x address), with TLS when `tls` is given.
 pub async fn serve(ip: IpAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    serve_on(TcpListener::bind((ip, 0)).await.unwrap(), tls)
+}
+
+/// Starts the test server on a bound listener.
+pub fn serve_on(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let big_sent = Arc::new(AtomicU64::new(0));
