@@ -375,3 +375,32 @@ fn bad_checks_are_refused_naming_the_field() {
         assert!(e.contains(needle), "{check}: missing {needle:?} in {e}");
     }
 }
+
+#[tokio::test]
+async fn a_site_known_by_host_name_is_probed_at_that_name_with_the_service_name() {
+    // A site in alias mode has no address: its own host name is resolved at each check.
+    let srv = serve(ip(LOCAL), None).await;
+    let target = idns_probe::Target {
+        service: SERVICE.parse().unwrap(),
+        site: "site".parse().unwrap(),
+        address: None,
+        host: Some("localhost".parse().unwrap()),
+    };
+    let id = "p".parse().unwrap();
+    for check in [
+        json!({"kind": "http", "url": url(srv.addr.port(), "/ok"), "expect": "OK"}),
+        json!({"kind": "tcp", "port": srv.addr.port()}),
+    ] {
+        let p = idns_probe::CheckSpec::from_value(&check, "check")
+            .unwrap()
+            .build(&target, &id, Duration::from_secs(5))
+            .unwrap();
+        let o = p.check().await;
+        assert_eq!(o.status, ProbeStatus::Up, "{check}: {o:?}");
+    }
+    let seen = srv.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].host.as_deref(),
+        Some(format!("{SERVICE}:{}", srv.addr.port()).as_str())
+    );
+}

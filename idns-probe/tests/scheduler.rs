@@ -276,3 +276,35 @@ async fn a_closure_sink_receives_reports() {
     let n = got.lock().unwrap().len();
     assert!((9..=10).contains(&n), "{n}");
 }
+
+#[derive(Debug)]
+struct Panics(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Probe for Panics {
+    async fn check(&self) -> ProbeOutcome {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a buggy probe");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_probe_stays_scheduled_and_does_not_stop_the_others() {
+    let log = Arc::new(Log::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let bad = ScheduledProbe {
+        site: "bad".parse().unwrap(),
+        id: "p".parse().unwrap(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        probe: Arc::new(Panics(calls.clone())),
+    };
+    let (handle, task) =
+        Scheduler::spawn(options(4), tx, vec![bad, probe("good", "p", 1000, 5, &log)]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    handle.shutdown();
+    task.await.unwrap().unwrap();
+    assert!(calls.load(Ordering::SeqCst) >= 4);
+    assert_eq!(starts(&log, "good/p").len(), 5);
+}
