@@ -261,17 +261,13 @@ impl HealthBook {
     pub(crate) fn reasons(&self, cfg: &ServiceConfig, si: usize) -> Vec<Reason> {
         let site = &cfg.sites()[si];
         let sh = &self.sites[si];
-        let counted = self.live.iter().filter(|l| **l).count();
-        let agreeing = sh.verdicts.iter().filter(|v| **v == sh.health).count();
+        let count = |h: Health| sh.verdicts.iter().filter(|v| **v == h).count();
         let mut out = vec![Reason::SiteHealth {
             site: site.id.clone(),
             health: sh.health,
-            agreeing: if sh.health == Health::Unknown {
-                0
-            } else {
-                agreeing
-            },
-            observers: counted,
+            up: count(Health::Up),
+            down: count(Health::Down),
+            observers: self.n_obs,
             quorum: self.quorum,
         }];
         if sh.health != Health::Up {
@@ -286,7 +282,7 @@ impl HealthBook {
                             site: site.id.clone(),
                             probe: p.id.clone(),
                             observer: obs.clone(),
-                            failures: c.fails.max(u32::from(c.first_fail.is_some())),
+                            failures: c.fails,
                             fall: p.fall,
                             last: c.last_reason.clone(),
                         });

@@ -45,9 +45,11 @@ pub enum Reason {
         site: SiteId,
         /// Its health.
         health: Health,
-        /// Observers that agree.
-        agreeing: usize,
-        /// Observers counted.
+        /// Observers whose probes say up.
+        up: usize,
+        /// Observers whose probes say down.
+        down: usize,
+        /// Observers configured.
         observers: usize,
         /// The quorum.
         quorum: usize,
@@ -144,13 +146,40 @@ impl fmt::Display for Reason {
             Reason::SiteHealth {
                 site,
                 health,
-                agreeing,
+                up,
+                down,
                 observers,
                 quorum,
-            } => write!(
-                f,
-                "site {site} {health}: {agreeing} of {observers} observers (quorum {quorum})"
-            ),
+            } => match health {
+                Health::Up => write!(
+                    f,
+                    "site {site} up: {up} of {observers} observers (quorum {quorum})"
+                ),
+                Health::Down => write!(
+                    f,
+                    "site {site} down: {down} of {observers} observers (quorum {quorum})"
+                ),
+                Health::Unknown => write!(
+                    f,
+                    "site {site} unknown: {up} up, {down} down, {} undecided or silent of \
+                     {observers} observers (quorum {quorum})",
+                    observers.saturating_sub(up + down)
+                ),
+            },
+            Reason::ProbeFailed {
+                site,
+                probe,
+                observer,
+                failures: 0,
+                last,
+                ..
+            } => {
+                write!(f, "probe {probe} of {site} down at {observer}, recovering")?;
+                if !last.is_empty() {
+                    write!(f, " (last failure: {last})")?;
+                }
+                Ok(())
+            }
             Reason::ProbeFailed {
                 site,
                 probe,
