@@ -96,8 +96,8 @@ pub struct SiteSpec {
 }
 
 /// The health knobs of one probe as written; what the probe checks is in `check`, which
-/// `idns-probe` reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `idns-probe` reads. Its `Debug` hides secrets in `check` (see [`redacted`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSpec {
     /// Unique id within the site.
@@ -315,6 +315,66 @@ pub enum AllDownPolicy {
     FailClosed,
 }
 
+/// A copy of a check table with every value whose key names a secret (`password`, `secret`,
+/// `token`, `key`, `credential`, in any case and position) replaced by `"<redacted>"`, so
+/// configurations can be logged. `password_env` (the name of a variable) is kept.
+pub fn redacted(check: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match check {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    let secret = !lower.ends_with("_env")
+                        && ["password", "secret", "token", "key", "credential"]
+                            .iter()
+                            .any(|w| lower.contains(w));
+                    let v = if secret && !v.is_null() {
+                        Value::String("<redacted>".to_owned())
+                    } else {
+                        redacted(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
+impl std::fmt::Debug for ProbeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeSpec")
+            .field("id", &self.id)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rise", &self.rise)
+            .field("fall", &self.fall)
+            .field("counting", &self.counting)
+            .field("down_after", &self.down_after)
+            .field("ignore_down_response", &self.ignore_down_response)
+            .field("check", &redacted(&self.check))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ProbeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeSettings")
+            .field("id", &self.id)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rise", &self.rise)
+            .field("fall", &self.fall)
+            .field("counting", &self.counting)
+            .field("down_after", &self.down_after)
+            .field("ignore_down_response", &self.ignore_down_response)
+            .field("check", &redacted(&self.check))
+            .finish()
+    }
+}
+
 mod defaults {
     use std::time::Duration;
 
@@ -384,8 +444,8 @@ pub struct Site {
     pub health: HealthRule,
 }
 
-/// The validated health knobs of one probe.
-#[derive(Debug, Clone, PartialEq)]
+/// The validated health knobs of one probe. Its `Debug` hides secrets in `check`.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ProbeSettings {
     /// Unique id within the site.
@@ -1090,6 +1150,22 @@ mod tests {
         assert!(err.contains("sites[0].probes[0].interval"), "{err}");
         assert!(err.contains("policy.min_dwell"), "{err}");
         assert!(err.contains("observers.stale_after"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_in_checks() {
+        let text = GOOD.replacen(
+            r#"{ id = "http" }"#,
+            r#"{ id = "http", check = { kind = "postgres", password = "hunter2", password_env = "PGPASS", nested = { api_key = "k3y" } } }"#,
+            1,
+        );
+        let cfg = ServiceConfig::from_toml(&text).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("k3y"), "{shown}");
+        assert!(shown.contains("PGPASS"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(cfg.sites()[0].probes[0].check["password"], "hunter2");
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub use config::{
     AllDownPolicy, Counting, FailbackMode, FailoverMode, HealthRule, Observers, ObserversSpec,
     Policy, PolicySpec, ProbeSettings, ProbeSpec, RecordMode, RunbookSpec, ServiceConfig,
     ServiceSpec, Site, SiteSpec, StepSpec, default_drill_steps, default_failback_steps,
-    default_failover_steps,
+    default_failover_steps, redacted,
 };
 pub use dns::{
     DnsBackend, DnsCapabilities, DnsChange, Ownership, Propagation, Published, RecordSet,
