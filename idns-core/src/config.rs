@@ -343,37 +343,28 @@ pub fn redacted(check: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-impl std::fmt::Debug for ProbeSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProbeSpec")
-            .field("id", &self.id)
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("rise", &self.rise)
-            .field("fall", &self.fall)
-            .field("counting", &self.counting)
-            .field("down_after", &self.down_after)
-            .field("ignore_down_response", &self.ignore_down_response)
-            .field("check", &redacted(&self.check))
-            .finish()
-    }
+/// `Debug` for the two probe types, with the check's secrets redacted.
+macro_rules! probe_debug {
+    ($ty:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("id", &self.id)
+                    .field("interval", &self.interval)
+                    .field("timeout", &self.timeout)
+                    .field("rise", &self.rise)
+                    .field("fall", &self.fall)
+                    .field("counting", &self.counting)
+                    .field("down_after", &self.down_after)
+                    .field("ignore_down_response", &self.ignore_down_response)
+                    .field("check", &redacted(&self.check))
+                    .finish()
+            }
+        }
+    };
 }
-
-impl std::fmt::Debug for ProbeSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProbeSettings")
-            .field("id", &self.id)
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("rise", &self.rise)
-            .field("fall", &self.fall)
-            .field("counting", &self.counting)
-            .field("down_after", &self.down_after)
-            .field("ignore_down_response", &self.ignore_down_response)
-            .field("check", &redacted(&self.check))
-            .finish()
-    }
-}
+probe_debug!(ProbeSpec);
+probe_debug!(ProbeSettings);
 
 mod defaults {
     use std::time::Duration;
