@@ -830,9 +830,10 @@ impl Simulator {
     fn replication_reports(&mut self) {
         let resources: Vec<ResourceId> = self.sc.config.resources().to_vec();
         for r in resources {
+            let primaries = self.repl.primaries(&r);
             for si in 0..self.sc.config.sites().len() {
-                let site = site_id(si);
-                let role = if self.repl.primaries(&r).contains(&site) {
+                let site = self.sc.config.sites()[si].id.clone();
+                let role = if primaries.contains(&site) {
                     Role::Primary
                 } else {
                     Role::Replica
