@@ -137,6 +137,28 @@ pub(crate) struct DbTarget {
 }
 
 impl DbTarget {
+    /// The outcome of one attempt bounded by the probe's timeout; `Err(())` is a timeout
+    /// (the caller drops its connection: it may be stuck mid-query).
+    pub(crate) fn outcome(
+        &self,
+        result: Result<Result<(), String>, ()>,
+        latency: std::time::Duration,
+    ) -> idns_core::ProbeOutcome {
+        match result {
+            Ok(Ok(())) => idns_core::ProbeOutcome::up(latency),
+            Ok(Err(reason)) => idns_core::ProbeOutcome::down(latency, reason),
+            Err(()) => {
+                let mut o = idns_core::ProbeOutcome::timeout(latency);
+                o.reason = format!(
+                    "no answer from {} within {}",
+                    self.shown(),
+                    humantime::format_duration(self.timeout)
+                );
+                o
+            }
+        }
+    }
+
     pub(crate) fn new(
         ctx: &BuildContext,
         spec: &DbSpec,

@@ -150,20 +150,11 @@ impl Probe for MysqlProbe {
         let start = Instant::now();
         let result = tokio::time::timeout(self.t.timeout, self.attempt()).await;
         let latency = start.elapsed();
-        let outcome = match result {
-            Ok(Ok(())) => ProbeOutcome::up(latency),
-            Ok(Err(reason)) => ProbeOutcome::down(latency, reason),
-            Err(_) => {
-                *self.conn.lock().await = None;
-                let mut o = ProbeOutcome::timeout(latency);
-                o.reason = format!(
-                    "no answer from {} within {}",
-                    self.t.shown(),
-                    humantime::format_duration(self.t.timeout)
-                );
-                o
-            }
-        };
+        if result.is_err() {
+            // The connection may be stuck mid-query: start afresh next time.
+            *self.conn.lock().await = None;
+        }
+        let outcome = self.t.outcome(result.map_err(|_| ()), latency);
         crate::probe_log!(
             self.t.debug,
             "idns_probe::mysql",
