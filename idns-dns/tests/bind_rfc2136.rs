@@ -245,25 +245,11 @@ async fn a_stale_epoch_is_refused_and_changes_nothing() {
 
     // Someone else (nsupdate, with the key) writes epoch 9 behind our back: our epoch 6 is
     // now stale too, and the server-side compare-and-swap would refuse it as well.
-    let script = format!(
-        "server 127.0.0.1 {}\nzone example.com\nupdate delete _idns.app.example.com TXT\n\
-         update add _idns.app.example.com 30 TXT \"epoch=9 site=other\"\nsend\n",
-        bind.port
+    nsupdate(
+        &bind,
+        "update delete _idns.app.example.com TXT\n\
+         update add _idns.app.example.com 30 TXT \"epoch=9 site=other\"\n",
     );
-    let mut nsupdate = Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!("hmac-sha256:{KEY_NAME}:{SECRET}"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    nsupdate
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(nsupdate.wait().unwrap().success());
     match b
         .apply(&change("app.example.com", addrs(&["203.0.113.9"]), 6, "b"))
         .await
@@ -272,6 +258,95 @@ async fn a_stale_epoch_is_refused_and_changes_nothing() {
         other => panic!("expected Err(StaleEpoch), got {other:?}"),
     }
     assert_eq!(bind.short("app.example.com", "A"), ["192.0.2.1"]);
+}
+
+/// Runs an `nsupdate` script against `bind` with the right key.
+fn nsupdate(bind: &Bind, commands: &str) {
+    use std::io::Write;
+    let script = format!(
+        "server 127.0.0.1 {}\nzone example.com\n{commands}send\n",
+        bind.port
+    );
+    let mut child = Command::new("nsupdate")
+        .arg("-y")
+        .arg(format!("hmac-sha256:{KEY_NAME}:{SECRET}"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_epoch_is_a_retry_only_with_the_same_records_and_site() {
+    let Some(bind) = Bind::start() else {
+        return;
+    };
+    let b = backend(&bind, SECRET);
+    let first = change(
+        "app.example.com",
+        addrs(&["192.0.2.1", "192.0.2.2"]),
+        3,
+        "a",
+    );
+    b.apply(&first).await.unwrap();
+    let serial = bind.serial();
+    // A retry, records in another order: accepted, nothing changes.
+    let retry = change(
+        "app.example.com",
+        addrs(&["192.0.2.2", "192.0.2.1"]),
+        3,
+        "a",
+    );
+    b.apply(&retry).await.unwrap();
+    assert_eq!(bind.serial(), serial);
+    for conflicting in [
+        change("app.example.com", addrs(&["203.0.113.9"]), 3, "b"),
+        change("app.example.com", addrs(&["203.0.113.9"]), 3, "a"),
+        change(
+            "app.example.com",
+            addrs(&["192.0.2.1", "192.0.2.2"]),
+            3,
+            "b",
+        ),
+    ] {
+        match b.apply(&conflicting).await {
+            Err(BackendError::StaleEpoch { attempted, current }) => {
+                assert_eq!((attempted, current), (Epoch::new(3), Epoch::new(3)));
+            }
+            other => panic!("expected Err(StaleEpoch) for {conflicting:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        bind.short("app.example.com", "A"),
+        ["192.0.2.1", "192.0.2.2"]
+    );
+    assert_eq!(
+        bind.short("_idns.app.example.com", "TXT"),
+        ["\"epoch=3 site=a\""]
+    );
+    assert_eq!(bind.serial(), serial);
+
+    // Someone rewrites the records behind our back, keeping the ownership record: the same
+    // change is no longer a retry of what is published, and is refused.
+    nsupdate(
+        &bind,
+        "update delete app.example.com A\nupdate add app.example.com 30 A 198.51.100.7\n",
+    );
+    let serial = bind.serial();
+    match b.apply(&first).await {
+        Err(BackendError::StaleEpoch { attempted, current }) => {
+            assert_eq!((attempted, current), (Epoch::new(3), Epoch::new(3)));
+        }
+        other => panic!("expected Err(StaleEpoch), got {other:?}"),
+    }
+    assert_eq!(bind.short("app.example.com", "A"), ["198.51.100.7"]);
+    assert_eq!(bind.serial(), serial);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,6 +227,22 @@ impl Shared {
                 current: e.owner.epoch,
             });
         }
+        if let Some(e) = current
+            && change.epoch == e.owner.epoch
+            && (e.owner.site != change.site || !e.records.same_as(&change.records))
+        {
+            tracing::warn!(
+                name = %change.name,
+                epoch = %change.epoch,
+                records = %change.records,
+                published = %e.records,
+                "refused a conflicting change at the accepted epoch"
+            );
+            return Err(BackendError::StaleEpoch {
+                attempted: change.epoch,
+                current: e.owner.epoch,
+            });
+        }
         let entry = Entry {
             records: change.records.normalized(),
             ttl,
@@ -276,7 +292,8 @@ fn next_serial(serial: u32) -> u32 {
 /// [`DnsBackend`]. Cheap to clone; every clone changes the same server.
 ///
 /// `apply` swaps the whole answer set at once and bumps the zone's SOA serial (a change
-/// identical to what is published, at the same epoch, is accepted and changes nothing);
+/// identical to what is published, at the same epoch, is accepted and changes nothing; other
+/// records or another site at the same epoch are refused as a stale epoch);
 /// `verify` asks the server itself over UDP, like any client would.
 #[derive(Clone)]
 pub struct EmbeddedBackend {

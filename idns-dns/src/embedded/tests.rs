@@ -73,6 +73,20 @@ fn ask(shared: &Arc<Shared>, q: &[u8], transport: Transport) -> Option<Message> 
     sent.then(|| Message::from_vec(&slow).unwrap())
 }
 
+/// The SOA serial of example.com as served.
+fn serial(s: &Arc<Shared>) -> u32 {
+    let r = ask(
+        s,
+        &query("example.com.", RecordType::SOA, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    match &r.answers[0].data {
+        RData::SOA(soa) => soa.serial,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn service_names_answer_with_aa_and_ownership_txt() {
     let s = shared();
@@ -294,18 +308,6 @@ fn large_answers_are_truncated_over_udp_only() {
 #[test]
 fn serial_increases_with_each_change_only() {
     let s = shared();
-    let serial = |s: &Arc<Shared>| {
-        let r = ask(
-            s,
-            &query("example.com.", RecordType::SOA, None),
-            Transport::Udp,
-        )
-        .unwrap();
-        match &r.answers[0].data {
-            RData::SOA(soa) => soa.serial,
-            other => panic!("{other:?}"),
-        }
-    };
     assert_eq!(serial(&s), 100);
     let c = change("app.example.com", addrs(&["192.0.2.1"]), 1);
     s.apply(&c).unwrap();
@@ -340,9 +342,37 @@ fn stale_epochs_are_refused_and_change_nothing() {
         .read(&zone(), &"app.example.com".parse().unwrap())
         .unwrap();
     assert_eq!(p.records, addrs(&["192.0.2.1"]));
-    // Same epoch again, other records: accepted (a retried step may carry a corrected set).
-    s.apply(&change("app.example.com", addrs(&["192.0.2.3"]), 5))
+    // Same epoch, other records or another site: a conflicting decision, refused as stale.
+    let serial_before = serial(&s);
+    let mut other_site = change("app.example.com", addrs(&["192.0.2.1"]), 5);
+    other_site.site = Some("b".parse().unwrap());
+    for conflicting in [
+        change("app.example.com", addrs(&["192.0.2.3"]), 5),
+        other_site,
+    ] {
+        assert_eq!(
+            s.apply(&conflicting),
+            Err(BackendError::StaleEpoch {
+                attempted: Epoch::new(5),
+                current: Epoch::new(5)
+            })
+        );
+    }
+    let p = s
+        .read(&zone(), &"app.example.com".parse().unwrap())
         .unwrap();
+    assert_eq!(p.records, addrs(&["192.0.2.1"]));
+    assert_eq!(serial(&s), serial_before);
+    // Same epoch, same records and site: a retry, accepted; a new TTL is applied.
+    let mut retry = change("app.example.com", addrs(&["192.0.2.1"]), 5);
+    s.apply(&retry).unwrap();
+    assert_eq!(serial(&s), serial_before);
+    retry.ttl = Duration::from_secs(60);
+    s.apply(&retry).unwrap();
+    let p = s
+        .read(&zone(), &"app.example.com".parse().unwrap())
+        .unwrap();
+    assert_eq!(p.ttl, Duration::from_secs(60));
 }
 
 #[test]

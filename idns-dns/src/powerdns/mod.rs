@@ -2,7 +2,8 @@
 //! name's A, AAAA and CNAME RRsets and its ownership TXT record together.
 //!
 //! The API has no compare-and-swap, so the epoch check is read-then-write: the backend reads
-//! the ownership TXT record `_idns.<name>` first and refuses a stale epoch itself
+//! the ownership TXT record `_idns.<name>` and the records first and refuses a stale epoch
+//! itself (a lower one, or the same one with other records or another site)
 //! ([`DnsCapabilities::atomic_epoch`] is `false`). Two controllers writing in the same
 //! instant could both pass the check; the fencing of the election (one active controller)
 //! must prevent that, or use the RFC 2136 backend against PowerDNS (`dnsupdate=yes`), whose
@@ -312,6 +313,16 @@ impl DnsBackend for PowerDnsBackend {
             && change.epoch < o.epoch
         {
             tracing::warn!(name = %change.name, attempted = %change.epoch, current = %o.epoch, "refused a change with a stale epoch");
+            return Err(BackendError::StaleEpoch {
+                attempted: change.epoch,
+                current: o.epoch,
+            });
+        }
+        if let Some(o) = &current.owner
+            && change.epoch == o.epoch
+            && (o.site != change.site || !current.records.same_as(&change.records))
+        {
+            tracing::warn!(name = %change.name, epoch = %change.epoch, records = %change.records, published = %current.records, "refused a conflicting change at the accepted epoch");
             return Err(BackendError::StaleEpoch {
                 attempted: change.epoch,
                 current: o.epoch,

@@ -10,8 +10,11 @@
 //! 4. replace the ownership TXT record with the new epoch and site.
 //!
 //! Before sending, the backend reads the current ownership and refuses a stale epoch itself.
-//! When the prerequisite fails (someone wrote in between), it reads again and retries a few
-//! times, so a retried or duplicated update is harmless.
+//! A change at the epoch the ownership record already holds is a retry only with the same
+//! site and the same records (read back, then required by value-dependent prerequisites in
+//! the same UPDATE); otherwise it is refused as [`BackendError::StaleEpoch`]. When a
+//! prerequisite fails (someone wrote in between), it reads again and retries a few times, so
+//! a retried or duplicated update is harmless.
 //!
 //! Errors, as the runbook needs them: a rejected key (BADSIG, BADKEY, BADTIME, NOTAUTH, or the
 //! verification errors hickory reports for an unsigned reply) is
@@ -194,11 +197,44 @@ impl Rfc2136Backend {
         Ok((records, owner))
     }
 
+    /// A change at the accepted epoch is a retry only when it publishes what that epoch
+    /// published, for the same site; anything else is a conflicting decision, refused as
+    /// stale.
+    async fn check_same_decision(
+        &self,
+        change: &DnsChange,
+        owner: &Ownership,
+    ) -> Result<(), BackendError> {
+        let conflict = || {
+            tracing::warn!(name = %change.name, epoch = %change.epoch, records = %change.records, "refused a conflicting change at the accepted epoch");
+            Err(BackendError::StaleEpoch {
+                attempted: change.epoch,
+                current: owner.epoch,
+            })
+        };
+        if owner.site != change.site {
+            return conflict();
+        }
+        let seen = PropagationChecker::new([self.server])
+            .with_query_timeout(self.timeout)
+            .observe(self.server, &change.name)
+            .await?;
+        if !seen.records.same_as(&change.records) {
+            return conflict();
+        }
+        Ok(())
+    }
+
+    /// The UPDATE of `change`. With `retry` (the ownership record already holds this epoch
+    /// and site), the records must also still be exactly the new ones (RFC 2136
+    /// value-dependent prerequisites), so a conflicting write cannot slip in between the
+    /// check and the update.
     fn update_message(
         &self,
         change: &DnsChange,
         current_txt: &[Record],
         ttl: u32,
+        retry: bool,
     ) -> Result<Message, BackendError> {
         let zone = to_name(&change.zone)?;
         let name = to_name(&change.name)?;
@@ -222,6 +258,25 @@ impl Rfc2136Backend {
                 message.add_pre_requisite(r);
             }
         }
+        let records = new_records(&name, &change.records.normalized(), ttl)?;
+        if retry {
+            for rtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+                let mut same = records
+                    .iter()
+                    .filter(|r| r.record_type() == rtype)
+                    .peekable();
+                if same.peek().is_none() {
+                    let mut absent = Record::update0(name.clone(), 0, rtype);
+                    absent.dns_class = DNSClass::NONE;
+                    message.add_pre_requisite(absent);
+                }
+                for r in same {
+                    let mut r = r.clone();
+                    r.ttl = 0;
+                    message.add_pre_requisite(r);
+                }
+            }
+        }
         // 2. Swap: delete the address and alias RRsets, add the new ones, rewrite the TXT.
         let delete = |owner: &Name, rtype| {
             let mut r = Record::update0(owner.clone(), 0, rtype);
@@ -231,24 +286,8 @@ impl Rfc2136Backend {
         for rtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
             message.add_update(delete(&name, rtype));
         }
-        match &change.records.normalized() {
-            RecordSet::Addresses(ips) => {
-                for ip in ips {
-                    let data = match ip {
-                        std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
-                        std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
-                    };
-                    message.add_update(Record::from_rdata(name.clone(), ttl, data));
-                }
-            }
-            RecordSet::Alias(target) => {
-                message.add_update(Record::from_rdata(
-                    name.clone(),
-                    ttl,
-                    RData::CNAME(CNAME(to_name(target)?)),
-                ));
-            }
-            RecordSet::Empty => {}
+        for r in records {
+            message.add_update(r);
         }
         message.add_update(delete(&txt_name, RecordType::TXT));
         message.add_update(Record::from_rdata(
@@ -284,6 +323,28 @@ impl Rfc2136Backend {
             Ok(Some(Ok(response))) => Ok(response.response_code),
         }
     }
+}
+
+/// The A/AAAA records or the CNAME of `name` for `records`.
+fn new_records(name: &Name, records: &RecordSet, ttl: u32) -> Result<Vec<Record>, BackendError> {
+    Ok(match records {
+        RecordSet::Addresses(ips) => ips
+            .iter()
+            .map(|ip| {
+                let data = match ip {
+                    std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
+                    std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                Record::from_rdata(name.clone(), ttl, data)
+            })
+            .collect(),
+        RecordSet::Alias(target) => vec![Record::from_rdata(
+            name.clone(),
+            ttl,
+            RData::CNAME(CNAME(to_name(target)?)),
+        )],
+        RecordSet::Empty => Vec::new(),
+    })
 }
 
 /// Maps a client error: a reply whose signature cannot be verified (what a server that
@@ -376,7 +437,14 @@ impl DnsBackend for Rfc2136Backend {
                     current: o.epoch,
                 });
             }
-            let message = self.update_message(change, &txt, ttl)?;
+            let retry = match &owner {
+                Some(o) if change.epoch == o.epoch => {
+                    self.check_same_decision(change, o).await?;
+                    true
+                }
+                _ => false,
+            };
+            let message = self.update_message(change, &txt, ttl, retry)?;
             match self.send(message).await? {
                 ResponseCode::NoError => {
                     tracing::info!(server = %self.server, name = %change.name, records = %change.records, epoch = %change.epoch, "updated");
