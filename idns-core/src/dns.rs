@@ -16,7 +16,9 @@ use crate::id::{DnsName, SiteId};
 /// # Fencing
 /// A backend remembers the highest epoch it has accepted for each name and refuses a change
 /// with a lower one ([`BackendError::StaleEpoch`]), leaving the records untouched. A change
-/// with the *same* epoch is accepted again, so a retried or resumed step is idempotent.
+/// with the *same* epoch is accepted again when it publishes the same records for the same
+/// site, so a retried or resumed step is idempotent, and refused as stale otherwise (see
+/// [`apply`](Self::apply)).
 /// Backends that keep the epoch in the zone do so in the ownership TXT record
 /// ([`ownership_name`]), which anyone can query to see who decided what.
 #[async_trait]
@@ -28,6 +30,20 @@ pub trait DnsBackend: Send + Sync + Debug {
     async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError>;
 
     /// Replaces the records of `change.name`, refusing a stale epoch.
+    ///
+    /// Against the highest epoch `current` accepted for the name (the ownership record):
+    ///
+    /// | `change.epoch` | records and site | result |
+    /// |---|---|---|
+    /// | above `current` | any | applied; `current` becomes `change.epoch` |
+    /// | equal | the same (records compared with [`RecordSet::same_as`], whatever their order) | `Ok(())`: a retried or resumed step; nothing else changes (a backend may rewrite the TTL) |
+    /// | equal | other records, or another site | [`BackendError::StaleEpoch`] with `attempted == current`: a conflicting decision under the same fence, which only a stale or split controller makes |
+    /// | below | any | [`BackendError::StaleEpoch`] naming both epochs |
+    ///
+    /// A refused change leaves the published records and the ownership record untouched.
+    /// `StaleEpoch` is never transient ([`BackendError::is_transient`] is false): the runbook
+    /// does not retry it. Backends that cannot check atomically
+    /// ([`DnsCapabilities::atomic_epoch`] false) read the ownership record, then write.
     async fn apply(&self, change: &DnsChange) -> Result<(), BackendError>;
 
     /// Waits until every authoritative server answers `change`'s records, or `timeout` passes.

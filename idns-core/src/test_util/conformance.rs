@@ -49,18 +49,23 @@ use crate::replication::{
 /// 1. `read` works and tells the highest epoch accepted so far (`e`, zero when none).
 /// 2. `apply` at `e+1` publishes [`first`](Self::first) with the ownership `(e+1, site a)`, with
 ///    the requested TTL, and `verify` then reports the change complete.
-/// 3. Applying the same change again (same epoch) is accepted and changes nothing.
-/// 4. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
+/// 3. Applying the same change again (same epoch, same records in another order, same site)
+///    is accepted and changes nothing.
+/// 4. A change at the same epoch `e+1` with other records or another site (a conflicting
+///    decision: other records and site b, other records and site a, the same records and
+///    site b) fails with [`BackendError::StaleEpoch`] whose `attempted` and `current` are both
+///    `e+1`, and the records and ownership stay as they were.
+/// 5. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
 ///    epochs, and the records and ownership stay as they were.
-/// 5. A newer epoch with other records ([`second`](Self::second), site b) wins.
-/// 6. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
+/// 6. A newer epoch with other records ([`second`](Self::second), site b) wins.
+/// 7. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
 ///    [`ipv6`](Self::ipv6)).
-/// 7. With `capabilities().alias`: a CNAME to [`alias`](Self::alias), and back to addresses;
+/// 8. With `capabilities().alias`: a CNAME to [`alias`](Self::alias), and back to addresses;
 ///    without it, an alias change fails with [`BackendError::Unsupported`] and changes nothing.
-/// 8. [`RecordSet::Empty`] withdraws the records but keeps the ownership record, so a stale
+/// 9. [`RecordSet::Empty`] withdraws the records but keeps the ownership record, so a stale
 ///    change is still refused afterwards.
-/// 9. A change of [`outside`](Self::outside), a name outside the zone, fails with an error
-///    that is not transient ([`BackendError::is_transient`] is false) and writes nothing.
+/// 10. A change of [`outside`](Self::outside), a name outside the zone, fails with an error
+///     that is not transient ([`BackendError::is_transient`] is false) and writes nothing.
 ///
 /// The name is left withdrawn, owned by the last epoch used, so the next run starts above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,13 +156,60 @@ impl DnsSuite {
         ctx.expect_verified("after publishing the first address set", &first)
             .await;
 
-        // 3. The same epoch again is accepted (a retried step).
+        // 3. The same epoch again is accepted (a retried step), whatever the records' order.
         ctx.apply_ok("re-applying the same change at the same epoch", &first)
             .await;
         ctx.expect_published("after re-applying the same change", &first)
             .await;
+        let mut reordered = first.clone();
+        if let RecordSet::Addresses(a) = &mut reordered.records {
+            a.reverse();
+        }
+        ctx.apply_ok(
+            "re-applying the same records in another order at the same epoch",
+            &reordered,
+        )
+        .await;
+        ctx.expect_published(
+            "after re-applying the same records in another order",
+            &first,
+        )
+        .await;
 
-        // 4. A stale epoch is refused and changes nothing.
+        // 4. The same epoch with another decision is refused as stale and changes nothing.
+        let conflicts = [
+            (
+                "other records and another site",
+                RecordSet::Addresses(self.second.clone()),
+                &self.site_b,
+            ),
+            (
+                "other records and the same site",
+                RecordSet::Addresses(self.second.clone()),
+                &self.site_a,
+            ),
+            (
+                "the same records and another site",
+                RecordSet::Addresses(self.first.clone()),
+                &self.site_b,
+            ),
+        ];
+        for (what, records, site) in conflicts {
+            let conflicting = self.change(records, first.epoch, Some(site));
+            ctx.expect_stale(
+                &format!("a change at the accepted epoch with {what}"),
+                &conflicting,
+                first.epoch,
+            )
+            .await;
+            ctx.expect_published(
+                &format!("after a refused change at the accepted epoch with {what}"),
+                &first,
+            )
+            .await;
+        }
+
+        // 5. A stale epoch is refused and changes nothing.
         let stale = self.change(
             RecordSet::Addresses(self.second.clone()),
             base,
@@ -168,7 +220,7 @@ impl DnsSuite {
         ctx.expect_published("after a refused stale change", &first)
             .await;
 
-        // 5. A newer epoch wins.
+        // 6. A newer epoch wins.
         let second = self.change(
             RecordSet::Addresses(self.second.clone()),
             next(),
@@ -180,7 +232,7 @@ impl DnsSuite {
         ctx.expect_verified("after a newer epoch", &second).await;
         let mut current = second;
 
-        // 6. IPv6.
+        // 7. IPv6.
         if caps.ipv6 {
             let mut both = self.first.clone();
             both.extend(self.ipv6.iter().copied());
@@ -196,7 +248,7 @@ impl DnsSuite {
             tracing::info!("backend has no AAAA support: IPv6 checks skipped");
         }
 
-        // 7. Aliases.
+        // 8. Aliases.
         let alias = self.change(
             RecordSet::Alias(self.alias.clone()),
             next(),
@@ -233,7 +285,7 @@ impl DnsSuite {
                 .await;
         }
 
-        // 8. Withdrawal keeps the ownership record, and with it the fence.
+        // 9. Withdrawal keeps the ownership record, and with it the fence.
         let withdrawn = self.change(RecordSet::Empty, next(), None);
         ctx.apply_ok("withdrawing the records", &withdrawn).await;
         ctx.expect_published("after withdrawing the records", &withdrawn)
@@ -254,7 +306,7 @@ impl DnsSuite {
         ctx.expect_published("after a refused stale change", &withdrawn)
             .await;
 
-        // 9. A name outside the zone.
+        // 10. A name outside the zone.
         let mut outside = self.change(
             RecordSet::Addresses(self.first.clone()),
             next(),
@@ -394,8 +446,20 @@ impl DnsCtx<'_> {
                 step,
                 format!(
                     "StaleEpoch names the wrong epochs: attempted {attempted}, current \
-                     {current}; expected attempted {}, current {accepted}",
+                     {current}; expected attempted {}, current {accepted} (the change must be \
+                     refused with Err(StaleEpoch) naming the epoch it carried and the accepted \
+                     one)",
                     change.epoch
+                ),
+            ),
+            other if change.epoch == accepted => self.fail(
+                step,
+                format!(
+                    "epoch {accepted} was already accepted with other records or another site, \
+                     so [{}] for site {} at that epoch is a conflicting decision and must be \
+                     refused with Err(StaleEpoch), got {other:?}",
+                    change.records,
+                    change.site.as_ref().map_or("-", SiteId::as_str),
                 ),
             ),
             other => self.fail(
@@ -803,5 +867,119 @@ impl ReplCtx<'_> {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::dns::{DnsCapabilities, Propagation};
+    use crate::test_util::MemoryDns;
+
+    /// How [`SameEpochBug`] answers a conflicting change at the accepted epoch.
+    #[derive(Debug, Clone, Copy)]
+    enum Answer {
+        /// `Ok(())`, as if it were a retry (the records stay as they were).
+        Ok,
+        /// An error of the wrong kind (a retry cannot fix it, but the runbook does not see a
+        /// stale decision).
+        Conflict,
+    }
+
+    /// A [`MemoryDns`] that misreports a conflicting change at the accepted epoch.
+    #[derive(Debug)]
+    struct SameEpochBug(MemoryDns, Answer);
+
+    #[async_trait]
+    impl DnsBackend for SameEpochBug {
+        fn capabilities(&self) -> DnsCapabilities {
+            self.0.capabilities()
+        }
+        async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+            self.0.read(zone, name).await
+        }
+        async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+            match (self.0.apply(change).await, self.1) {
+                (Err(BackendError::StaleEpoch { attempted, current }), Answer::Ok)
+                    if attempted == current =>
+                {
+                    Ok(())
+                }
+                (Err(BackendError::StaleEpoch { attempted, current }), Answer::Conflict)
+                    if attempted == current =>
+                {
+                    Err(BackendError::Conflict("already published".into()))
+                }
+                (other, _) => other,
+            }
+        }
+        async fn verify(
+            &self,
+            change: &DnsChange,
+            timeout: Duration,
+        ) -> Result<Propagation, BackendError> {
+            self.0.verify(change, timeout).await
+        }
+    }
+
+    fn failure(answer: Answer) -> String {
+        let zone: DnsName = "example.com".parse().unwrap();
+        let suite = DnsSuite::new(zone.clone()).unwrap();
+        let backend = SameEpochBug(MemoryDns::new(&[zone]), answer);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let payload = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(suite.run(&backend));
+        }))
+        .expect_err("the suite passed on a backend that accepts conflicting decisions");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_conflicting_change_at_the_accepted_epoch_must_be_refused_as_stale() {
+        for answer in [Answer::Ok, Answer::Conflict] {
+            let msg = failure(answer);
+            for needle in [
+                "a change at the accepted epoch with other records and another site",
+                "is a conflicting decision and must be refused with Err(StaleEpoch)",
+            ] {
+                assert!(
+                    msg.contains(needle),
+                    "{answer:?}: {needle:?} missing: {msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn memory_dns_refuses_a_conflicting_change_and_keeps_its_records() {
+        let zone: DnsName = "example.com".parse().unwrap();
+        let suite = DnsSuite::new(zone.clone()).unwrap();
+        let dns = MemoryDns::new(&[zone]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(suite.run(&dns));
+        let conflicts = dns.same_epoch_conflicts();
+        assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+        assert!(
+            conflicts
+                .iter()
+                .all(|(n, e)| *n == suite.name && e.get() == 1)
+        );
+        assert!(
+            dns.stale_attempts()
+                .iter()
+                .all(|(_, tried, cur)| tried < cur),
+            "same-epoch conflicts are kept apart from lower epochs"
+        );
     }
 }

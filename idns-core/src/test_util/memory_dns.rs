@@ -14,8 +14,10 @@ use crate::epoch::Epoch;
 use crate::error::BackendError;
 use crate::id::DnsName;
 
-/// A DNS backend held in memory: it enforces epochs per name exactly as a real backend must,
-/// records every call, and fails on demand. Clones share one state.
+/// A DNS backend held in memory: it enforces epochs per name exactly as a real backend must
+/// (see [`DnsBackend::apply`]: a lower epoch is refused, the same epoch is accepted again only
+/// with the same records and site), records every call, and fails on demand. Clones share one
+/// state.
 #[derive(Debug, Clone)]
 pub struct MemoryDns {
     inner: Arc<Mutex<State>>,
@@ -51,6 +53,7 @@ struct State {
     log: Vec<DnsCall>,
     faults: DnsFaults,
     stale: Vec<(DnsName, Epoch, Epoch)>,
+    conflicts: Vec<(DnsName, Epoch)>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +103,12 @@ impl MemoryDns {
         self.state().stale.clone()
     }
 
+    /// Changes refused because they carried the epoch already accepted for the name but other
+    /// records or another site (name, epoch). A correct controller never causes one either.
+    pub fn same_epoch_conflicts(&self) -> Vec<(DnsName, Epoch)> {
+        self.state().conflicts.clone()
+    }
+
     /// What `name` answers now.
     pub fn records(&self, name: &DnsName) -> RecordSet {
         self.state()
@@ -145,13 +154,23 @@ impl MemoryDns {
             s.log.push(DnsCall::Apply(change.clone(), false));
             return Err(BackendError::Unsupported("CNAME records".into()));
         }
-        let current = s
-            .names
-            .get(&change.name)
-            .map(|e| e.owner.epoch)
-            .unwrap_or(Epoch::ZERO);
+        let (current, same_decision) = match s.names.get(&change.name) {
+            Some(e) => (
+                e.owner.epoch,
+                e.owner.site == change.site && e.records.same_as(&change.records),
+            ),
+            None => (Epoch::ZERO, true),
+        };
         if change.epoch < current {
             s.stale.push((change.name.clone(), change.epoch, current));
+            s.log.push(DnsCall::Apply(change.clone(), false));
+            return Err(BackendError::StaleEpoch {
+                attempted: change.epoch,
+                current,
+            });
+        }
+        if change.epoch == current && !same_decision {
+            s.conflicts.push((change.name.clone(), change.epoch));
             s.log.push(DnsCall::Apply(change.clone(), false));
             return Err(BackendError::StaleEpoch {
                 attempted: change.epoch,
