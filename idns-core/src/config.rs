@@ -547,11 +547,11 @@ impl ServiceConfig {
     }
     /// The site with this id.
     pub fn site(&self, id: &SiteId) -> Option<&Site> {
-        self.sites.iter().find(|s| &s.id == id)
+        self.site_index(id).map(|i| &self.sites[i])
     }
     /// Index of the site with this id.
     pub fn site_index(&self, id: &SiteId) -> Option<usize> {
-        self.sites.iter().position(|s| &s.id == id)
+        id.index_in(&self.sites, |s| &s.id)
     }
     /// The home site: the lowest priority number.
     pub fn home(&self) -> &Site {

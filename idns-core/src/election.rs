@@ -420,17 +420,11 @@ impl Election {
             return;
         };
         let site = &self.cfg.sites()[si];
-        let Some(pi) = site.probes.iter().position(|p| p.id == r.probe) else {
+        let Some(pi) = r.probe.index_in(&site.probes, |p| &p.id) else {
             tracing::debug!(site = %r.site, probe = %r.probe, "report for an unknown probe ignored");
             return;
         };
-        let Some(oi) = self
-            .cfg
-            .observers()
-            .ids
-            .iter()
-            .position(|o| *o == r.observer)
-        else {
+        let Some(oi) = r.observer.index_in(&self.cfg.observers().ids, |o| o) else {
             tracing::debug!(observer = %r.observer, "report from an unknown observer ignored");
             return;
         };
@@ -480,7 +474,7 @@ impl Election {
             tracing::debug!(site = %r.site, "replication report for an unknown site ignored");
             return;
         };
-        let Some(ri) = self.cfg.resources().iter().position(|x| *x == r.resource) else {
+        let Some(ri) = r.resource.index_in(self.cfg.resources(), |x| x) else {
             tracing::debug!(resource = %r.resource, "report for an unknown resource ignored");
             return;
         };

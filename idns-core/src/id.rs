@@ -37,6 +37,16 @@ macro_rules! ident {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Where `self` is among `items`: by pointer first (ids handed out by one
+            /// configuration share their text, so lookups rarely compare bytes), by text when
+            /// no pointer matches.
+            pub(crate) fn index_in<T>(&self, items: &[T], id: impl Fn(&T) -> &Self) -> Option<usize> {
+                items
+                    .iter()
+                    .position(|t| Arc::ptr_eq(&id(t).0, &self.0))
+                    .or_else(|| items.iter().position(|t| *id(t).0 == *self.0))
+            }
         }
 
         impl TryFrom<&str> for $name {

@@ -31,7 +31,7 @@ use crate::election::{Command, Election, Input, Resume, StepDone, StepOutput};
 use crate::epoch::Epoch;
 use crate::error::BackendError;
 use crate::event::Event;
-use crate::id::{ObserverId, ResourceId, SiteId};
+use crate::id::{ObserverId, SiteId};
 use crate::journal::Journal;
 use crate::probe::{ProbeOutcome, ProbeReport};
 use crate::reason::{Health, Reason};
@@ -471,12 +471,19 @@ pub struct Simulator {
     world: World,
     /// Next tick of each (site, probe, observer).
     ticks: Vec<(Duration, usize, usize, usize)>,
+    /// The timed-out outcome of each probe, `[site][probe]`, built once.
+    timeouts: Vec<Vec<ProbeOutcome>>,
+    /// The outcome of a probe of a dead site.
+    refused: ProbeOutcome,
     next_repl_report: Duration,
     in_flight: Option<(Action, Duration)>,
     script: VecDeque<(Duration, WorldEvent)>,
     checker: Checker,
     events: Vec<(Duration, Event)>,
-    trace: Vec<String>,
+    /// Trace lines with their virtual time, formatted only when the outcome is built.
+    trace: Vec<(Duration, String)>,
+    /// Sites holding the primary copy, `[resource][site]`; `None` after a replication step.
+    primaries: Option<Vec<Vec<bool>>>,
     violation: Option<Violation>,
     inputs: u64,
 }
@@ -527,6 +534,16 @@ impl Simulator {
             hang: 0,
         };
         let script = sc.script.iter().cloned().collect();
+        let timeouts = cfg
+            .sites()
+            .iter()
+            .map(|s| {
+                s.probes
+                    .iter()
+                    .map(|p| ProbeOutcome::timeout(p.timeout))
+                    .collect()
+            })
+            .collect();
         Simulator {
             rng,
             origin: virtual_origin(),
@@ -539,6 +556,8 @@ impl Simulator {
             repl,
             world,
             ticks,
+            timeouts,
+            refused: ProbeOutcome::down(Duration::from_millis(1), "connection refused"),
             next_repl_report: Duration::ZERO,
             in_flight: None,
             script,
@@ -551,6 +570,7 @@ impl Simulator {
             },
             events: Vec::new(),
             trace: Vec::new(),
+            primaries: None,
             violation: None,
             inputs: 0,
             sc,
@@ -566,9 +586,7 @@ impl Simulator {
     }
 
     fn log(&mut self, line: impl fmt::Display) {
-        let t = self.now;
-        self.trace
-            .push(format!("{:>10.3}s {line}", t.as_secs_f64()));
+        self.trace.push((self.now, line.to_string()));
     }
 
     fn violate(&mut self, invariant: Invariant, detail: String) {
@@ -598,7 +616,11 @@ impl Simulator {
             seed: self.sc.seed,
             violation: self.violation,
             events: self.events,
-            trace: self.trace,
+            trace: self
+                .trace
+                .into_iter()
+                .map(|(t, line)| format!("{:>10.3}s {line}", t.as_secs_f64()))
+                .collect(),
             journal: self.election.as_ref().map(|e| e.journal().clone()),
             inputs: self.inputs,
             simulated: self.now,
@@ -810,11 +832,11 @@ impl Simulator {
             return;
         }
         let outcome = if self.world.blocked[oi][si] {
-            ProbeOutcome::timeout(self.sc.config.sites()[si].probes[pi].timeout)
+            self.timeouts[si][pi].clone()
         } else if self.world.alive[si] {
             ProbeOutcome::up(Duration::from_millis(2))
         } else {
-            ProbeOutcome::down(Duration::from_millis(1), "connection refused")
+            self.refused.clone()
         };
         let site = &self.sc.config.sites()[si];
         let report = ProbeReport {
@@ -828,25 +850,38 @@ impl Simulator {
     }
 
     fn replication_reports(&mut self) {
-        let resources: Vec<ResourceId> = self.sc.config.resources().to_vec();
-        for r in resources {
-            let primaries = self.repl.primaries(&r);
-            for si in 0..self.sc.config.sites().len() {
-                let site = self.sc.config.sites()[si].id.clone();
-                let role = if primaries.contains(&site) {
-                    Role::Primary
-                } else {
-                    Role::Replica
-                };
-                let report = ReplicationReport {
+        let cfg = &self.sc.config;
+        let primaries = self.primaries.get_or_insert_with(|| {
+            cfg.resources()
+                .iter()
+                .map(|r| {
+                    let primaries = self.repl.primaries(r);
+                    cfg.sites()
+                        .iter()
+                        .map(|s| primaries.contains(&s.id))
+                        .collect()
+                })
+                .collect()
+        });
+        let mut reports = Vec::with_capacity(primaries.len() * cfg.sites().len());
+        let at = SystemTime::UNIX_EPOCH + WALL_ORIGIN + self.now;
+        for (r, primary) in cfg.resources().iter().zip(primaries.iter()) {
+            for (si, site) in cfg.sites().iter().enumerate() {
+                reports.push(ReplicationReport {
                     resource: r.clone(),
-                    site,
-                    role,
+                    site: site.id.clone(),
+                    role: if primary[si] {
+                        Role::Primary
+                    } else {
+                        Role::Replica
+                    },
                     lag: self.world.lag[si],
-                    at: self.wall(),
-                };
-                self.feed(Input::Replication(report));
+                    at,
+                });
             }
+        }
+        for report in reports {
+            self.feed(Input::Replication(report));
         }
     }
 
@@ -937,6 +972,10 @@ impl Simulator {
 
     fn execute(&mut self, action: &Action) -> Result<StepOutput, BackendError> {
         let ctx = action.context();
+        if !matches!(action.step, Step::SwitchDns { .. } | Step::VerifyDns { .. }) {
+            // A replication step may move a primary copy.
+            self.primaries = None;
+        }
         match &action.step {
             Step::Fence { resource, site } => self
                 .repl
