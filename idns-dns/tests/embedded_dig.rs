@@ -2,16 +2,20 @@
 //!
 //! `dig`, an independent client, sees the embedded server's answers: AA set, answers changing
 //! with each epoch, the SOA serial increasing, CNAME mode, out-of-zone queries refused, the
-//! ownership TXT record, TCP, and minimal ANY answers.
+//! ownership TXT record, TCP, minimal ANY answers, and the dynamic TTL following health
+//! events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use idns_core::test_util::servers::require;
-use idns_core::{DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
-use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
+use idns_core::{
+    BackendError, DnsBackend, DnsChange, DnsName, Epoch, Event, Health, Outcome, RecordSet,
+    RunbookKind, SwitchReport,
+};
+use idns_dns::embedded::{DynamicTtl, EmbeddedConfig, EmbeddedServer, TtlMode};
 
 struct Dig {
     bin: PathBuf,
@@ -43,6 +47,34 @@ impl Dig {
         lines
     }
 
+    /// The TTL of the A records of `name`, as dig sees them.
+    async fn ttl(&self, name: &str) -> u32 {
+        let out = self.run(&["+noall", "+answer", name, "A"]).await;
+        let ttls: Vec<u32> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect();
+        assert!(!ttls.is_empty(), "no A record for {name}: {out}");
+        assert!(ttls.iter().all(|t| *t == ttls[0]), "{out}");
+        ttls[0]
+    }
+
+    /// Waits (up to 10 s) until dig sees `ttl` on `name`; panics with the last TTL seen.
+    async fn wait_for_ttl(&self, name: &str, ttl: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.ttl(name).await;
+            if seen == ttl {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} still answers with TTL {seen}, expected {ttl}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn serial(&self) -> u64 {
         let soa = self.short("example.com", "SOA").await;
         let fields: Vec<&str> = soa[0].split_whitespace().collect();
@@ -70,8 +102,13 @@ fn addrs(list: &[&str]) -> RecordSet {
 }
 
 async fn start() -> Option<(EmbeddedServer, Dig)> {
+    start_with(None).await
+}
+
+async fn start_with(dynamic_ttl: Option<DynamicTtl>) -> Option<(EmbeddedServer, Dig)> {
     let bin = require("dig", &[], "bind9-dnsutils")?;
-    let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
+    let mut config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
+    config.dynamic_ttl = dynamic_ttl;
     let server = EmbeddedServer::start(config).await.unwrap();
     let dig = Dig {
         bin: Path::new(&bin).to_path_buf(),
@@ -198,5 +235,193 @@ async fn dig_sees_refusals_negative_answers_tcp_and_minimal_any() {
     // 0x20 mixed case is echoed.
     let out = dig.run(&["ApP.ExAmPlE.CoM", "A"]).await;
     assert!(out.contains("ApP.ExAmPlE.CoM."), "{out}");
+    server.shutdown();
+}
+
+fn site_changed(site: &str, from: Health, to: Health) -> Event {
+    Event::SiteChanged {
+        site: site.parse().unwrap(),
+        from,
+        to,
+        reasons: vec![],
+    }
+}
+
+fn failover(runbook: u64, finished: bool) -> Event {
+    let (from, to) = (
+        Some("primary".parse().unwrap()),
+        Some("recovery".parse().unwrap()),
+    );
+    if !finished {
+        return Event::Decision {
+            runbook,
+            kind: RunbookKind::Failover,
+            from,
+            to,
+            epoch: Epoch::new(2),
+            forced: false,
+            reasons: vec![],
+        };
+    }
+    Event::Finished(SwitchReport {
+        runbook,
+        kind: RunbookKind::Failover,
+        outcome: Outcome::Completed,
+        from,
+        to,
+        epoch: Epoch::new(2),
+        forced: false,
+        decided_at: std::time::SystemTime::UNIX_EPOCH,
+        finished_at: std::time::SystemTime::UNIX_EPOCH,
+        rto: Duration::ZERO,
+        phases: vec![],
+        rpo: None,
+        steps: vec![],
+        reasons: vec![],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_sees_the_ttl_follow_health_events() {
+    let settle = Duration::from_secs(60);
+    let mut dynamic = DynamicTtl::new(Duration::from_secs(5), Duration::from_secs(300));
+    dynamic.settle = settle;
+    let Some((server, dig)) = start_with(Some(dynamic)).await else {
+        return;
+    };
+    let backend = server.backend();
+    let name: DnsName = "app.example.com".parse().unwrap();
+    let mut first = change(addrs(&["192.0.2.1"]), 1, "primary");
+    first.ttl = Duration::from_secs(120);
+    backend.apply(&first).await.unwrap();
+    assert_eq!(
+        dig.ttl("app.example.com").await,
+        120,
+        "no advice yet: as asked"
+    );
+
+    // The advisor, driven by hand with explicit times; the server answers what it says.
+    let mut advisor = backend.ttl_advisor(&name).unwrap();
+    let set = |mode| backend.set_ttl_mode(&name, mode).unwrap();
+    let t0 = Instant::now();
+    let serial = dig.serial().await;
+    assert_eq!(advisor.mode(t0), TtlMode::Suspect, "health not known yet");
+    set(advisor.mode(t0));
+    assert_eq!(dig.ttl("app.example.com").await, 5);
+    let ownership = dig.short("_idns.app.example.com", "TXT").await;
+    assert_eq!(ownership, ["\"epoch=1 site=primary\""], "the epoch stays");
+    assert!(dig.serial().await > serial, "the serial moves with the TTL");
+    let published = backend.read(&zone(), &name).await.unwrap();
+    assert_eq!(
+        published.ttl,
+        Duration::from_secs(120),
+        "read tells what was asked"
+    );
+    assert_eq!(published.owner, Some(first.ownership()));
+
+    // The primary comes up: suspect for `settle`, then stable (capped by the 120 s asked).
+    advisor.handle(&site_changed("primary", Health::Unknown, Health::Up), t0);
+    set(advisor.mode(t0));
+    assert_eq!(dig.ttl("app.example.com").await, 5);
+    let t1 = advisor.poll_timeout().unwrap();
+    assert_eq!(t1, t0 + settle);
+    advisor.handle_timeout(t1);
+    set(advisor.mode(t1));
+    assert_eq!(dig.ttl("app.example.com").await, 120);
+    let serial = dig.serial().await;
+    set(TtlMode::Stable);
+    assert_eq!(
+        dig.serial().await,
+        serial,
+        "the same mode again changes nothing"
+    );
+
+    // The primary fails: suspect at once, through the failover and `settle` after it.
+    advisor.handle(&site_changed("primary", Health::Up, Health::Down), t1);
+    set(advisor.mode(t1));
+    assert_eq!(dig.ttl("app.example.com").await, 5);
+    advisor.handle(&site_changed("recovery", Health::Unknown, Health::Up), t1);
+    advisor.handle(&failover(2, false), t1);
+    let mut second = change(addrs(&["198.51.100.1"]), 2, "recovery");
+    second.ttl = Duration::from_secs(120);
+    backend.apply(&second).await.unwrap();
+    set(advisor.mode(t1));
+    assert_eq!(dig.short("app.example.com", "A").await, ["198.51.100.1"]);
+    assert_eq!(
+        dig.ttl("app.example.com").await,
+        5,
+        "the mode outlives a change"
+    );
+    let t2 = t1 + Duration::from_secs(3);
+    advisor.handle(&failover(2, true), t2);
+    advisor.handle_timeout(t2 + Duration::from_secs(59));
+    set(advisor.mode(t2 + Duration::from_secs(59)));
+    assert_eq!(dig.ttl("app.example.com").await, 5, "still settling");
+    advisor.handle_timeout(t2 + settle);
+    set(advisor.mode(t2 + settle));
+    assert_eq!(dig.ttl("app.example.com").await, 120);
+    assert_eq!(
+        dig.short("_idns.app.example.com", "TXT").await,
+        ["\"epoch=2 site=recovery\""]
+    );
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_sees_the_ttl_follow_the_event_stream() {
+    let mut dynamic = DynamicTtl::new(Duration::from_secs(5), Duration::from_secs(300));
+    dynamic.settle = Duration::ZERO;
+    dynamic.exceed_requested = true;
+    let Some((server, dig)) = start_with(Some(dynamic)).await else {
+        return;
+    };
+    let backend = server.backend();
+    let name: DnsName = "app.example.com".parse().unwrap();
+    backend
+        .apply(&change(addrs(&["192.0.2.1"]), 1, "primary"))
+        .await
+        .unwrap();
+    let (events, rx) = tokio::sync::broadcast::channel(16);
+    let advisor = backend.ttl_advisor(&name).unwrap();
+    assert_eq!(advisor.active(), Some(&"primary".parse().unwrap()));
+    let follower = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.follow_events(name, advisor, rx).await })
+    };
+    dig.wait_for_ttl("app.example.com", 5).await;
+    events
+        .send(site_changed("primary", Health::Unknown, Health::Up))
+        .unwrap();
+    // Stable, and above the 20 s asked: exceed_requested is set.
+    dig.wait_for_ttl("app.example.com", 300).await;
+    events
+        .send(site_changed("primary", Health::Up, Health::Down))
+        .unwrap();
+    dig.wait_for_ttl("app.example.com", 5).await;
+    drop(events);
+    follower.await.unwrap().unwrap();
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dynamic_ttl_a_mode_is_refused() {
+    let Some((server, dig)) = start().await else {
+        return;
+    };
+    let backend = server.backend();
+    backend
+        .apply(&change(addrs(&["192.0.2.1"]), 1, "primary"))
+        .await
+        .unwrap();
+    let name: DnsName = "app.example.com".parse().unwrap();
+    assert!(matches!(
+        backend.set_ttl_mode(&name, TtlMode::Suspect),
+        Err(BackendError::Unsupported(_))
+    ));
+    assert!(matches!(
+        backend.ttl_advisor(&name),
+        Err(BackendError::Unsupported(_))
+    ));
+    assert_eq!(dig.ttl("app.example.com").await, 20);
     server.shutdown();
 }

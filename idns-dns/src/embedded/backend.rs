@@ -10,13 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use idns_core::{
-    BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Propagation, Published,
-    RecordSet,
+    BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Event, Propagation, Published,
+    RecordSet, SiteId,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use super::config::ValidZone;
 use super::fast::SnapshotCell;
+use super::ttl::{TtlAdvisor, TtlBounds, TtlMode};
 use super::zone::{Entry, Snapshot, ZoneState, ttl_secs};
 use crate::propagation::PropagationChecker;
 
@@ -256,6 +258,21 @@ impl Shared {
         changed.names.insert(change.name.clone(), entry);
         changed.serial = next_serial(changed.serial);
         let serial = changed.serial;
+        self.commit(&mut state, zones)?;
+        tracing::info!(
+            name = %change.name,
+            records = %change.records,
+            epoch = %change.epoch,
+            serial,
+            "published"
+        );
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Builds the answer set of `zones`, writes the state file, then swaps both in.
+    fn commit(&self, state: &mut State, zones: Vec<ZoneState>) -> Result<(), BackendError> {
         let generation = state.generation + 1;
         let snapshot = Snapshot::build(generation, &zones).map_err(BackendError::Invalid)?;
         if let Some(path) = &state.state_file {
@@ -269,14 +286,59 @@ impl Shared {
         state.zones = zones;
         state.generation = generation;
         self.cell.store(snapshot);
-        tracing::info!(
-            name = %change.name,
-            records = %change.records,
-            epoch = %change.epoch,
-            serial,
-            "published"
-        );
         Ok(())
+    }
+
+    /// The dynamic TTL of the zone of `name`.
+    fn dynamic_ttl(&self, name: &DnsName) -> Result<(usize, TtlBounds), BackendError> {
+        let state = self.state();
+        let Some(index) = state.zones.iter().position(|z| name.is_within(&z.cfg.name)) else {
+            return Err(BackendError::Refused(format!(
+                "{name} is not in a zone served here"
+            )));
+        };
+        match state.zones[index].cfg.dynamic_ttl {
+            Some(bounds) => Ok((index, bounds)),
+            None => Err(BackendError::Unsupported(
+                "dynamic TTL is not configured (dynamic_ttl)".into(),
+            )),
+        }
+    }
+
+    pub(crate) fn set_ttl_mode(&self, name: &DnsName, mode: TtlMode) -> Result<(), BackendError> {
+        let (index, _) = self.dynamic_ttl(name)?;
+        let mut state = self.state();
+        let zone = &state.zones[index];
+        if zone.modes.get(name) == Some(&mode) {
+            return Ok(());
+        }
+        let before = zone.names.get(name).map(|e| zone.served_ttl(name, e.ttl));
+        let mut zones = state.zones.clone();
+        let changed = &mut zones[index];
+        changed.modes.insert(name.clone(), mode);
+        let after = changed
+            .names
+            .get(name)
+            .map(|e| changed.served_ttl(name, e.ttl));
+        if before == after {
+            // Nothing served changes: no new answer set, no new serial.
+            state.zones = zones;
+            return Ok(());
+        }
+        changed.serial = next_serial(changed.serial);
+        let serial = changed.serial;
+        self.commit(&mut state, zones)?;
+        tracing::info!(%name, ?mode, ttl = after, serial, "TTL changed");
+        Ok(())
+    }
+
+    fn owner_site(&self, name: &DnsName) -> Option<SiteId> {
+        let state = self.state();
+        state
+            .zones
+            .iter()
+            .find_map(|z| z.names.get(name))
+            .and_then(|e| e.owner.site.clone())
     }
 }
 
@@ -326,6 +388,67 @@ impl EmbeddedBackend {
     /// file) and served when this returns.
     pub fn apply_now(&self, change: &DnsChange) -> Result<(), BackendError> {
         self.shared.apply(change)
+    }
+
+    /// Makes `name` answer with the suspect or the stable TTL of the server's
+    /// [`DynamicTtl`](super::DynamicTtl) (the mode is kept across changes, until set again).
+    /// When the TTL served changes, the answer set is swapped and the zone's SOA serial
+    /// bumped; the epoch and the ownership record are not touched. Fails with
+    /// [`BackendError::Unsupported`] when the server has no `dynamic_ttl`, and
+    /// [`BackendError::Refused`] for a name outside its zones.
+    pub fn set_ttl_mode(&self, name: &DnsName, mode: TtlMode) -> Result<(), BackendError> {
+        self.shared.set_ttl_mode(name, mode)
+    }
+
+    /// A [`TtlAdvisor`] with the server's `settle`, pointed at the site `name`'s ownership
+    /// record names (seed it with [`TtlAdvisor::seed`] when the election's view is at hand).
+    pub fn ttl_advisor(&self, name: &DnsName) -> Result<TtlAdvisor, BackendError> {
+        let (_, bounds) = self.shared.dynamic_ttl(name)?;
+        let mut advisor = TtlAdvisor::new(bounds.settle);
+        advisor.set_active(self.shared.owner_site(name));
+        Ok(advisor)
+    }
+
+    /// Keeps `name`'s TTL mode in step with the election: feeds `events` (e.g. the driver's
+    /// `subscribe()`) to `advisor`, with tokio's clock, and sets the mode it advises after
+    /// every event and at the end of every settle period. Returns `Ok` when the event stream
+    /// closes, or the error of a mode that could not be set. Spawn it:
+    ///
+    /// ```no_run
+    /// # async fn demo(dns: idns_dns::embedded::EmbeddedBackend,
+    /// #     events: tokio::sync::broadcast::Receiver<idns_core::Event>) -> Result<(), idns_core::BackendError> {
+    /// let name: idns_core::DnsName = "app.example.com".parse().expect("a valid name");
+    /// let advisor = dns.ttl_advisor(&name)?;
+    /// tokio::spawn(async move { dns.follow_events(name, advisor, events).await });
+    /// # Ok(()) }
+    /// ```
+    pub async fn follow_events(
+        &self,
+        name: DnsName,
+        mut advisor: TtlAdvisor,
+        mut events: broadcast::Receiver<Event>,
+    ) -> Result<(), BackendError> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let now = tokio::time::Instant::now().into_std();
+            advisor.handle_timeout(now);
+            self.set_ttl_mode(&name, advisor.mode(now))?;
+            let received = match advisor.poll_timeout() {
+                Some(deadline) => tokio::select! {
+                    r = events.recv() => Some(r),
+                    () = tokio::time::sleep_until(deadline.into()) => None,
+                },
+                None => Some(events.recv().await),
+            };
+            match received {
+                None => {}
+                Some(Ok(event)) => advisor.handle(&event, tokio::time::Instant::now().into_std()),
+                Some(Err(RecvError::Lagged(missed))) => {
+                    tracing::warn!(%name, missed, "missed events; the TTL mode may lag until the next one");
+                }
+                Some(Err(RecvError::Closed)) => return Ok(()),
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use idns_core::{ConfigError, DnsName, FieldError};
 use serde::{Deserialize, Serialize};
 
+use super::ttl::{DynamicTtl, TtlBounds};
+
 /// How the embedded server listens and which zones it serves.
 ///
 /// ```
@@ -49,6 +51,10 @@ pub struct EmbeddedConfig {
     /// served). Without it a restarted server starts empty and accepts any epoch.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Short TTLs while a service's site is suspect, long ones when it is stable (see
+    /// [`DynamicTtl`]); without it every name answers with the TTL its change asked for.
+    #[serde(default)]
+    pub dynamic_ttl: Option<DynamicTtl>,
 }
 
 /// One zone of the embedded server.
@@ -120,6 +126,7 @@ impl EmbeddedConfig {
             max_tcp_connections: defaults::max_tcp_connections(),
             tcp_idle_timeout: defaults::tcp_idle_timeout(),
             state_file: None,
+            dynamic_ttl: None,
         }
     }
 
@@ -169,6 +176,16 @@ impl EmbeddedConfig {
                 "must be longer than zero",
             );
         }
+        let dynamic_ttl = self
+            .dynamic_ttl
+            .and_then(|d| d.check("dynamic_ttl", &mut errors));
+        let mut push = |path: String, value: String, problem: &str| {
+            errors.push(FieldError {
+                path,
+                value,
+                problem: problem.to_owned(),
+            });
+        };
         let mut zones = Vec::new();
         for (i, z) in self.zones.iter().enumerate() {
             let path = format!("zones[{i}]");
@@ -251,6 +268,7 @@ impl EmbeddedConfig {
                 soa_ttl: secs(z.soa_ttl),
                 negative_ttl: secs(z.negative_ttl),
                 serial: z.serial,
+                dynamic_ttl,
             });
         }
         for (i, a) in zones.iter().enumerate() {
@@ -301,6 +319,7 @@ pub(crate) struct ValidZone {
     pub(crate) soa_ttl: u32,
     pub(crate) negative_ttl: u32,
     pub(crate) serial: Option<u32>,
+    pub(crate) dynamic_ttl: Option<TtlBounds>,
 }
 
 #[cfg(test)]
@@ -332,6 +351,30 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle:?} missing from: {err}");
         }
+    }
+
+    #[test]
+    fn dynamic_ttl_problems_are_named() {
+        let config: EmbeddedConfig = toml::from_str(
+            r#"
+            dynamic_ttl = { suspect = "10m", stable = "1m", settle = "30s" }
+            [[zones]]
+            name = "example.com"
+            "#,
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dynamic_ttl.suspect = 10m: must not be longer than dynamic_ttl.stable"),
+            "{err}"
+        );
+        let config: Result<EmbeddedConfig, _> = toml::from_str(
+            r#"
+            dynamic_ttl = { suspect = "5s", stable = "5m", settle = "1m", sticky = true }
+            zones = []
+            "#,
+        );
+        assert!(config.unwrap_err().to_string().contains("sticky"));
     }
 
     #[test]

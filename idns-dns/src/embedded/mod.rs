@@ -19,13 +19,28 @@
 //!   set, so the client retries over TCP;
 //! - a request that cannot be parsed gets FORMERR (its header only), another opcode NOTIMP, a
 //!   packet shorter than a header or with QR set nothing at all;
-//! - the 0x20 spelling of the question is echoed.
+//! - the 0x20 spelling of the question is echoed;
+//! - with [`dynamic_ttl`](EmbeddedConfig::dynamic_ttl), a service name answers with a short
+//!   TTL while its site is suspect and a long one when stable (see [Dynamic TTL](#dynamic-ttl)).
 //!
 //! Speed: answers are rendered once by the complete path (hickory-proto parses and encodes)
 //! and replayed from a per-thread cache with only the ID, flags, question spelling and OPT
 //! record patched; each UDP thread owns a socket on the shared port (`SO_REUSEPORT`) and reads
 //! and writes up to 32 datagrams per system call (`recvmmsg`/`sendmmsg`). `bench/compare.sh`
 //! measures it against BIND, PowerDNS, Knot and gdnsd.
+//!
+//! # Dynamic TTL
+//! With [`DynamicTtl`] configured, each service name holds a [`TtlMode`], set with
+//! [`EmbeddedBackend::set_ttl_mode`]: [`Suspect`](TtlMode::Suspect) answers with the short
+//! TTL, so resolvers pick up a switch quickly, [`Stable`](TtlMode::Stable) with the long one,
+//! so they cache; neither above the TTL the name's change asked for unless
+//! [`exceed_requested`](DynamicTtl::exceed_requested) is set. A name never set answers with
+//! the TTL its change asked for. A mode change swaps the answer set and bumps the SOA serial
+//! like a change does, but leaves the epoch, the ownership record and what
+//! [`read`](idns_core::DnsBackend::read) returns alone.
+//!
+//! [`TtlAdvisor`] decides the mode from the election's [`Event`](idns_core::Event)s, sans IO;
+//! [`EmbeddedBackend::follow_events`] runs one on the driver's event stream.
 //!
 //! [`Responder`] is the same request handling without sockets (for fuzzing, or another
 //! transport).
@@ -61,6 +76,7 @@ mod backend;
 mod config;
 mod fast;
 mod net;
+mod ttl;
 mod zone;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -70,6 +86,7 @@ use std::thread::JoinHandle;
 
 pub use backend::EmbeddedBackend;
 pub use config::{EmbeddedConfig, NameServerConfig, ZoneConfig};
+pub use ttl::{DynamicTtl, TtlAdvisor, TtlMode};
 #[cfg(any(feature = "rfc2136", feature = "powerdns"))]
 pub(crate) use zone::ttl_secs;
 

@@ -11,6 +11,7 @@ use idns_core::{DnsName, Ownership, RecordSet, ownership_name};
 use serde::{Deserialize, Serialize};
 
 use super::config::ValidZone;
+use super::ttl::TtlMode;
 
 /// What one service name publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,8 @@ pub(crate) struct ZoneState {
     pub(crate) cfg: ValidZone,
     pub(crate) serial: u32,
     pub(crate) names: BTreeMap<DnsName, Entry>,
+    /// The dynamic TTL mode of each name that has one (not persisted: advice is live).
+    pub(crate) modes: BTreeMap<DnsName, TtlMode>,
 }
 
 impl ZoneState {
@@ -34,6 +37,15 @@ impl ZoneState {
             serial: cfg.serial.unwrap_or(default_serial),
             cfg,
             names: BTreeMap::new(),
+            modes: BTreeMap::new(),
+        }
+    }
+
+    /// The TTL `name` answers with, given the TTL its change asked for.
+    pub(crate) fn served_ttl(&self, name: &DnsName, requested: u32) -> u32 {
+        match &self.cfg.dynamic_ttl {
+            Some(bounds) => bounds.served(requested, self.modes.get(name).copied()),
+            None => requested,
         }
     }
 
@@ -168,15 +180,16 @@ impl ServedZone {
         }
         for (name, entry) in &z.names {
             let owner = to_name(name)?;
+            let ttl = z.served_ttl(name, entry.ttl);
             match &entry.records {
                 RecordSet::Addresses(ips) => {
                     for ip in ips {
-                        add(address_record(owner.clone(), entry.ttl, *ip));
+                        add(address_record(owner.clone(), ttl, *ip));
                     }
                 }
                 RecordSet::Alias(target) => add(Record::from_rdata(
                     owner.clone(),
-                    entry.ttl,
+                    ttl,
                     RData::CNAME(CNAME(to_name(target)?)),
                 )),
                 RecordSet::Empty => {}
@@ -184,7 +197,7 @@ impl ServedZone {
             let txt_name = ownership_name(name).map_err(|e| e.to_string())?;
             add(Record::from_rdata(
                 to_name(&txt_name)?,
-                entry.ttl,
+                ttl,
                 RData::TXT(TXT::new(vec![entry.owner.to_txt()])),
             ));
         }
