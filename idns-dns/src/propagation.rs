@@ -238,6 +238,8 @@ impl PropagationChecker {
         start: Instant,
         deadline: Instant,
     ) -> ServerAnswer {
+        // What the server answered last: a query cut short by the deadline does not hide it.
+        let mut answered: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let per_query = self.query_timeout.min(left).max(Duration::from_millis(10));
@@ -251,8 +253,15 @@ impl PropagationChecker {
                         detail: seen.records.to_string(),
                     };
                 }
-                Ok(seen) => format!("answers [{}]", seen.records),
-                Err(e) => e.to_string(),
+                Ok(seen) => {
+                    let detail = format!("answers [{}]", seen.records);
+                    answered = Some(detail.clone());
+                    detail
+                }
+                Err(e) => match &answered {
+                    Some(last) => format!("{last}, then: {e}"),
+                    None => e.to_string(),
+                },
             };
             let now = Instant::now();
             if now >= deadline {
