@@ -37,7 +37,10 @@ pub trait DnsBackend: Send + Sync + Debug {
     /// |---|---|---|
     /// | above `current` | any | applied; `current` becomes `change.epoch` |
     /// | equal | the same (records compared with [`RecordSet::same_as`], whatever their order) | `Ok(())`: a retried or resumed step; nothing else changes (a backend may rewrite the TTL) |
-    /// | equal | other records, or another site | [`BackendError::StaleEpoch`] with `attempted == current`: a conflicting decision under the same fence, which only a stale or split controller makes |
+    /// | equal | a withdrawal (no records, no site), or any change of a name that epoch withdrew | applied: a drill cleans its name up, and the next drill publishes it again, under the unchanged production epoch |
+    /// | equal | otherwise (other records, or another site) | [`BackendError::StaleEpoch`] with `attempted == current`: a conflicting decision under the same fence, which only a stale or split controller makes |
+    ///
+    /// [`DnsChange::at_same_epoch`] is that rule; every backend uses it.
     /// | below | any | [`BackendError::StaleEpoch`] naming both epochs |
     ///
     /// A refused change leaves the published records and the ownership record untouched.
@@ -214,6 +217,40 @@ impl DnsChange {
             site: self.site.clone(),
         }
     }
+
+    /// Whether this change withdraws the name: no records, no site.
+    pub fn withdraws(&self) -> bool {
+        self.site.is_none() && self.records.normalized() == RecordSet::Empty
+    }
+
+    /// What this change is to a name whose ownership record already holds the same epoch,
+    /// naming `site` and publishing `published`. Every backend decides a same-epoch change
+    /// with this one rule (see [`DnsBackend::apply`]).
+    pub fn at_same_epoch(&self, site: Option<&SiteId>, published: &RecordSet) -> SameEpoch {
+        if self.site.as_ref() == site && self.records.same_as(published) {
+            SameEpoch::Retry
+        } else if self.withdraws() || (site.is_none() && published.normalized() == RecordSet::Empty)
+        {
+            SameEpoch::Replace
+        } else {
+            SameEpoch::Conflict
+        }
+    }
+}
+
+/// How a backend treats a change carrying the epoch the name's ownership record already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameEpoch {
+    /// The same site and records (in any order): a retried or resumed step; accepted, nothing
+    /// changes but perhaps the TTL.
+    Retry,
+    /// A withdrawal by the holder of the epoch, or a publication on a name that epoch
+    /// withdrew (a drill cleans its name up, and the next drill publishes it again, under the
+    /// unchanged production epoch): accepted and applied.
+    Replace,
+    /// Another site, or other records for a site, under a fence that already decided:
+    /// refused as [`BackendError::StaleEpoch`].
+    Conflict,
 }
 
 /// The answer of each authoritative server after a change.

@@ -122,7 +122,7 @@ pub use config::{
 };
 pub use dns::{
     DnsBackend, DnsCapabilities, DnsChange, Ownership, Propagation, Published, RecordSet,
-    ServerAnswer, ownership_name,
+    SameEpoch, ServerAnswer, ownership_name,
 };
 pub use election::{Command, Election, Input, Resume, StepDone, StepOutput};
 pub use epoch::Epoch;

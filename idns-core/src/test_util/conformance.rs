@@ -54,7 +54,10 @@ use crate::replication::{
 /// 4. A change at the same epoch `e+1` with other records or another site (a conflicting
 ///    decision: other records and site b, other records and site a, the same records and
 ///    site b) fails with [`BackendError::StaleEpoch`] whose `attempted` and `current` are both
-///    `e+1`, and the records and ownership stay as they were.
+///    `e+1`, and the records and ownership stay as they were. A withdrawal at `e+1` (no
+///    records, no site) is applied, and so is publishing [`first`](Self::first) again at
+///    `e+1` once withdrawn (a drill's cleanup, then the next drill; see
+///    [`DnsChange::at_same_epoch`]).
 /// 5. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
 ///    epochs, and the records and ownership stay as they were.
 /// 6. A newer epoch with other records ([`second`](Self::second), site b) wins.
@@ -208,6 +211,24 @@ impl DnsSuite {
             )
             .await;
         }
+
+        // ... but the holder of the epoch may withdraw the name and publish it again under the
+        // same epoch: a drill cleans its name up, and the next drill publishes it again.
+        let withdrawal = self.change(RecordSet::Empty, first.epoch, None);
+        ctx.apply_ok("withdrawing the records at the accepted epoch", &withdrawal)
+            .await;
+        ctx.expect_published(
+            "after withdrawing the records at the accepted epoch",
+            &withdrawal,
+        )
+        .await;
+        ctx.apply_ok(
+            "publishing again at the epoch that withdrew the name",
+            &first,
+        )
+        .await;
+        ctx.expect_published("after publishing again at the same epoch", &first)
+            .await;
 
         // 5. A stale epoch is refused and changes nothing.
         let stale = self.change(

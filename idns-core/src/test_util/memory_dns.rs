@@ -8,15 +8,15 @@ use async_trait::async_trait;
 
 use crate::dns::{
     DnsBackend, DnsCapabilities, DnsChange, Ownership, Propagation, Published, RecordSet,
-    ServerAnswer,
+    SameEpoch, ServerAnswer,
 };
 use crate::epoch::Epoch;
 use crate::error::BackendError;
 use crate::id::DnsName;
 
 /// A DNS backend held in memory: it enforces epochs per name exactly as a real backend must
-/// (see [`DnsBackend::apply`]: a lower epoch is refused, the same epoch is accepted again only
-/// with the same records and site), records every call, and fails on demand. Clones share one
+/// (see [`DnsBackend::apply`]: a lower epoch is refused, the same epoch is accepted again as
+/// [`DnsChange::at_same_epoch`] rules), records every call, and fails on demand. Clones share one
 /// state.
 #[derive(Debug, Clone)]
 pub struct MemoryDns {
@@ -154,12 +154,12 @@ impl MemoryDns {
             s.log.push(DnsCall::Apply(change.clone(), false));
             return Err(BackendError::Unsupported("CNAME records".into()));
         }
-        let (current, same_decision) = match s.names.get(&change.name) {
+        let (current, same_epoch) = match s.names.get(&change.name) {
             Some(e) => (
                 e.owner.epoch,
-                e.owner.site == change.site && e.records.same_as(&change.records),
+                change.at_same_epoch(e.owner.site.as_ref(), &e.records),
             ),
-            None => (Epoch::ZERO, true),
+            None => (Epoch::ZERO, SameEpoch::Replace),
         };
         if change.epoch < current {
             s.stale.push((change.name.clone(), change.epoch, current));
@@ -169,7 +169,7 @@ impl MemoryDns {
                 current,
             });
         }
-        if change.epoch == current && !same_decision {
+        if change.epoch == current && same_epoch == SameEpoch::Conflict {
             s.conflicts.push((change.name.clone(), change.epoch));
             s.log.push(DnsCall::Apply(change.clone(), false));
             return Err(BackendError::StaleEpoch {

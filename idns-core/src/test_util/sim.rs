@@ -1168,6 +1168,13 @@ impl Simulator {
                 format!("DNS asked to write {name} at epoch {attempted} after accepting {current}");
             self.violate(Invariant::StaleWrite, detail);
         }
+        let conflicts = self.dns.same_epoch_conflicts();
+        if let Some((name, epoch)) = conflicts.first() {
+            let detail = format!(
+                "DNS asked to publish another decision for {name} at the accepted epoch {epoch}"
+            );
+            self.violate(Invariant::StaleWrite, detail);
+        }
         let stale = self.repl.stale_attempts();
         if let Some((r, attempted, current)) = stale.first() {
             let detail = format!(

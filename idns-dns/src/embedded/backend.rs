@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Event, Propagation, Published,
-    RecordSet, SiteId,
+    RecordSet, SameEpoch, SiteId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -231,7 +231,7 @@ impl Shared {
         }
         if let Some(e) = current
             && change.epoch == e.owner.epoch
-            && (e.owner.site != change.site || !e.records.same_as(&change.records))
+            && change.at_same_epoch(e.owner.site.as_ref(), &e.records) == SameEpoch::Conflict
         {
             tracing::warn!(
                 name = %change.name,

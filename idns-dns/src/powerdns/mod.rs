@@ -40,7 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Ownership, Propagation,
-    Published, RecordSet, ownership_name,
+    Published, RecordSet, SameEpoch, ownership_name,
 };
 use serde::{Deserialize, Serialize};
 
@@ -320,7 +320,7 @@ impl DnsBackend for PowerDnsBackend {
         }
         if let Some(o) = &current.owner
             && change.epoch == o.epoch
-            && (o.site != change.site || !current.records.same_as(&change.records))
+            && change.at_same_epoch(o.site.as_ref(), &current.records) == SameEpoch::Conflict
         {
             tracing::warn!(name = %change.name, epoch = %change.epoch, records = %change.records, published = %current.records, "refused a conflicting change at the accepted epoch");
             return Err(BackendError::StaleEpoch {

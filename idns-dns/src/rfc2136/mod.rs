@@ -10,9 +10,11 @@
 //! 4. replace the ownership TXT record with the new epoch and site.
 //!
 //! Before sending, the backend reads the current ownership and refuses a stale epoch itself.
-//! A change at the epoch the ownership record already holds is a retry only with the same
-//! site and the same records (read back, then required by value-dependent prerequisites in
-//! the same UPDATE); otherwise it is refused as [`BackendError::StaleEpoch`]. When a
+//! A change at the epoch the ownership record already holds is decided by
+//! [`DnsChange::at_same_epoch`]: a retry (the same site and records, read back, then required
+//! by value-dependent prerequisites in the same UPDATE), a withdrawal or a publication on a
+//! withdrawn name (applied), or a conflicting decision, refused as
+//! [`BackendError::StaleEpoch`]. When a
 //! prerequisite fails (someone wrote in between), it reads again and retries a few times, so
 //! a retried or duplicated update is harmless.
 //!
@@ -62,7 +64,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Ownership, Propagation,
-    Published, RecordSet, ownership_name,
+    Published, RecordSet, SameEpoch, ownership_name,
 };
 
 pub use config::{Rfc2136Config, TsigAlgorithmName, TsigConfig};
@@ -197,32 +199,34 @@ impl Rfc2136Backend {
         Ok((records, owner))
     }
 
-    /// A change at the accepted epoch is a retry only when it publishes what that epoch
-    /// published, for the same site; anything else is a conflicting decision, refused as
-    /// stale.
+    /// How a change at the accepted epoch relates to what that epoch published
+    /// ([`DnsChange::at_same_epoch`]): `Ok(true)` for a retry, `Ok(false)` for a withdrawal or
+    /// a publication on a withdrawn name, and a conflicting decision refused as stale.
     async fn check_same_decision(
         &self,
         change: &DnsChange,
         owner: &Ownership,
-    ) -> Result<(), BackendError> {
-        let conflict = || {
-            tracing::warn!(name = %change.name, epoch = %change.epoch, records = %change.records, "refused a conflicting change at the accepted epoch");
-            Err(BackendError::StaleEpoch {
-                attempted: change.epoch,
-                current: owner.epoch,
-            })
+    ) -> Result<bool, BackendError> {
+        let published = if change.withdraws() {
+            RecordSet::Empty
+        } else {
+            PropagationChecker::new([self.server])
+                .with_query_timeout(self.timeout)
+                .observe(self.server, &change.name)
+                .await?
+                .records
         };
-        if owner.site != change.site {
-            return conflict();
+        match change.at_same_epoch(owner.site.as_ref(), &published) {
+            SameEpoch::Retry => Ok(true),
+            SameEpoch::Replace => Ok(false),
+            SameEpoch::Conflict => {
+                tracing::warn!(name = %change.name, epoch = %change.epoch, records = %change.records, published = %published, "refused a conflicting change at the accepted epoch");
+                Err(BackendError::StaleEpoch {
+                    attempted: change.epoch,
+                    current: owner.epoch,
+                })
+            }
         }
-        let seen = PropagationChecker::new([self.server])
-            .with_query_timeout(self.timeout)
-            .observe(self.server, &change.name)
-            .await?;
-        if !seen.records.same_as(&change.records) {
-            return conflict();
-        }
-        Ok(())
     }
 
     /// The UPDATE of `change`. With `retry` (the ownership record already holds this epoch
@@ -438,10 +442,7 @@ impl DnsBackend for Rfc2136Backend {
                 });
             }
             let retry = match &owner {
-                Some(o) if change.epoch == o.epoch => {
-                    self.check_same_decision(change, o).await?;
-                    true
-                }
+                Some(o) if change.epoch == o.epoch => self.check_same_decision(change, o).await?,
                 _ => false,
             };
             let message = self.update_message(change, &txt, ttl, retry)?;
