@@ -1,0 +1,233 @@
+//! `idnsctl`: the command-line client of idnsd's API.
+//!
+//! ```text
+//! idnsctl status [SERVICE] [--json]
+//! idnsctl failover SERVICE [--to SITE] [--force] [--wait]
+//! idnsctl failback SERVICE [--force] [--wait]
+//! idnsctl freeze SERVICE | unfreeze SERVICE
+//! idnsctl drill SERVICE [--to SITE] [--wait] | drill SERVICE --stop
+//! idnsctl resume SERVICE retry|skip|abort [--wait]
+//! ```
+//!
+//! `--url` (or `IDNS_URL`, default `http://127.0.0.1:9480`) is idnsd's API; `--token` (or
+//! `IDNS_TOKEN`, or `--token-file`) its bearer token. `--wait` follows the runbook step by
+//! step, with progress bars on a terminal, and exits non-zero when it aborts.
+//!
+//! Exit status: 0 success; 1 refused, aborted, unknown service or site; 2 bad usage; 3 idnsd
+//! unreachable; 4 token refused.
+
+// A command-line program talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use idns_examples::daemon::client::{self, Client, ClientError, Progress};
+use serde_json::json;
+
+/// Talk to idnsd: status, failover, failback, freeze, drills.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// idnsd's API.
+    #[arg(
+        long,
+        env = "IDNS_URL",
+        default_value = "http://127.0.0.1:9480",
+        global = true
+    )]
+    url: String,
+    /// The API token.
+    #[arg(long, env = "IDNS_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A file holding the API token.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show every service (or one in detail).
+    Status {
+        /// The service's DNS name.
+        service: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail over to another site.
+    Failover {
+        /// The service's DNS name.
+        service: String,
+        /// The target site (default: the best eligible one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Go past the health, RPO and dwell guards.
+        #[arg(long)]
+        force: bool,
+        /// Follow the runbook until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Return to the home site (reverse replication first).
+    Failback {
+        /// The service's DNS name.
+        service: String,
+        /// Go past the health and dwell guards.
+        #[arg(long)]
+        force: bool,
+        /// Follow the runbook until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop automatic decisions (commands still work).
+    Freeze {
+        /// The service's DNS name.
+        service: String,
+    },
+    /// Resume automatic decisions.
+    Unfreeze {
+        /// The service's DNS name.
+        service: String,
+    },
+    /// Rehearse a failover on the drill name, or stop a drill.
+    Drill {
+        /// The service's DNS name.
+        service: String,
+        /// The site to rehearse on (default: the preferred site other than the active one).
+        #[arg(long, conflicts_with = "stop")]
+        to: Option<String>,
+        /// Stop the drill in progress (it cleans up).
+        #[arg(long)]
+        stop: bool,
+        /// Follow the runbook until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Continue a runbook held for an operator.
+    Resume {
+        /// The service's DNS name.
+        service: String,
+        /// What to do with the held step.
+        #[arg(value_parser = ["retry", "skip", "abort"])]
+        action: String,
+        /// Follow the runbook until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idnsctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), ClientError> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| {
+                    ClientError::BadRequest(format!(
+                        "cannot read the token file {}: {e}",
+                        f.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let c = Client::new(&args.url, token)?;
+    let mut out = std::io::stdout();
+    let (service, action, body, wait) = match args.command {
+        Cmd::Status { service, json } => {
+            match service {
+                Some(name) => {
+                    let s = c.service(&name).await?;
+                    if json {
+                        println!("{}", to_json(&s)?);
+                    } else {
+                        print!("{}", client::render_detail(&s));
+                    }
+                }
+                None => {
+                    let all = c.services().await?;
+                    if json {
+                        println!("{}", to_json(&json!({ "services": all }))?);
+                    } else {
+                        print!("{}", client::render_table(&all));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Cmd::Failover {
+            service,
+            to,
+            force,
+            wait,
+        } => (
+            service,
+            "failover",
+            json!({ "to": to, "force": force }),
+            wait,
+        ),
+        Cmd::Failback {
+            service,
+            force,
+            wait,
+        } => (service, "failback", json!({ "force": force }), wait),
+        Cmd::Freeze { service } => (service, "freeze", json!({}), false),
+        Cmd::Unfreeze { service } => (service, "unfreeze", json!({}), false),
+        Cmd::Drill {
+            service,
+            stop: true,
+            wait,
+            ..
+        } => (service, "drill/stop", json!({}), wait),
+        Cmd::Drill {
+            service, to, wait, ..
+        } => (service, "drill", json!({ "to": to }), wait),
+        Cmd::Resume {
+            service,
+            action,
+            wait,
+        } => (service, "resume", json!({ "action": action }), wait),
+    };
+    let accepted = c.command(&service, action, body).await?;
+    println!(
+        "accepted: {} for {} (epoch {}{})",
+        accepted.command,
+        accepted.service,
+        accepted.epoch,
+        accepted
+            .runbook
+            .map(|r| format!(", runbook {r}"))
+            .unwrap_or_default()
+    );
+    if wait {
+        let mode = if std::io::stderr().is_terminal() {
+            Progress::Bars
+        } else {
+            Progress::Lines
+        };
+        client::follow(&c, &service, &accepted, &mut out, mode).await?;
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, ClientError> {
+    serde_json::to_string_pretty(v).map_err(|e| ClientError::Protocol(e.to_string()))
+}

@@ -1,0 +1,594 @@
+//! The HTTP API and `/metrics`.
+//!
+//! Every `/v1` request needs `Authorization: Bearer <token>` — reads too, since a status shows
+//! the topology and the reasons of decisions. `/metrics` needs it only with
+//! `daemon.metrics_require_token = true` (the metrics hold no secrets, and most scrapers are
+//! set up without one). The token is compared in constant time (as blake3 hashes).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/services` (also `GET /v1/status`) | `{"services": [status, …]}` |
+//! | `GET /v1/services/{name}` | the service's status: active site, epoch, phase, sites with health, reasons and probe results, replication, last decision, runbook in progress with its steps, last switch and drill with RTO per phase and RPO |
+//! | `POST /v1/services/{name}/failover` `{"to": "b", "force": false}` | 202 with the runbook to follow, or 409 with the election's reason |
+//! | `POST /v1/services/{name}/failback` `{"force": false}` | same |
+//! | `POST /v1/services/{name}/freeze`, `/unfreeze` | same |
+//! | `POST /v1/services/{name}/drill` `{"to": "b"}`, `POST …/drill/stop` | same |
+//! | `POST /v1/services/{name}/resume` `{"action": "retry" \| "skip" \| "abort"}` | same, for a held runbook |
+//! | `GET /v1/services/{name}/events?after=N&wait=S&limit=L` | events after `N`; waits up to `S` seconds (at most 30) for one |
+//! | `GET /v1/services/{name}/report?kind=drill&format=json` | the last finished runbook of that kind (default `drill`) |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Errors are JSON: `{"error": "unknown_service", "message": "…"}` with 400 (bad request,
+//! unknown site), 401, 404 (unknown service), 409 (refused), 413 (body over 16 KiB), 503 (the
+//! controller is stopping or does not answer).
+//!
+//! A hostile client cannot hold the daemon: bodies are capped, request headers must arrive
+//! within 10 s, a request is cut after 60 s, and at most 256 connections are served at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use idns_core::{Command, Resume, RunbookKind, SiteId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use super::events::stopped;
+use super::metrics;
+use super::service::{ServiceRuntime, summary};
+use super::wire::{
+    ApiError, CommandAccepted, DrillRequest, FailbackRequest, FailoverRequest, ResumeRequest,
+    ServiceList,
+};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Longest wait of an `/events` long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Longest a request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 256;
+/// Longest wait for the controller to answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    services: Vec<Arc<ServiceRuntime>>,
+    token: blake3::Hash,
+    metrics_require_token: bool,
+    stop: watch::Receiver<bool>,
+}
+
+impl ApiState {
+    /// The API over `services`, guarded by `token`; `stop` ends long-polls when it turns true.
+    pub fn new(
+        services: Vec<Arc<ServiceRuntime>>,
+        token: &str,
+        metrics_require_token: bool,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            services,
+            token: blake3::hash(token.as_bytes()),
+            metrics_require_token,
+            stop,
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return false;
+        };
+        // blake3::Hash compares in constant time.
+        scheme.eq_ignore_ascii_case("bearer") && blake3::hash(token.trim().as_bytes()) == self.token
+    }
+
+    fn service(&self, name: &str) -> Result<&Arc<ServiceRuntime>, Failure> {
+        let wanted = name.trim_end_matches('.');
+        self.services
+            .iter()
+            .find(|s| s.name().as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| {
+                let known: Vec<String> =
+                    self.services.iter().map(|s| s.name().to_string()).collect();
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_service",
+                    format!(
+                        "no service named {name:?}; this daemon runs: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            axum::Json(ApiError {
+                error: self.code.to_owned(),
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+type Shared = State<Arc<ApiState>>;
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/services", get(list))
+        .route("/v1/status", get(list))
+        .route("/v1/services/{name}", get(one))
+        .route("/v1/services/{name}/failover", post(failover))
+        .route("/v1/services/{name}/failback", post(failback))
+        .route("/v1/services/{name}/freeze", post(freeze))
+        .route("/v1/services/{name}/unfreeze", post(unfreeze))
+        .route("/v1/services/{name}/drill", post(drill))
+        .route("/v1/services/{name}/drill/stop", post(drill_stop))
+        .route("/v1/services/{name}/resume", post(resume))
+        .route("/v1/services/{name}/events", get(events))
+        .route("/v1/services/{name}/report", get(report))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(v1)
+        .route("/metrics", get(metrics_page))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(time_limit))
+        .with_state(state)
+}
+
+async fn require_token(State(state): Shared, req: Request, next: Next) -> Response {
+    if state.authorized(req.headers()) {
+        next.run(req).await
+    } else {
+        unauthorized().into_response()
+    }
+}
+
+fn unauthorized() -> Failure {
+    Failure::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong token: send Authorization: Bearer <token>",
+    )
+}
+
+async fn time_limit(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the request took too long",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (see GET /v1/services, /metrics)",
+    )
+}
+
+async fn list(State(state): Shared) -> axum::Json<ServiceList> {
+    let mut services = Vec::with_capacity(state.services.len());
+    for s in &state.services {
+        services.push(s.status().await);
+    }
+    axum::Json(ServiceList { services })
+}
+
+async fn one(State(state): Shared, Path(name): Path<String>) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    Ok(axum::Json(s.status().await).into_response())
+}
+
+/// Parses a JSON body; an empty body is the default.
+fn body<T: DeserializeOwned + Default>(raw: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
+    let bytes = raw.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is over {MAX_BODY} bytes"),
+            )
+        } else {
+            Failure::bad_request(format!("the request body could not be read: {e}"))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::bad_request(format!("the request body is not valid: {e}")))
+}
+
+fn site_of(s: &ServiceRuntime, name: &str) -> Result<SiteId, Failure> {
+    let sites: Vec<String> = s.config.sites().iter().map(|x| x.id.to_string()).collect();
+    SiteId::try_from(name)
+        .ok()
+        .filter(|id| s.config.site(id).is_some())
+        .ok_or_else(|| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_site",
+                format!(
+                    "{name:?} is not a site of {} (its sites: {})",
+                    s.name(),
+                    sites.join(", ")
+                ),
+            )
+        })
+}
+
+async fn run(s: &ServiceRuntime, command: Command, words: String) -> Result<Response, Failure> {
+    let after = s.log.last();
+    match tokio::time::timeout(COMMAND_TIMEOUT, s.handle.command(command)).await {
+        Err(_) => Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "the controller of {} did not answer within {}",
+                s.name(),
+                humantime::format_duration(COMMAND_TIMEOUT)
+            ),
+        )),
+        Ok(Err(idns_core::Error::Refused(r))) => {
+            Err(Failure::new(StatusCode::CONFLICT, "refused", r.to_string()))
+        }
+        Ok(Err(idns_core::Error::Stopped)) => Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the controller of {} has stopped", s.name()),
+        )),
+        Ok(Err(e)) => Err(Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+        Ok(Ok(())) => {
+            let view = s.handle.view();
+            tracing::info!(service = %s.name(), command = %words, "command accepted");
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(CommandAccepted {
+                    service: s.name().to_string(),
+                    command: words,
+                    runbook: view.runbook.as_ref().map(|r| r.id),
+                    epoch: view.epoch.get(),
+                    after,
+                }),
+            )
+                .into_response())
+        }
+    }
+}
+
+async fn failover(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let req: FailoverRequest = body(raw)?;
+    let to = req.to.as_deref().map(|t| site_of(s, t)).transpose()?;
+    let words = format!(
+        "failover to {}{}",
+        to.as_ref()
+            .map_or("the best eligible site".to_owned(), ToString::to_string),
+        if req.force { " (forced)" } else { "" }
+    );
+    run(
+        s,
+        Command::Failover {
+            to,
+            force: req.force,
+        },
+        words,
+    )
+    .await
+}
+
+async fn failback(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let req: FailbackRequest = body(raw)?;
+    let words = format!(
+        "failback to {}{}",
+        s.config.home().id,
+        if req.force { " (forced)" } else { "" }
+    );
+    run(s, Command::Failback { force: req.force }, words).await
+}
+
+async fn freeze(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    body::<Empty>(raw)?;
+    run(s, Command::Freeze, "freeze".to_owned()).await
+}
+
+async fn unfreeze(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    body::<Empty>(raw)?;
+    run(s, Command::Unfreeze, "unfreeze".to_owned()).await
+}
+
+/// A body that must be empty or `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+async fn drill(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let req: DrillRequest = body(raw)?;
+    let to = match req.to.as_deref() {
+        Some(t) => site_of(s, t)?,
+        None => {
+            // The preferred site other than the active one.
+            let active = s.handle.view().active;
+            let mut others: Vec<_> = s.config.sites().iter().filter(|x| x.id != active).collect();
+            others.sort_by_key(|x| x.priority);
+            others
+                .first()
+                .map(|x| x.id.clone())
+                .ok_or_else(|| Failure::bad_request("no site other than the active one"))?
+        }
+    };
+    let words = format!("drill on {to}");
+    run(s, Command::StartDrill { to }, words).await
+}
+
+async fn drill_stop(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    body::<Empty>(raw)?;
+    run(s, Command::StopDrill, "stop the drill".to_owned()).await
+}
+
+async fn resume(
+    State(state): Shared,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let req: Option<ResumeRequest> = body::<Option<ResumeRequest>>(raw)?;
+    let Some(req) = req else {
+        return Err(Failure::bad_request(
+            "the body must say {\"action\": \"retry\" | \"skip\" | \"abort\"}",
+        ));
+    };
+    let how = match req.action.as_str() {
+        "retry" => Resume::Retry,
+        "skip" => Resume::Skip,
+        "abort" => Resume::Abort,
+        other => {
+            return Err(Failure::bad_request(format!(
+                "action {other:?} is not retry, skip or abort"
+            )));
+        }
+    };
+    run(s, Command::Resume(how), format!("resume ({})", req.action)).await
+}
+
+/// Query of `/events`.
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait: f64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    500
+}
+
+async fn events(
+    State(state): Shared,
+    Path(name): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let Query(q) = query.map_err(|e| Failure::bad_request(e.body_text()))?;
+    if !q.wait.is_finite() || q.wait < 0.0 {
+        return Err(Failure::bad_request(
+            "wait must be a number of seconds >= 0",
+        ));
+    }
+    let wait = Duration::from_secs_f64(q.wait.min(MAX_WAIT.as_secs_f64()));
+    let limit = q.limit.clamp(1, 5000);
+    let page = s
+        .log
+        .wait_after(q.after, limit, wait, state.stop.clone())
+        .await;
+    Ok(axum::Json(page).into_response())
+}
+
+/// Query of `/report`.
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn report(
+    State(state): Shared,
+    Path(name): Path<String>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let Query(q) = query.map_err(|e| Failure::bad_request(e.body_text()))?;
+    let kind = match q.kind.as_deref().unwrap_or("drill") {
+        "drill" => RunbookKind::Drill,
+        "failover" => RunbookKind::Failover,
+        "failback" => RunbookKind::Failback,
+        other => {
+            return Err(Failure::bad_request(format!(
+                "kind {other:?} is not drill, failover or failback"
+            )));
+        }
+    };
+    let Some(r) = s.last_report(kind) else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no {kind} of {} has finished since the daemon started",
+                s.name()
+            ),
+        ));
+    };
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(axum::Json(summary(&r)).into_response()),
+        other => Err(Failure::bad_request(format!(
+            "format {other:?} is not available; use json"
+        ))),
+    }
+}
+
+async fn metrics_page(State(state): Shared, headers: HeaderMap) -> Result<Response, Failure> {
+    if state.metrics_require_token && !state.authorized(&headers) {
+        return Err(unauthorized());
+    }
+    let text = metrics::render(&state.services);
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then lets requests in progress end
+/// (long-polls return at once) for up to 5 s.
+pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}

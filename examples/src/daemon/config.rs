@@ -1,0 +1,984 @@
+//! The daemon's configuration: one TOML file with a `[daemon]` table and one or more
+//! `[[services]]`.
+//!
+//! ```toml
+//! [daemon]
+//! listen = "127.0.0.1:9480"          # HTTP API and /metrics
+//! token_file = "token"               # or token = "…" (at least 16 characters)
+//! journal_dir = "state"              # one journal per service, and the embedded DNS state
+//! observers = ["local"]              # the vantage points this process probes as
+//!
+//! [[services]]
+//! name = "www.example.test"          # … every field of idns-core's service configuration …
+//! zone = "example.test"
+//! dns = { backend = "embedded", listen = ["127.0.0.1:5353"] }
+//! replication = { backend = "image", resources = [ … ] }
+//! [[services.sites]]
+//! …
+//! ```
+//!
+//! A service holds every field `idns_core::ServiceConfig::from_toml` accepts (`name`, `zone`,
+//! `record`, `ttl`, `sites` with their `probes`, `observers`, `policy`, `resources`,
+//! `runbook`, `drill_name`, `seed`), plus:
+//! - `dns`: `backend = "embedded"` (idns-dns's `EmbeddedConfig`; `zones` defaults to the
+//!   service's zone, `state_file` to a file in the journal directory), `"rfc2136"`
+//!   (`Rfc2136Config`: `server`, `zones`, `tsig`, …) or `"powerdns"` (`PowerDnsConfig`);
+//! - `replication`: `backend = "image"` (idns-replication's `ImageSpec`), `"postgres"`
+//!   (`PgSpec`), `"command"` (`CommandSpec`) or `"none"` (the default).
+//!
+//! Services whose embedded DNS settings are identical share one server.
+//!
+//! Relative paths are taken relative to the directory of the configuration file.
+//!
+//! [`DaemonConfig::load`] checks everything before anything starts and lists *every* problem
+//! with its field path and line: unknown keys, wrong types, missing fields, values out of
+//! range, references to sites or resources that do not exist, probes that cannot be built.
+//! Secrets (the API token, TSIG keys, API keys, database passwords) are never shown.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use idns_core::{DnsName, ObserverId, ResourceId, ServiceConfig, ServiceSpec, SiteId};
+use idns_dns::Secret;
+use idns_dns::embedded::EmbeddedConfig;
+use idns_dns::powerdns::PowerDnsConfig;
+use idns_dns::rfc2136::Rfc2136Config;
+use idns_replication::command::{CommandConfig, CommandSpec};
+use idns_replication::image::{ImageConfig, ImageSpec};
+use idns_replication::postgres::{PgConfig, PgSpec};
+use serde::Deserialize;
+
+use super::parse::{Lines, Problem, Problems, join};
+
+/// Shortest API token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A checked daemon configuration: everything in it has been validated.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The `[daemon]` table.
+    pub daemon: DaemonSettings,
+    /// The services, in file order.
+    pub services: Vec<ServiceEntry>,
+}
+
+/// The `[daemon]` table, checked.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Where the HTTP API and `/metrics` listen.
+    pub listen: SocketAddr,
+    /// The bearer token every `/v1` request must carry (never shown).
+    pub token: Secret,
+    /// One journal per service is kept here (and the embedded DNS servers' state).
+    pub journal_dir: PathBuf,
+    /// The observers this process probes as; a service runs those of them it lists.
+    pub observers: Vec<ObserverId>,
+    /// How often replication status is read (lag, roles) and fed to the election.
+    pub replication_poll: Duration,
+    /// Whether `/metrics` needs the token too (default: no, it shows no secrets).
+    pub metrics_require_token: bool,
+    /// How many recent events are kept per service for `/events`.
+    pub event_log: usize,
+}
+
+/// One service, checked.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// The election's configuration.
+    pub config: ServiceConfig,
+    /// The DNS backend.
+    pub dns: DnsSpec,
+    /// The replication backend.
+    pub replication: ReplicationSpec,
+    /// The journal file.
+    pub journal: PathBuf,
+}
+
+/// Which DNS backend a service uses, with its checked settings.
+#[derive(Debug, Clone)]
+pub enum DnsSpec {
+    /// The embedded authoritative server.
+    Embedded(EmbeddedConfig),
+    /// RFC 2136 dynamic updates signed with TSIG.
+    Rfc2136(Rfc2136Config),
+    /// The PowerDNS HTTP API.
+    PowerDns(PowerDnsConfig),
+}
+
+impl DnsSpec {
+    /// The backend's name as the file spells it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DnsSpec::Embedded(_) => "embedded",
+            DnsSpec::Rfc2136(_) => "rfc2136",
+            DnsSpec::PowerDns(_) => "powerdns",
+        }
+    }
+
+    fn zones(&self) -> Vec<String> {
+        match self {
+            DnsSpec::Embedded(c) => c.zones.iter().map(|z| z.name.clone()).collect(),
+            DnsSpec::Rfc2136(c) => c.zones.clone(),
+            DnsSpec::PowerDns(c) => c.zones.clone(),
+        }
+    }
+}
+
+/// Which replication backend a service uses, with its checked settings.
+#[derive(Clone)]
+pub enum ReplicationSpec {
+    /// No replicated data (DNS failover only).
+    None,
+    /// Disk images and file trees.
+    Image(ImageConfig),
+    /// PostgreSQL streaming replication.
+    Postgres(PgConfig),
+    /// User hooks.
+    Command(CommandConfig),
+}
+
+impl ReplicationSpec {
+    /// The backend's name as the file spells it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            ReplicationSpec::None => "none",
+            ReplicationSpec::Image(_) => "image",
+            ReplicationSpec::Postgres(_) => "postgres",
+            ReplicationSpec::Command(_) => "command",
+        }
+    }
+
+    /// Each resource with its sites.
+    fn resources(&self) -> Vec<(ResourceId, Vec<SiteId>)> {
+        match self {
+            ReplicationSpec::None => Vec::new(),
+            ReplicationSpec::Image(c) => c
+                .resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.id.clone(),
+                        r.sites.iter().map(|s| s.site.clone()).collect(),
+                    )
+                })
+                .collect(),
+            ReplicationSpec::Postgres(c) => c
+                .resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.id.clone(),
+                        r.sites.iter().map(|s| s.site.clone()).collect(),
+                    )
+                })
+                .collect(),
+            ReplicationSpec::Command(c) => c
+                .resources
+                .iter()
+                .map(|r| (r.id.clone(), r.sites.clone()))
+                .collect(),
+        }
+    }
+}
+
+// PostgreSQL settings may hold passwords (`conninfo`): show only what is harmless.
+impl fmt::Debug for ReplicationSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self
+            .resources()
+            .into_iter()
+            .map(|(r, _)| r.to_string())
+            .collect();
+        f.debug_struct("ReplicationSpec")
+            .field("backend", &self.backend())
+            .field("resources", &ids)
+            .finish()
+    }
+}
+
+/// A configuration that was refused, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file, when it came from one.
+    pub file: Option<PathBuf>,
+    /// The problems, in the order of the file.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self
+            .file
+            .as_ref()
+            .map(|p| format!(" {}", p.display()))
+            .unwrap_or_default();
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration{file} ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The `[daemon]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSpec {
+    #[serde(default = "defaults::listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    token: Option<Secret>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    journal_dir: PathBuf,
+    #[serde(default = "defaults::observers")]
+    observers: Vec<String>,
+    #[serde(default = "defaults::replication_poll", with = "humantime_serde")]
+    replication_poll: Duration,
+    #[serde(default)]
+    metrics_require_token: bool,
+    #[serde(default = "defaults::event_log")]
+    event_log: usize,
+}
+
+mod defaults {
+    use super::*;
+
+    pub(super) fn listen() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9480)
+    }
+    pub(super) fn observers() -> Vec<String> {
+        vec!["local".to_owned()]
+    }
+    pub(super) fn replication_poll() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub(super) fn event_log() -> usize {
+        1000
+    }
+}
+
+impl DaemonConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: Some(path.to_owned()),
+            problems: vec![Problem {
+                path: "(file)".into(),
+                value: String::new(),
+                problem: format!("cannot be read: {e}"),
+                line: None,
+            }],
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let base = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        Self::parse(&text, &base).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Checks configuration text; relative paths in it are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<DaemonConfig, ConfigErrors> {
+        let root: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigErrors {
+                file: None,
+                problems: vec![Problem {
+                    path: "(syntax)".into(),
+                    value: String::new(),
+                    problem: e.message().trim().to_owned(),
+                    line,
+                }],
+            }
+        })?;
+        let mut p = Problems::new(Lines::of(text));
+        let result = check(&mut p, root, base);
+        let mut problems = p.list;
+        if problems.is_empty() {
+            if let Some(cfg) = result {
+                return Ok(cfg);
+            }
+            problems.push(Problem {
+                path: "(document)".into(),
+                value: String::new(),
+                problem: "is incomplete".into(),
+                line: None,
+            });
+        }
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        problems.dedup();
+        Err(ConfigErrors {
+            file: None,
+            problems,
+        })
+    }
+
+    /// A summary for `idnsd --check`, without secrets.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "API and metrics on http://{}, journals in {}, observers {}",
+            self.daemon.listen,
+            self.daemon.journal_dir.display(),
+            list(&self.daemon.observers)
+        );
+        for s in &self.services {
+            let dns = match &s.dns {
+                DnsSpec::Embedded(c) => format!(
+                    "embedded DNS on {}",
+                    c.listen
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                DnsSpec::Rfc2136(c) => format!("RFC 2136 updates to {}", c.server),
+                DnsSpec::PowerDns(c) => format!("PowerDNS API at {}", c.api_url),
+            };
+            let repl = match &s.replication {
+                ReplicationSpec::None => "no replication".to_owned(),
+                other => format!(
+                    "{} replication of {}",
+                    other.backend(),
+                    list(s.config.resources())
+                ),
+            };
+            let sites: Vec<String> = s
+                .config
+                .sites()
+                .iter()
+                .map(|x| format!("{} (priority {})", x.id, x.priority))
+                .collect();
+            out.push_str(&format!(
+                "\nservice {}: sites {}; {dns}; {repl}",
+                s.config.name(),
+                sites.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+fn check(p: &mut Problems, mut root: toml::Table, base: &Path) -> Option<DaemonConfig> {
+    let daemon = root.remove("daemon");
+    let services = root.remove("services");
+    for key in root.keys() {
+        p.push(
+            key.clone(),
+            "",
+            "unknown key (expected the [daemon] table and [[services]])",
+        );
+    }
+    let daemon = match daemon {
+        Some(v) => check_daemon(p, v, base),
+        None => {
+            p.push(
+                "daemon",
+                "",
+                "is missing: add a [daemon] table (listen, token or token_file, journal_dir)",
+            );
+            None
+        }
+    };
+    let tables = match services {
+        None => {
+            p.push("services", "", "is missing: add one or more [[services]]");
+            Vec::new()
+        }
+        Some(toml::Value::Array(a)) => {
+            if a.is_empty() {
+                p.push("services", "", "lists no service");
+            }
+            a
+        }
+        Some(other) => {
+            p.push(
+                "services",
+                "",
+                format!(
+                    "must be an array of tables ([[services]]), not a {}",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    };
+    let mut services = Vec::new();
+    let mut complete = true;
+    for (i, v) in tables.into_iter().enumerate() {
+        match check_service(p, i, v, daemon.as_ref(), base) {
+            Some(s) => services.push(s),
+            None => complete = false,
+        }
+    }
+    check_across(p, daemon.as_ref(), &services);
+    let daemon = daemon?;
+    complete.then_some(DaemonConfig { daemon, services })
+}
+
+fn check_daemon(p: &mut Problems, v: toml::Value, base: &Path) -> Option<DaemonSettings> {
+    let spec: DaemonSpec = p.take(v, "daemon")?;
+    let mut ok = true;
+    let mut journal_dir = spec.journal_dir;
+    resolve(base, &mut journal_dir);
+    let token = match (spec.token, spec.token_file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                "daemon.token_file",
+                "",
+                "give either token or token_file, not both",
+            );
+            None
+        }
+        (None, None) => {
+            p.push(
+                "daemon.token",
+                "",
+                "is missing: set token, or token_file naming a file that holds it",
+            );
+            None
+        }
+        (Some(t), None) => Some((t, "daemon.token")),
+        (None, Some(mut f)) => {
+            resolve(base, &mut f);
+            match std::fs::read_to_string(&f) {
+                Ok(text) => Some((Secret::new(text.trim()), "daemon.token_file")),
+                Err(e) => {
+                    p.push(
+                        "daemon.token_file",
+                        f.display(),
+                        format!("cannot be read: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let token = match token {
+        Some((t, path)) => {
+            let s = t.expose();
+            if s.chars().count() < MIN_TOKEN_LEN {
+                p.push(
+                    path,
+                    "",
+                    format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+                );
+                None
+            } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.push(
+                    path,
+                    "",
+                    "the token must not contain spaces or control characters",
+                );
+                None
+            } else {
+                Some(t)
+            }
+        }
+        None => None,
+    };
+    let mut observers = Vec::new();
+    if spec.observers.is_empty() {
+        p.push("daemon.observers", "[]", "needs at least one observer");
+        ok = false;
+    }
+    for (i, o) in spec.observers.iter().enumerate() {
+        match ObserverId::try_from(o.as_str()) {
+            Ok(id) if observers.contains(&id) => {
+                p.push(format!("daemon.observers[{i}]"), o, "is listed twice");
+                ok = false;
+            }
+            Ok(id) => observers.push(id),
+            Err(e) => {
+                p.push(format!("daemon.observers[{i}]"), o, e.problem);
+                ok = false;
+            }
+        }
+    }
+    if spec.replication_poll < Duration::from_millis(10)
+        || spec.replication_poll > Duration::from_secs(3600)
+    {
+        p.push(
+            "daemon.replication_poll",
+            humantime::format_duration(spec.replication_poll),
+            "must be between 10ms and 1h",
+        );
+        ok = false;
+    }
+    if !(16..=100_000).contains(&spec.event_log) {
+        p.push(
+            "daemon.event_log",
+            spec.event_log,
+            "must be between 16 and 100000",
+        );
+        ok = false;
+    }
+    let token = token?;
+    ok.then_some(DaemonSettings {
+        listen: spec.listen,
+        token,
+        journal_dir,
+        observers,
+        replication_poll: spec.replication_poll,
+        metrics_require_token: spec.metrics_require_token,
+        event_log: spec.event_log,
+    })
+}
+
+fn check_service(
+    p: &mut Problems,
+    i: usize,
+    v: toml::Value,
+    daemon: Option<&DaemonSettings>,
+    base: &Path,
+) -> Option<ServiceEntry> {
+    let path = format!("services[{i}]");
+    let mut table = match v {
+        toml::Value::Table(t) => t,
+        other => {
+            p.push(
+                path,
+                "",
+                format!("must be a table ([[services]]), not a {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    let dns = table.remove("dns");
+    let replication = table.remove("replication");
+    let zone = table
+        .get("zone")
+        .and_then(|z| z.as_str())
+        .map(str::to_owned);
+
+    let config = p
+        .take::<ServiceSpec>(toml::Value::Table(table), &path)
+        .and_then(|spec| match ServiceConfig::new(spec) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                p.extend(&path, e);
+                None
+            }
+        });
+    if let Some(cfg) = &config
+        && let Err(e) = idns_probe::probes_for_service(cfg)
+    {
+        p.extend(&path, e);
+    }
+
+    let dns = match dns {
+        Some(v) => check_dns(p, &path, v, zone.as_deref(), daemon, base),
+        None => {
+            p.push(
+                join(&path, "dns"),
+                "",
+                "is missing: dns = { backend = \"embedded\" | \"rfc2136\" | \"powerdns\", ... }",
+            );
+            None
+        }
+    };
+    let replication = match replication {
+        Some(v) => check_replication(p, &path, v, base),
+        None => Some(ReplicationSpec::None),
+    };
+
+    let (config, dns, replication) = (config?, dns?, replication?);
+    let mut ok = true;
+
+    // The DNS backend must serve the service's zone.
+    let zones = dns.zones();
+    let served = zones
+        .iter()
+        .filter_map(|z| DnsName::try_from(z.as_str()).ok())
+        .any(|z| &z == config.zone());
+    if !served {
+        p.push(
+            join(&path, "zone"),
+            config.zone(),
+            format!(
+                "is not among the zones of the {} DNS backend ({})",
+                dns.backend(),
+                zones.join(", ")
+            ),
+        );
+        ok = false;
+    }
+
+    // This process must probe as at least one of the service's observers.
+    if let Some(d) = daemon
+        && !d
+            .observers
+            .iter()
+            .any(|o| config.observers().ids.contains(o))
+    {
+        p.push(
+            join(&path, "observers.ids"),
+            list(&config.observers().ids),
+            format!(
+                "lists none of this daemon's observers ({}): its sites would never be probed",
+                list(&d.observers)
+            ),
+        );
+        ok = false;
+    }
+
+    ok &= check_resources(p, &path, &config, &replication);
+
+    let journal = daemon
+        .map(|d| d.journal_dir.join(format!("{}.json", config.name())))
+        .unwrap_or_default();
+    ok.then_some(ServiceEntry {
+        config,
+        dns,
+        replication,
+        journal,
+    })
+}
+
+/// Splits `backend = "…"` off a backend table.
+fn backend_of(p: &mut Problems, path: &str, v: toml::Value) -> Option<(String, toml::Table)> {
+    let mut table = match v {
+        toml::Value::Table(t) => t,
+        other => {
+            p.push(
+                path,
+                "",
+                format!("must be a table, not a {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    match table.remove("backend") {
+        Some(toml::Value::String(b)) => Some((b, table)),
+        Some(other) => {
+            p.push(
+                join(path, "backend"),
+                "",
+                format!("must be a string, not a {}", other.type_str()),
+            );
+            None
+        }
+        None => {
+            p.push(join(path, "backend"), "", "is missing");
+            None
+        }
+    }
+}
+
+fn check_dns(
+    p: &mut Problems,
+    service: &str,
+    v: toml::Value,
+    zone: Option<&str>,
+    daemon: Option<&DaemonSettings>,
+    base: &Path,
+) -> Option<DnsSpec> {
+    let path = join(service, "dns");
+    let (backend, mut table) = backend_of(p, &path, v)?;
+    let (spec, check) = match backend.as_str() {
+        "embedded" => {
+            if !table.contains_key("zones")
+                && let Some(z) = zone
+            {
+                let mut t = toml::Table::new();
+                t.insert("name".into(), toml::Value::String(z.to_owned()));
+                table.insert(
+                    "zones".into(),
+                    toml::Value::Array(vec![toml::Value::Table(t)]),
+                );
+            }
+            let mut c: EmbeddedConfig = p.take(toml::Value::Table(table), &path)?;
+            match &mut c.state_file {
+                Some(f) => resolve(base, f),
+                None => {
+                    if let Some(d) = daemon {
+                        let name: String = c
+                            .listen
+                            .iter()
+                            .map(|a| {
+                                a.to_string()
+                                    .chars()
+                                    .map(|ch| {
+                                        if ch.is_ascii_alphanumeric() || ch == '.' {
+                                            ch
+                                        } else {
+                                            '_'
+                                        }
+                                    })
+                                    .collect::<String>()
+                            })
+                            .collect::<Vec<_>>()
+                            .join("+");
+                        c.state_file = Some(d.journal_dir.join(format!("dns-{name}.json")));
+                    }
+                }
+            }
+            let check = c.validate();
+            (DnsSpec::Embedded(c), check)
+        }
+        "rfc2136" => {
+            let c: Rfc2136Config = p.take(toml::Value::Table(table), &path)?;
+            let check = c.validate();
+            (DnsSpec::Rfc2136(c), check)
+        }
+        "powerdns" => {
+            let c: PowerDnsConfig = p.take(toml::Value::Table(table), &path)?;
+            let check = c.validate();
+            (DnsSpec::PowerDns(c), check)
+        }
+        other => {
+            p.push(
+                join(&path, "backend"),
+                other,
+                "is not a DNS backend: expected embedded, rfc2136 or powerdns",
+            );
+            return None;
+        }
+    };
+    match check {
+        Ok(()) => Some(spec),
+        Err(e) => {
+            p.extend(&path, e);
+            None
+        }
+    }
+}
+
+fn check_replication(
+    p: &mut Problems,
+    service: &str,
+    v: toml::Value,
+    base: &Path,
+) -> Option<ReplicationSpec> {
+    let path = join(service, "replication");
+    let (backend, table) = backend_of(p, &path, v)?;
+    let result = match backend.as_str() {
+        "none" => {
+            for key in table.keys() {
+                p.push(
+                    join(&path, key),
+                    "",
+                    "unknown key (backend \"none\" takes none)",
+                );
+            }
+            return table.is_empty().then_some(ReplicationSpec::None);
+        }
+        "image" => {
+            let mut spec: ImageSpec = p.take(toml::Value::Table(table), &path)?;
+            for r in &mut spec.resources {
+                for s in &mut r.sites {
+                    resolve(base, &mut s.root);
+                    if let Some(l) = &mut s.live {
+                        resolve(base, l);
+                    }
+                }
+            }
+            ImageConfig::try_from(spec).map(ReplicationSpec::Image)
+        }
+        "postgres" => {
+            let mut spec: PgSpec = p.take(toml::Value::Table(table), &path)?;
+            resolve(base, &mut spec.save_dir);
+            if let Some(f) = &mut spec.state_file {
+                resolve(base, f);
+            }
+            PgConfig::try_from(spec).map(ReplicationSpec::Postgres)
+        }
+        "command" => {
+            let mut spec: CommandSpec = p.take(toml::Value::Table(table), &path)?;
+            if let Some(f) = &mut spec.state_file {
+                resolve(base, f);
+            }
+            for r in &mut spec.resources {
+                if let Some(d) = &mut r.dir {
+                    resolve(base, d);
+                }
+            }
+            CommandConfig::try_from(spec).map(ReplicationSpec::Command)
+        }
+        other => {
+            p.push(
+                join(&path, "backend"),
+                other,
+                "is not a replication backend: expected image, postgres, command or none",
+            );
+            return None;
+        }
+    };
+    match result {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            p.extend(&path, e);
+            None
+        }
+    }
+}
+
+/// The service's consistency group and the replication backend's resources must match, and
+/// every resource must live at every site of the service.
+fn check_resources(
+    p: &mut Problems,
+    path: &str,
+    cfg: &ServiceConfig,
+    replication: &ReplicationSpec,
+) -> bool {
+    let before = p.list.len();
+    let backend = replication.resources();
+    let rpath = join(path, "replication");
+    if matches!(replication, ReplicationSpec::None) {
+        if !cfg.resources().is_empty() {
+            p.push(
+                rpath,
+                "",
+                format!(
+                    "is missing: the service lists resources ({}) that need a replication backend",
+                    list(cfg.resources())
+                ),
+            );
+        }
+        return p.list.len() == before;
+    }
+    if cfg.resources().is_empty() {
+        p.push(
+            join(path, "resources"),
+            "[]",
+            "lists no resource, but a replication backend is configured: name the resources \
+             that fail over together",
+        );
+    }
+    for (k, r) in cfg.resources().iter().enumerate() {
+        if !backend.iter().any(|(id, _)| id == r) {
+            p.push(
+                format!("{path}.resources[{k}]"),
+                r,
+                format!(
+                    "is not a resource of the {} replication backend",
+                    replication.backend()
+                ),
+            );
+        }
+    }
+    for (j, (id, sites)) in backend.iter().enumerate() {
+        let at = format!("{rpath}.resources[{j}]");
+        if !cfg.resources().contains(id) {
+            p.push(
+                join(&at, "id"),
+                id,
+                "is not in the service's resources (its consistency group)",
+            );
+        }
+        for (k, s) in sites.iter().enumerate() {
+            if cfg.site(s).is_none() {
+                p.push(
+                    format!("{at}.sites[{k}]"),
+                    s,
+                    format!(
+                        "is not a site of this service (sites: {})",
+                        list(&cfg.sites().iter().map(|x| x.id.clone()).collect::<Vec<_>>())
+                    ),
+                );
+            }
+        }
+        for site in cfg.sites() {
+            if !sites.contains(&site.id) {
+                p.push(
+                    join(&at, "sites"),
+                    "",
+                    format!("has no entry for site {} of the service", site.id),
+                );
+            }
+        }
+    }
+    if let ReplicationSpec::Image(c) = replication {
+        for (j, r) in c.resources.iter().enumerate() {
+            if cfg.site(&r.home).is_none() {
+                p.push(
+                    format!("{rpath}.resources[{j}].home"),
+                    &r.home,
+                    "is not a site of this service",
+                );
+            }
+        }
+    }
+    p.list.len() == before
+}
+
+/// Checks between services and the daemon: unique names, embedded DNS servers that share an
+/// address share their settings too, and nothing else listens where the API does.
+fn check_across(p: &mut Problems, daemon: Option<&DaemonSettings>, services: &[ServiceEntry]) {
+    let mut names: BTreeMap<&DnsName, usize> = BTreeMap::new();
+    for (i, s) in services.iter().enumerate() {
+        if let Some(j) = names.insert(s.config.name(), i) {
+            p.push(
+                format!("services[{i}].name"),
+                s.config.name(),
+                format!("is also the name of services[{j}]"),
+            );
+        }
+    }
+    let mut bound: BTreeMap<SocketAddr, (usize, &EmbeddedConfig)> = BTreeMap::new();
+    for (i, s) in services.iter().enumerate() {
+        let DnsSpec::Embedded(c) = &s.dns else {
+            continue;
+        };
+        for (k, a) in c.listen.iter().enumerate() {
+            if a.port() == 0 {
+                continue;
+            }
+            if let Some(d) = daemon
+                && d.listen == *a
+            {
+                p.push(
+                    format!("services[{i}].dns.listen[{k}]"),
+                    a,
+                    "is also the API's address (daemon.listen)",
+                );
+            }
+            match bound.get(a) {
+                Some((j, other)) if *other != c => p.push(
+                    format!("services[{i}].dns.listen[{k}]"),
+                    a,
+                    format!(
+                        "is also served by services[{j}]'s embedded DNS with other settings: \
+                         give both the same dns table (they then share one server) or another \
+                         address"
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    bound.insert(*a, (i, c));
+                }
+            }
+        }
+    }
+}

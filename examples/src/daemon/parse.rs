@@ -1,0 +1,362 @@
+//! Reading a TOML document so that *every* problem is found, not only the first.
+//!
+//! serde stops at the first error. The daemon's configuration is read unit by unit (the daemon
+//! table, each service, each backend), and each unit with [`Problems::take`]: on an error the
+//! offending key is noted with its full path, removed, and the unit is read again, so an
+//! unknown key, a wrong type and a bad value in the same table are all reported. Each problem
+//! carries the line it is on, from a second, span-keeping parse of the text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
+
+/// Keys whose values are secrets: an error about them never shows the value.
+const SECRET_KEYS: [&str; 6] = ["token", "secret", "api_key", "password", "conninfo", "key"];
+
+/// One problem of a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field's path, e.g. `services[0].sites[1].probes[0].interval`.
+    pub path: String,
+    /// The offending value as written (empty when missing or secret).
+    pub value: String,
+    /// What is wrong.
+    pub problem: String,
+    /// The line of the file it is on, where known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.path, self.problem)?;
+        } else {
+            write!(f, "{} = {}: {}", self.path, self.value, self.problem)?;
+        }
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where each field of the text is: path → line.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    lines: BTreeMap<String, usize>,
+}
+
+impl Lines {
+    /// The lines of every key of a document that parses (none for one that does not).
+    pub(crate) fn of(text: &str) -> Lines {
+        let mut lines = Lines::default();
+        if let Ok(table) = DeTable::parse(text) {
+            lines.walk_table(text, "", table.get_ref());
+        }
+        lines
+    }
+
+    fn walk_table(&mut self, text: &str, path: &str, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let p = join(path, key.get_ref());
+            self.lines
+                .insert(p.clone(), line_of(text, key.span().start));
+            self.walk_value(text, &p, value.get_ref(), value.span().start);
+        }
+    }
+
+    fn walk_value(&mut self, text: &str, path: &str, value: &DeValue<'_>, start: usize) {
+        match value {
+            DeValue::Table(t) => self.walk_table(text, path, t),
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    let at = v.span().start;
+                    self.lines
+                        .entry(p.clone())
+                        .or_insert_with(|| line_of(text, if at > 0 { at } else { start }));
+                    self.walk_value(text, &p, v.get_ref(), at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The line of `path`, or of its closest ancestor that has one.
+    pub(crate) fn find(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(*l);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// `parent.key`, or `key` at the top.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A step of a path inside a TOML value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn render(base: &str, segs: &[Seg]) -> String {
+    let mut out = base.to_owned();
+    for s in segs {
+        match s {
+            Seg::Key(k) => out = join(&out, k),
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Collects the problems of one configuration file.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    pub(crate) list: Vec<Problem>,
+    lines: Lines,
+}
+
+impl Problems {
+    pub(crate) fn new(lines: Lines) -> Self {
+        Self {
+            list: Vec::new(),
+            lines,
+        }
+    }
+
+    /// Records a problem at `path`.
+    pub(crate) fn push(
+        &mut self,
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        problem: impl Into<String>,
+    ) {
+        let path = path.into();
+        let line = self.lines.find(&path);
+        let value = if is_secret_path(&path) {
+            String::new()
+        } else {
+            value.to_string()
+        };
+        self.list.push(Problem {
+            path,
+            value,
+            problem: problem.into(),
+            line,
+        });
+    }
+
+    /// Records the problems a validator found, their paths under `prefix`.
+    pub(crate) fn extend(&mut self, prefix: &str, errors: idns_core::ConfigError) {
+        for e in errors.errors {
+            let path = if e.path.starts_with("line ") || e.path == "(document)" {
+                prefix.to_owned()
+            } else {
+                join(prefix, &e.path)
+            };
+            self.push(path, e.value, e.problem);
+        }
+    }
+
+    /// Reads `value` as a `T`, recording every problem found under `path`. Returns `None` when
+    /// a problem makes a `T` impossible (a required field missing or wrong); otherwise the `T`
+    /// read once the offending keys are removed (they take their defaults).
+    pub(crate) fn take<T: DeserializeOwned>(
+        &mut self,
+        mut value: toml::Value,
+        path: &str,
+    ) -> Option<T> {
+        let mut removed: Vec<Vec<Seg>> = Vec::new();
+        // Each round removes one key, so this ends; the bound only guards against a bug.
+        for _ in 0..256 {
+            let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                // With bad keys removed this is read with defaults in their place: good enough
+                // to look for further problems; the caller never runs a file with problems.
+                Ok(t) => return Some(t),
+                Err(e) => e,
+            };
+            let mut segs = segments(err.path());
+            let message = err.inner().message().trim().to_owned();
+            if let Some(field) = quoted_after(&message, "missing field `") {
+                segs.push(Seg::Key(field));
+                if !removed.contains(&segs) {
+                    self.push(render(path, &segs), "", "is missing");
+                }
+                return None;
+            }
+            if let Some(field) = quoted_after(&message, "unknown field `") {
+                segs.push(Seg::Key(field));
+                let expected = message
+                    .split_once(", expected ")
+                    .map(|(_, e)| format!(" (expected {e})"))
+                    .unwrap_or_default();
+                self.push(render(path, &segs), "", format!("unknown key{expected}"));
+            } else if let Some(variant) = quoted_after(&message, "unknown variant `") {
+                let expected = message
+                    .split_once(", expected ")
+                    .map(|(_, e)| format!(": expected {e}"))
+                    .unwrap_or_default();
+                let full = render(path, &segs);
+                let shown = if is_secret_path(&full) {
+                    String::new()
+                } else {
+                    variant
+                };
+                self.push(full, shown, format!("unknown variant{expected}"));
+            } else {
+                let full = render(path, &segs);
+                let problem = if is_secret_path(&full) {
+                    "has a wrong type or value (not shown: it is secret)".to_owned()
+                } else {
+                    message
+                };
+                self.push(full, "", problem);
+            }
+            // Remove the innermost key that holds the problem, then read again.
+            while matches!(segs.last(), Some(Seg::Index(_))) {
+                segs.pop();
+            }
+            if segs.is_empty() || !remove(&mut value, &segs) {
+                return None;
+            }
+            removed.push(segs);
+        }
+        None
+    }
+}
+
+fn is_secret_path(path: &str) -> bool {
+    let last = path.rsplit(['.', '[']).next().unwrap_or(path);
+    SECRET_KEYS.contains(&last)
+        || path.contains(".tsig.secret")
+        || last.ends_with("_password")
+        || last.ends_with("_token")
+}
+
+fn segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    let mut out = Vec::new();
+    for s in path.iter() {
+        match s {
+            Segment::Map { key } => out.push(Seg::Key(key.clone())),
+            Segment::Seq { index } => out.push(Seg::Index(*index)),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.split_once(prefix)?.1;
+    Some(rest.split_once('`')?.0.to_owned())
+}
+
+/// Removes the key at `segs` (which ends with a key) from `value`.
+fn remove(value: &mut toml::Value, segs: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for s in parents {
+        let next = match (s, at) {
+            (Seg::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+            (Seg::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match at {
+        toml::Value::Table(t) => t.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        #[serde(default)]
+        n: u32,
+        #[serde(default)]
+        s: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        #[serde(default)]
+        items: Vec<Inner>,
+        #[serde(default)]
+        secret: String,
+    }
+
+    fn problems(text: &str) -> (Option<Outer>, Vec<String>) {
+        let value: toml::Value = toml::from_str(text).unwrap();
+        let mut p = Problems::new(Lines::of(text));
+        let out = p.take::<Outer>(value, "top");
+        (out, p.list.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn every_problem_is_found_with_path_and_line() {
+        let (out, list) = problems(
+            "name = \"x\"\nbogus = 1\n[[items]]\nn = \"seven\"\n[[items]]\ns = 3\nextra = true\n",
+        );
+        assert!(out.is_some());
+        let all = list.join("\n");
+        assert!(all.contains("top.bogus: unknown key"), "{all}");
+        assert!(all.contains("(line 2)"), "{all}");
+        assert!(all.contains("top.items[0].n: invalid type"), "{all}");
+        assert!(all.contains("(line 4)"), "{all}");
+        assert!(all.contains("top.items[1].s: invalid type"), "{all}");
+        assert!(all.contains("top.items[1].extra: unknown key"), "{all}");
+        assert_eq!(list.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn a_bad_required_field_is_reported_once() {
+        let (out, list) = problems("name = 5\n");
+        assert!(out.is_none());
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].starts_with("top.name: invalid type"), "{list:?}");
+        let (_, list) = problems("items = []\n");
+        assert_eq!(list, vec!["top.name: is missing".to_owned()]);
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let (_, list) = problems("name = \"x\"\nsecret = 123456789\n");
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(!list[0].contains("123456789"), "{list:?}");
+        assert!(list[0].contains("top.secret"), "{list:?}");
+    }
+}

@@ -1,0 +1,654 @@
+//! One running service: its driver's handle, journal, recent events and what the daemon has
+//! seen of it (probe results, replication status, finished runbooks), for the API and metrics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use idns_core::runtime::{FileStore, Handle};
+use idns_core::{
+    Event, Health, Journal, ObserverId, Outcome, ProbeId, ProbeOutcome, ProbeReport, ProbeStatus,
+    ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore,
+    StepRecord, StepStatus, SwitchReport, explain,
+};
+use idns_replication::{Operation, Progress};
+use tokio::sync::broadcast;
+
+use super::events::EventLog;
+use super::wire::{
+    DecisionInfo, PhaseInfo, ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary,
+    RunbookStatus, ServiceStatus, SiteStatus, StepInfo,
+};
+
+/// Upper bounds of the probe latency histogram's buckets, seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A Prometheus-style cumulative histogram of probe latencies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// Count of observations at most each bound of [`LATENCY_BUCKETS`].
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Sum of all observations, seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (b, bound) in self.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if s <= bound {
+                *b += 1;
+            }
+        }
+        self.sum += s;
+        self.count += 1;
+    }
+}
+
+/// The last result of one probe at one observer, and its latency history.
+#[derive(Debug, Clone)]
+pub struct ProbeSample {
+    /// The last attempt.
+    pub outcome: ProbeOutcome,
+    /// When it started.
+    pub at: SystemTime,
+    /// The probe's health after rise/fall counting, once it has crossed a threshold.
+    pub health: Option<Health>,
+    /// Latencies of every attempt.
+    pub latency: LatencyHistogram,
+}
+
+/// Replication of one resource at one site, as last read.
+#[derive(Debug, Clone)]
+pub struct ReplicaSample {
+    /// Its role.
+    pub role: Role,
+    /// Its lag.
+    pub lag: Option<Duration>,
+    /// Its lag in bytes.
+    pub lag_bytes: Option<u64>,
+    /// When it was read.
+    pub at: SystemTime,
+}
+
+/// What the daemon has seen of a service.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Last probe results, by site, probe and observer.
+    pub probes: BTreeMap<(SiteId, ProbeId, ObserverId), ProbeSample>,
+    /// Replication, by resource and site.
+    pub replication: BTreeMap<(ResourceId, SiteId), ReplicaSample>,
+    /// The last decision.
+    pub decision: Option<DecisionInfo>,
+    /// The last finished runbook of each kind.
+    pub last: BTreeMap<String, SwitchReport>,
+    /// The last finished production switch.
+    pub last_switch: Option<SwitchReport>,
+    /// Finished runbooks by kind and outcome, since the daemon started.
+    pub finished: BTreeMap<(String, String), u64>,
+    /// Step retries by step name, since the daemon started.
+    pub retries: BTreeMap<String, u64>,
+    /// When the last progress event of each operation went to the log.
+    progress_logged: BTreeMap<(ResourceId, SiteId, &'static str), (std::time::Instant, u64)>,
+}
+
+/// A service the daemon runs.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    /// Its checked configuration.
+    pub config: ServiceConfig,
+    /// Talks to its driver.
+    pub handle: Handle,
+    /// Its journal.
+    pub store: FileStore,
+    /// Where drill reports are written.
+    pub report_dir: PathBuf,
+    /// Its recent events.
+    pub log: EventLog,
+    /// What the daemon has seen of it.
+    pub observed: Mutex<Observed>,
+}
+
+/// Something that happened to a finished drill: the daemon writes its report.
+pub type DrillHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport) + Send + Sync>;
+
+impl ServiceRuntime {
+    /// A service whose driver is reached through `handle`.
+    pub fn new(
+        config: ServiceConfig,
+        handle: Handle,
+        store: FileStore,
+        report_dir: PathBuf,
+        events: usize,
+    ) -> Self {
+        Self {
+            config,
+            handle,
+            store,
+            report_dir,
+            log: EventLog::new(events),
+            observed: Mutex::new(Observed::default()),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &idns_core::DnsName {
+        self.config.name()
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a probe's report (before it goes to the driver).
+    pub fn record_probe(&self, r: &ProbeReport) {
+        let mut o = self.observed();
+        let key = (r.site.clone(), r.probe.clone(), r.observer.clone());
+        let sample = o.probes.entry(key).or_insert_with(|| ProbeSample {
+            outcome: r.outcome.clone(),
+            at: r.at,
+            health: None,
+            latency: LatencyHistogram::default(),
+        });
+        sample.outcome = r.outcome.clone();
+        sample.at = r.at;
+        sample.latency.observe(r.outcome.latency);
+    }
+
+    /// Notes a replication status read.
+    pub fn record_replication(&self, status: &ReplicationStatus, at: SystemTime) {
+        let mut o = self.observed();
+        for s in &status.sites {
+            o.replication.insert(
+                (status.resource.clone(), s.site.clone()),
+                ReplicaSample {
+                    role: s.role,
+                    lag: s.lag,
+                    lag_bytes: s.lag_bytes,
+                    at,
+                },
+            );
+        }
+    }
+
+    /// Notes a replication progress report; logs it as an event now and then (every 200 ms
+    /// per operation, and at its end), so that `idnsctl --wait` can draw a bar.
+    pub fn record_progress(&self, p: &Progress) {
+        let op = match p.operation {
+            Operation::Pass => "pass",
+            Operation::DrillCopy => "drill_copy",
+            Operation::Check => "check",
+            Operation::CatchUp => "catch_up",
+            _ => "other",
+        };
+        let now = std::time::Instant::now();
+        {
+            let mut o = self.observed();
+            let key = (p.resource.clone(), p.site.clone(), op);
+            let due = match o.progress_logged.get(&key) {
+                Some((last, done)) => {
+                    p.bytes_done >= p.bytes_total && *done < p.bytes_total
+                        || now.duration_since(*last) >= Duration::from_millis(200)
+                }
+                None => true,
+            };
+            if !due {
+                return;
+            }
+            o.progress_logged.insert(key, (now, p.bytes_done));
+        }
+        let text = format!(
+            "{op} of {} at {}: {} of {} ({:.0}%)",
+            p.resource,
+            p.site,
+            bytes(p.bytes_done),
+            bytes(p.bytes_total),
+            p.fraction() * 100.0
+        );
+        self.log.push(
+            text,
+            None,
+            Some(ProgressInfo {
+                resource: p.resource.to_string(),
+                site: p.site.to_string(),
+                operation: op.to_owned(),
+                file: p.file.clone(),
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+            }),
+        );
+    }
+
+    /// Notes an event of the election and logs it.
+    pub fn record_event(&self, event: Event) {
+        {
+            let mut o = self.observed();
+            match &event {
+                Event::ProbeChanged {
+                    site,
+                    probe,
+                    observer,
+                    health,
+                    ..
+                } => {
+                    if let Some(s) =
+                        o.probes
+                            .get_mut(&(site.clone(), probe.clone(), observer.clone()))
+                    {
+                        s.health = Some(*health);
+                    }
+                }
+                Event::Decision {
+                    runbook,
+                    kind,
+                    from,
+                    to,
+                    epoch,
+                    forced,
+                    reasons,
+                } => {
+                    o.decision = Some(DecisionInfo {
+                        runbook: *runbook,
+                        kind: kind.to_string(),
+                        from: from.as_ref().map(ToString::to_string),
+                        to: to.as_ref().map(ToString::to_string),
+                        epoch: epoch.get(),
+                        forced: *forced,
+                        reasons: reasons.iter().map(ToString::to_string).collect(),
+                        at: rfc3339(SystemTime::now()),
+                    });
+                }
+                Event::StepRetry { name, .. } => {
+                    *o.retries.entry(name.to_string()).or_default() += 1;
+                }
+                Event::Finished(r) => {
+                    *o.finished
+                        .entry((r.kind.to_string(), outcome(r.outcome).to_owned()))
+                        .or_default() += 1;
+                    o.last.insert(r.kind.to_string(), r.clone());
+                    if r.kind != RunbookKind::Drill {
+                        o.last_switch = Some(r.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let text = describe(&event);
+        self.log.push(text, Some(event), None);
+    }
+
+    /// Follows the driver's events until it stops; `on_drill` is called for each finished
+    /// drill.
+    pub async fn track(self: Arc<Self>, mut rx: broadcast::Receiver<Event>, on_drill: DrillHook) {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let drill = match &event {
+                        Event::Finished(r) if r.kind == RunbookKind::Drill => Some(r.clone()),
+                        _ => None,
+                    };
+                    self.record_event(event);
+                    if let Some(r) = drill {
+                        on_drill(&self, &r);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.log
+                        .push(format!("({n} events of the election missed)"), None, None);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The last finished runbook of `kind`.
+    pub fn last_report(&self, kind: RunbookKind) -> Option<SwitchReport> {
+        self.observed().last.get(&kind.to_string()).cloned()
+    }
+
+    /// The service's status: the election's view, the runbook in progress from the journal,
+    /// and what the daemon has seen.
+    pub async fn status(&self) -> ServiceStatus {
+        let view = self.handle.view();
+        let journal: Option<Journal> = match self.store.load().await {
+            Ok(stored) => stored.map(|s| s.journal),
+            Err(e) => {
+                tracing::warn!(service = %self.name(), error = %e, "journal not readable for the status");
+                None
+            }
+        };
+        let runbook = view.runbook.as_ref().map(|v| {
+            let from_journal = journal
+                .as_ref()
+                .and_then(|j| j.runbook.as_ref())
+                .filter(|r| r.id == v.id);
+            match from_journal {
+                Some(r) => runbook_status(r, v.held.clone()),
+                None => RunbookStatus {
+                    id: v.id,
+                    kind: v.kind.to_string(),
+                    from: None,
+                    to: v.to.as_ref().map(ToString::to_string),
+                    epoch: view.epoch.get(),
+                    forced: false,
+                    decided_at: String::new(),
+                    held: v.held.clone(),
+                    steps: Vec::new(),
+                },
+            }
+        });
+        let o = self.observed();
+        let sites = view
+            .sites
+            .iter()
+            .map(|s| SiteStatus {
+                id: s.id.to_string(),
+                priority: s.priority,
+                active: s.id == view.active,
+                health: s.health.to_string(),
+                eligible: s.eligible,
+                lag_seconds: s.lag.map(|d| d.as_secs_f64()),
+                reasons: s.reasons.iter().map(ToString::to_string).collect(),
+                probes: o
+                    .probes
+                    .iter()
+                    .filter(|((site, _, _), _)| site == &s.id)
+                    .map(|((_, probe, observer), p)| ProbeDetail {
+                        probe: probe.to_string(),
+                        observer: observer.to_string(),
+                        status: probe_status(p.outcome.status).to_owned(),
+                        health: p.health.map(|h| h.to_string()),
+                        latency_seconds: p.outcome.latency.as_secs_f64(),
+                        reason: p.outcome.reason.clone(),
+                        at: rfc3339(p.at),
+                        checks: p.latency.count,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let replication = o
+            .replication
+            .iter()
+            .map(|((resource, site), r)| ReplicationInfo {
+                resource: resource.to_string(),
+                site: site.to_string(),
+                role: r.role.to_string(),
+                lag_seconds: r.lag.map(|d| d.as_secs_f64()),
+                lag_bytes: r.lag_bytes,
+                at: rfc3339(r.at),
+            })
+            .collect();
+        ServiceStatus {
+            name: self.name().to_string(),
+            zone: self.config.zone().to_string(),
+            active: view.active.to_string(),
+            epoch: view.epoch.get(),
+            phase: view
+                .runbook
+                .as_ref()
+                .map_or_else(|| "steady".to_owned(), |r| r.kind.to_string()),
+            serving: serde_json::to_value(view.serving)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            frozen: view.frozen,
+            switches: view.switches,
+            running: !self.handle.is_stopped(),
+            sites,
+            replication,
+            decision: o.decision.clone(),
+            runbook,
+            last_switch: o.last_switch.as_ref().map(summary),
+            last_drill: o.last.get(&RunbookKind::Drill.to_string()).map(summary),
+            last_event: self.log.last(),
+        }
+    }
+}
+
+fn runbook_status(r: &Runbook, held: Option<String>) -> RunbookStatus {
+    let next = r.next_index();
+    let steps = r
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, planned)| match r.done.get(i) {
+            Some(rec) => step_info(rec),
+            None => StepInfo {
+                name: planned.name.to_string(),
+                description: planned.step.to_string(),
+                status: if i == next {
+                    if held.is_some() { "held" } else { "running" }
+                } else {
+                    "pending"
+                }
+                .to_owned(),
+                attempts: if i == next { r.attempt } else { 0 },
+                seconds: None,
+                detail: String::new(),
+            },
+        })
+        .collect();
+    RunbookStatus {
+        id: r.id,
+        kind: r.kind.to_string(),
+        from: r.from.as_ref().map(ToString::to_string),
+        to: r.to.as_ref().map(ToString::to_string),
+        epoch: r.epoch.get(),
+        forced: r.forced,
+        decided_at: rfc3339(r.decided_at),
+        held: held.or_else(|| r.held.clone()),
+        steps,
+    }
+}
+
+fn step_info(rec: &StepRecord) -> StepInfo {
+    StepInfo {
+        name: rec.name.to_string(),
+        description: rec.description.clone(),
+        status: step_status(rec.status).to_owned(),
+        attempts: rec.attempts,
+        seconds: Some(rec.duration.as_secs_f64()),
+        detail: rec.detail.clone(),
+    }
+}
+
+/// A finished runbook in the API's terms.
+pub fn summary(r: &SwitchReport) -> ReportSummary {
+    ReportSummary {
+        runbook: r.runbook,
+        kind: r.kind.to_string(),
+        outcome: outcome(r.outcome).to_owned(),
+        from: r.from.as_ref().map(ToString::to_string),
+        to: r.to.as_ref().map(ToString::to_string),
+        epoch: r.epoch.get(),
+        forced: r.forced,
+        decided_at: rfc3339(r.decided_at),
+        finished_at: rfc3339(r.finished_at),
+        rto_seconds: r.rto.as_secs_f64(),
+        rpo_seconds: r.rpo.map(|d| d.as_secs_f64()),
+        phases: r
+            .phases
+            .iter()
+            .map(|p| PhaseInfo {
+                phase: phase_label(p.phase).to_owned(),
+                seconds: p.duration.as_secs_f64(),
+            })
+            .collect(),
+        steps: r.steps.iter().map(step_info).collect(),
+        reasons: r.reasons.clone(),
+    }
+}
+
+/// A phase as metrics and JSON name it (snake case, no spaces).
+pub fn phase_label(p: idns_core::Phase) -> &'static str {
+    use idns_core::Phase as P;
+    match p {
+        P::Detect => "detect",
+        P::Decide => "decide",
+        P::Fence => "fence",
+        P::Promote => "promote",
+        P::Reprotect => "reprotect",
+        P::Verify => "verify",
+        P::SwitchDns => "switch_dns",
+        P::Propagate => "propagate",
+        P::Cleanup => "cleanup",
+    }
+}
+
+/// `completed` or `aborted`.
+pub fn outcome(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Aborted => "aborted",
+    }
+}
+
+fn step_status(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Done => "done",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Failed => "failed",
+    }
+}
+
+fn probe_status(s: ProbeStatus) -> &'static str {
+    match s {
+        ProbeStatus::Up => "up",
+        ProbeStatus::Down => "down",
+        ProbeStatus::Timeout => "timeout",
+    }
+}
+
+/// A wall-clock time as RFC 3339, UTC, milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// An event in words, as a log line.
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::ProbeChanged {
+            site,
+            probe,
+            observer,
+            health,
+            reason,
+        } => {
+            let mut s = format!("probe {probe} of {site} is {health} at {observer}");
+            if !reason.is_empty() {
+                let _ = write!(s, ": {reason}");
+            }
+            s
+        }
+        Event::ObserverChanged { observer, live } => format!(
+            "observer {observer} {}",
+            if *live {
+                "reports again"
+            } else {
+                "is silent: its reports no longer count"
+            }
+        ),
+        Event::SiteChanged {
+            site, to, reasons, ..
+        } => format!("site {site} is {to}: {}", explain(reasons)),
+        Event::Decision {
+            kind,
+            from,
+            to,
+            epoch,
+            forced,
+            reasons,
+            ..
+        } => format!(
+            "decision: {kind} {} -> {} at epoch {epoch}{}: {}",
+            from.as_ref().map_or("-".to_owned(), ToString::to_string),
+            to.as_ref().map_or("-".to_owned(), ToString::to_string),
+            if *forced { " (forced)" } else { "" },
+            explain(reasons)
+        ),
+        Event::Blocked { reasons } => format!("waiting: {}", explain(reasons)),
+        Event::Recommendation { kind, to, reasons } => {
+            format!("recommendation: {kind} to {to}: {}", explain(reasons))
+        }
+        Event::StepStarted {
+            id, description, ..
+        } => {
+            if id.attempt > 1 {
+                format!("started {description} (attempt {})", id.attempt)
+            } else {
+                format!("started {description}")
+            }
+        }
+        Event::StepRetry {
+            name, delay, error, ..
+        } => format!(
+            "retry {name} in {}: {error}",
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        ),
+        Event::StepFinished { record, .. } => {
+            let mut s = format!(
+                "{} {} ({})",
+                step_status(record.status),
+                record.description,
+                ms(record.duration)
+            );
+            if !record.detail.is_empty() {
+                let _ = write!(s, ": {}", record.detail);
+            }
+            s
+        }
+        Event::Held { name, reason, .. } => {
+            format!("HELD at {name}: {reason} (resume with idnsctl resume: retry, skip or abort)")
+        }
+        Event::Finished(r) => {
+            let mut s = format!(
+                "{} {} at epoch {}: RTO {}",
+                r.kind,
+                if r.outcome == Outcome::Completed {
+                    "finished"
+                } else {
+                    "ABORTED"
+                },
+                r.epoch,
+                ms(r.rto)
+            );
+            if let Some(rpo) = r.rpo {
+                let _ = write!(s, ", RPO {}", ms(rpo));
+            }
+            s
+        }
+        Event::Refused(r) => format!("refused: {r}"),
+        Event::Frozen { frozen } => if *frozen {
+            "automatic decisions frozen"
+        } else {
+            "automatic decisions resumed"
+        }
+        .to_owned(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,319 @@
+//! The JSON bodies of the HTTP API, shared by the daemon and `idnsctl`.
+//!
+//! Times are RFC 3339 strings (UTC), durations are seconds as floating-point numbers.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    /// Every service the daemon runs.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// The status of one service: `GET /v1/services/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service's DNS name.
+    pub name: String,
+    /// Its zone.
+    pub zone: String,
+    /// The active site.
+    pub active: String,
+    /// The fencing epoch.
+    pub epoch: u64,
+    /// `steady`, or the kind of the runbook in progress (`failover`, `failback`, `drill`, …).
+    pub phase: String,
+    /// What the name publishes: `active`, `all_sites` or `withdrawn`.
+    pub serving: String,
+    /// Whether automatic decisions are frozen.
+    pub frozen: bool,
+    /// Switches made so far (kept in the journal).
+    pub switches: u64,
+    /// Whether the service's driver is running.
+    pub running: bool,
+    /// Each site, in configuration order.
+    pub sites: Vec<SiteStatus>,
+    /// Replication of each resource at each site, from the last status poll.
+    pub replication: Vec<ReplicationInfo>,
+    /// The last decision and its reason chain.
+    pub decision: Option<DecisionInfo>,
+    /// The runbook in progress.
+    pub runbook: Option<RunbookStatus>,
+    /// The last finished production switch (failover, failback, …).
+    pub last_switch: Option<ReportSummary>,
+    /// The last finished drill.
+    pub last_drill: Option<ReportSummary>,
+    /// Sequence number of the newest event (for `/events?after=`).
+    pub last_event: u64,
+}
+
+/// One site in a status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteStatus {
+    /// The site.
+    pub id: String,
+    /// Its priority (lowest is home).
+    pub priority: u32,
+    /// Whether it is the active site.
+    pub active: bool,
+    /// `up`, `down` or `unknown` (by observer quorum).
+    pub health: String,
+    /// Whether a failover could go there now.
+    pub eligible: bool,
+    /// Its largest replication lag, seconds.
+    pub lag_seconds: Option<f64>,
+    /// Why it has this health and eligibility.
+    pub reasons: Vec<String>,
+    /// The last result of each probe at each observer.
+    pub probes: Vec<ProbeDetail>,
+}
+
+/// The last result of one probe at one observer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDetail {
+    /// The probe.
+    pub probe: String,
+    /// The observer.
+    pub observer: String,
+    /// `up`, `down` or `timeout`.
+    pub status: String,
+    /// The probe's health after rise/fall counting, when it has crossed a threshold.
+    pub health: Option<String>,
+    /// Latency of the last attempt, seconds.
+    pub latency_seconds: f64,
+    /// The reason of the last attempt (empty when up).
+    pub reason: String,
+    /// When the last attempt started.
+    pub at: String,
+    /// Attempts reported since the daemon started.
+    pub checks: u64,
+}
+
+/// Replication of one resource at one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationInfo {
+    /// The resource.
+    pub resource: String,
+    /// The site.
+    pub site: String,
+    /// `primary`, `replica`, `fenced` or `unknown`.
+    pub role: String,
+    /// Lag behind the primary, seconds.
+    pub lag_seconds: Option<f64>,
+    /// Lag in bytes, where the backend knows.
+    pub lag_bytes: Option<u64>,
+    /// When it was read.
+    pub at: String,
+}
+
+/// A decision of the election.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionInfo {
+    /// The runbook it started.
+    pub runbook: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Switching away from.
+    pub from: Option<String>,
+    /// Switching to.
+    pub to: Option<String>,
+    /// The new epoch.
+    pub epoch: u64,
+    /// Whether an operator forced it.
+    pub forced: bool,
+    /// The reason chain, one link per entry.
+    pub reasons: Vec<String>,
+    /// When it was made.
+    pub at: String,
+}
+
+/// The runbook in progress, from the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Switching away from.
+    pub from: Option<String>,
+    /// Switching to.
+    pub to: Option<String>,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Whether an operator forced it.
+    pub forced: bool,
+    /// When it was decided.
+    pub decided_at: String,
+    /// Set while it waits for an operator (`idnsctl resume`).
+    pub held: Option<String>,
+    /// Every planned step with its state.
+    pub steps: Vec<StepInfo>,
+}
+
+/// One step of a runbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// The configured step (`fence`, `promote`, …).
+    pub name: String,
+    /// What it does, in words.
+    pub description: String,
+    /// `done`, `skipped`, `failed`, `running` or `pending`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time it took, seconds (for finished steps).
+    pub seconds: Option<f64>,
+    /// What it found, or its last error.
+    pub detail: String,
+}
+
+/// A finished runbook with its measured RTO and RPO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    /// The runbook.
+    pub runbook: u64,
+    /// Its kind.
+    pub kind: String,
+    /// `completed` or `aborted`.
+    pub outcome: String,
+    /// Switched away from.
+    pub from: Option<String>,
+    /// Switched to.
+    pub to: Option<String>,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Whether it was forced.
+    pub forced: bool,
+    /// When it was decided.
+    pub decided_at: String,
+    /// When it ended.
+    pub finished_at: String,
+    /// Recovery time, seconds.
+    pub rto_seconds: f64,
+    /// Data-loss window, seconds.
+    pub rpo_seconds: Option<f64>,
+    /// The recovery time split into phases, in order.
+    pub phases: Vec<PhaseInfo>,
+    /// Every step.
+    pub steps: Vec<StepInfo>,
+    /// The reason chain of the decision.
+    pub reasons: Vec<String>,
+}
+
+/// Time spent in one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseInfo {
+    /// The phase (`detect`, `decide`, `fence`, `promote`, …).
+    pub phase: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Body of `POST /v1/services/{name}/failover`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// The target site; none picks the best eligible one.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Go past the health, RPO and dwell guards.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /v1/services/{name}/failback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailbackRequest {
+    /// Go past the health and dwell guards.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /v1/services/{name}/drill`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillRequest {
+    /// The site to rehearse on; none picks the preferred site other than the active one.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Body of `POST /v1/services/{name}/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// `retry`, `skip` or `abort` the held step.
+    pub action: String,
+}
+
+/// The answer to an accepted command (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandAccepted {
+    /// The service.
+    pub service: String,
+    /// The command, in words.
+    pub command: String,
+    /// The runbook it started (or that is in progress), to follow with `/events`.
+    pub runbook: Option<u64>,
+    /// The epoch after the command.
+    pub epoch: u64,
+    /// Events after this sequence number belong to this command or later.
+    pub after: u64,
+}
+
+/// An error answer: `{"error": "unknown_service", "message": "…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A stable code: `unauthorized`, `unknown_service`, `unknown_site`, `bad_request`,
+    /// `refused`, `unavailable`, `not_found`, `too_large`.
+    pub error: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+/// `GET /v1/services/{name}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// Events after the requested sequence number, oldest first.
+    pub events: Vec<EventRecord>,
+    /// Ask next with `after` = this.
+    pub next: u64,
+    /// Whether events between `after` and the first returned one were dropped from the log.
+    pub missed: bool,
+}
+
+/// One event of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Its sequence number (from 1, per daemon run).
+    pub seq: u64,
+    /// When the daemon saw it.
+    pub at: String,
+    /// The event in words.
+    pub text: String,
+    /// The election's event, as idns-core serialises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<idns_core::Event>,
+    /// Progress of a long replication operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressInfo>,
+}
+
+/// Progress of a long replication operation (a pass, a catch-up, a check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressInfo {
+    /// The resource.
+    pub resource: String,
+    /// The site written or checked.
+    pub site: String,
+    /// `pass`, `drill_copy`, `check` or `catch_up`.
+    pub operation: String,
+    /// The file being worked on.
+    pub file: Option<String>,
+    /// Bytes done.
+    pub bytes_done: u64,
+    /// Bytes in all.
+    pub bytes_total: u64,
+}
