@@ -37,7 +37,7 @@ pub trait DnsBackend: Send + Sync + Debug {
     /// |---|---|---|
     /// | above `current` | any | applied; `current` becomes `change.epoch` |
     /// | equal | the same (records compared with [`RecordSet::same_as`], whatever their order) | `Ok(())`: a retried or resumed step; nothing else changes (a backend may rewrite the TTL) |
-    /// | equal | a withdrawal (no records, no site), or any change of a name that epoch withdrew | applied: a drill cleans its name up, and the next drill publishes it again, under the unchanged production epoch |
+    /// | equal | a withdrawal (no records, no site), or site-less records where the epoch published site-less ones | applied: a drill's rehearsal makes no site active, so drills publish, replace and clean up their name under the unchanged production epoch |
     /// | equal | otherwise (other records, or another site) | [`BackendError::StaleEpoch`] with `attempted == current`: a conflicting decision under the same fence, which only a stale or split controller makes |
     ///
     /// [`DnsChange::at_same_epoch`] is that rule; every backend uses it.
@@ -229,8 +229,7 @@ impl DnsChange {
     pub fn at_same_epoch(&self, site: Option<&SiteId>, published: &RecordSet) -> SameEpoch {
         if self.site.as_ref() == site && self.records.same_as(published) {
             SameEpoch::Retry
-        } else if self.withdraws() || (site.is_none() && published.normalized() == RecordSet::Empty)
-        {
+        } else if self.withdraws() || (self.site.is_none() && site.is_none()) {
             SameEpoch::Replace
         } else {
             SameEpoch::Conflict
@@ -244,12 +243,13 @@ pub enum SameEpoch {
     /// The same site and records (in any order): a retried or resumed step; accepted, nothing
     /// changes but perhaps the TTL.
     Retry,
-    /// A withdrawal by the holder of the epoch, or a publication on a name that epoch
-    /// withdrew (a drill cleans its name up, and the next drill publishes it again, under the
-    /// unchanged production epoch): accepted and applied.
+    /// A withdrawal by the holder of the epoch, or site-less records replacing site-less
+    /// records (a drill's rehearsal makes no site active: drills publish, replace and clean
+    /// up their name under the unchanged production epoch): accepted and applied.
     Replace,
-    /// Another site, or other records for a site, under a fence that already decided:
-    /// refused as [`BackendError::StaleEpoch`].
+    /// Another site, or other records for a site, or a site's records where the epoch
+    /// published none, under a fence that already decided: refused as
+    /// [`BackendError::StaleEpoch`].
     Conflict,
 }
 

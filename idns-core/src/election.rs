@@ -1227,6 +1227,9 @@ impl Election {
             }
         } else {
             match to.and_then(|t| self.cfg.site_index(t)) {
+                // A drill rehearses on its own name and makes no site active: its ownership
+                // record names none, so the next drill may replace it under the same epoch.
+                Some(si) if kind == RunbookKind::Drill => (site_records(si), None),
                 Some(si) => (site_records(si), to.cloned()),
                 None => (RecordSet::Empty, None),
             }

@@ -54,20 +54,20 @@ use crate::replication::{
 /// 4. A change at the same epoch `e+1` with other records or another site (a conflicting
 ///    decision: other records and site b, other records and site a, the same records and
 ///    site b) fails with [`BackendError::StaleEpoch`] whose `attempted` and `current` are both
-///    `e+1`, and the records and ownership stay as they were. A withdrawal at `e+1` (no
-///    records, no site) is applied, and so is publishing [`first`](Self::first) again at
-///    `e+1` once withdrawn (a drill's cleanup, then the next drill; see
-///    [`DnsChange::at_same_epoch`]).
+///    `e+1`, and the records and ownership stay as they were.
 /// 5. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
 ///    epochs, and the records and ownership stay as they were.
-/// 6. A newer epoch with other records ([`second`](Self::second), site b) wins.
-/// 7. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
+/// 6. At `e+1`, a withdrawal is applied, then site-less record sets (a drill's rehearsal
+///    makes no site active) are applied and replaced, and a site's records are then refused
+///    as stale (the rule of [`DnsChange::at_same_epoch`]).
+/// 7. A newer epoch with other records ([`second`](Self::second), site b) wins.
+/// 8. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
 ///    [`ipv6`](Self::ipv6)).
-/// 8. With `capabilities().alias`: a CNAME to [`alias`](Self::alias), and back to addresses;
+/// 9. With `capabilities().alias`: a CNAME to [`alias`](Self::alias), and back to addresses;
 ///    without it, an alias change fails with [`BackendError::Unsupported`] and changes nothing.
-/// 9. [`RecordSet::Empty`] withdraws the records but keeps the ownership record, so a stale
-///    change is still refused afterwards.
-/// 10. A change of [`outside`](Self::outside), a name outside the zone, fails with an error
+/// 10. [`RecordSet::Empty`] withdraws the records but keeps the ownership record, so a stale
+///     change is still refused afterwards.
+/// 11. A change of [`outside`](Self::outside), a name outside the zone, fails with an error
 ///     that is not transient ([`BackendError::is_transient`] is false) and writes nothing.
 ///
 /// The name is left withdrawn, owned by the last epoch used, so the next run starts above it.
@@ -212,24 +212,6 @@ impl DnsSuite {
             .await;
         }
 
-        // ... but the holder of the epoch may withdraw the name and publish it again under the
-        // same epoch: a drill cleans its name up, and the next drill publishes it again.
-        let withdrawal = self.change(RecordSet::Empty, first.epoch, None);
-        ctx.apply_ok("withdrawing the records at the accepted epoch", &withdrawal)
-            .await;
-        ctx.expect_published(
-            "after withdrawing the records at the accepted epoch",
-            &withdrawal,
-        )
-        .await;
-        ctx.apply_ok(
-            "publishing again at the epoch that withdrew the name",
-            &first,
-        )
-        .await;
-        ctx.expect_published("after publishing again at the same epoch", &first)
-            .await;
-
         // 5. A stale epoch is refused and changes nothing.
         let stale = self.change(
             RecordSet::Addresses(self.second.clone()),
@@ -241,7 +223,43 @@ impl DnsSuite {
         ctx.expect_published("after a refused stale change", &first)
             .await;
 
-        // 6. A newer epoch wins.
+        // 6. The holder of the epoch may withdraw the name, then publish site-less record sets
+        // under it (a drill's rehearsal makes no site active) and replace them; a site's
+        // records are then refused.
+        let withdrawal = self.change(RecordSet::Empty, first.epoch, None);
+        ctx.apply_ok("withdrawing the records at the accepted epoch", &withdrawal)
+            .await;
+        ctx.expect_published(
+            "after withdrawing the records at the accepted epoch",
+            &withdrawal,
+        )
+        .await;
+        for records in [&self.second, &self.first] {
+            let rehearsal = self.change(RecordSet::Addresses(records.clone()), first.epoch, None);
+            ctx.apply_ok(
+                "publishing a site-less record set at the accepted epoch",
+                &rehearsal,
+            )
+            .await;
+            ctx.expect_published(
+                "after a site-less record set at the accepted epoch",
+                &rehearsal,
+            )
+            .await;
+        }
+        let decision = self.change(
+            RecordSet::Addresses(self.first.clone()),
+            first.epoch,
+            Some(&self.site_a),
+        );
+        ctx.expect_stale(
+            "a site's records at the epoch that published site-less ones",
+            &decision,
+            first.epoch,
+        )
+        .await;
+
+        // 7. A newer epoch wins.
         let second = self.change(
             RecordSet::Addresses(self.second.clone()),
             next(),
@@ -253,7 +271,7 @@ impl DnsSuite {
         ctx.expect_verified("after a newer epoch", &second).await;
         let mut current = second;
 
-        // 7. IPv6.
+        // 8. IPv6.
         if caps.ipv6 {
             let mut both = self.first.clone();
             both.extend(self.ipv6.iter().copied());
@@ -269,7 +287,7 @@ impl DnsSuite {
             tracing::info!("backend has no AAAA support: IPv6 checks skipped");
         }
 
-        // 8. Aliases.
+        // 9. Aliases.
         let alias = self.change(
             RecordSet::Alias(self.alias.clone()),
             next(),
@@ -306,7 +324,7 @@ impl DnsSuite {
                 .await;
         }
 
-        // 9. Withdrawal keeps the ownership record, and with it the fence.
+        // 10. Withdrawal keeps the ownership record, and with it the fence.
         let withdrawn = self.change(RecordSet::Empty, next(), None);
         ctx.apply_ok("withdrawing the records", &withdrawn).await;
         ctx.expect_published("after withdrawing the records", &withdrawn)
@@ -327,7 +345,7 @@ impl DnsSuite {
         ctx.expect_published("after a refused stale change", &withdrawn)
             .await;
 
-        // 10. A name outside the zone.
+        // 11. A name outside the zone.
         let mut outside = self.change(
             RecordSet::Addresses(self.first.clone()),
             next(),
@@ -990,7 +1008,9 @@ mod tests {
             .unwrap();
         rt.block_on(suite.run(&dns));
         let conflicts = dns.same_epoch_conflicts();
-        assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+        // Three conflicting decisions, and a site's records where the epoch published
+        // site-less ones.
+        assert_eq!(conflicts.len(), 4, "{conflicts:?}");
         assert!(
             conflicts
                 .iter()
