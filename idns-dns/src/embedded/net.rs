@@ -56,37 +56,58 @@ const MAX_QUERY: usize = 4096;
 
 /// A UDP worker: receive up to [`BATCH`] queries with one `recvmmsg`, answer them, send the
 /// answers with one `sendmmsg`; until `stop` is set. Falls back to one datagram per system
-/// call where the kernel lacks these calls.
+/// call where the kernel lacks these calls. Nothing is allocated per datagram or per batch.
 pub(crate) fn udp_loop(
     socket: UdpSocket,
     cell: Arc<SnapshotCell>,
     max_udp: u16,
     stop: Arc<AtomicBool>,
 ) {
+    use nix::sys::socket::{SockaddrIn, SockaddrIn6};
+    let worker = Worker::new(cell, max_udp);
+    // Addresses of the socket's own family: copied once per datagram, they stay small.
+    let batched = match socket.local_addr() {
+        Ok(SocketAddr::V4(_)) => batch_loop::<SockaddrIn>(&socket, worker, &stop),
+        Ok(SocketAddr::V6(_)) => batch_loop::<SockaddrIn6>(&socket, worker, &stop),
+        Err(e) => {
+            tracing::warn!(error = %e, "UDP socket without a local address; worker stops");
+            return;
+        }
+    };
+    if let Some(worker) = batched {
+        udp_loop_simple(socket, worker, stop);
+    }
+}
+
+/// The batched loop; returns the worker when `recvmmsg` is missing, to go on one datagram at
+/// a time.
+fn batch_loop<S>(socket: &UdpSocket, mut worker: Worker, stop: &AtomicBool) -> Option<Worker>
+where
+    S: nix::sys::socket::SockaddrLike + Copy,
+{
     use std::io::{IoSlice, IoSliceMut};
     use std::os::fd::AsRawFd;
 
     use nix::errno::Errno;
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+    use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
 
     let fd = socket.as_raw_fd();
-    let mut worker = Worker::new(Arc::clone(&cell), max_udp);
-    let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
-    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
-    let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
-    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut answers: Vec<usize> = Vec::with_capacity(BATCH);
-    let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
-    let mut fallback = false;
+    let Ok(mut bufs) =
+        Box::<[[u8; MAX_QUERY]; BATCH]>::try_from(vec![[0u8; MAX_QUERY]; BATCH].into_boxed_slice())
+    else {
+        return Some(worker);
+    };
+    let mut outs: [Vec<u8>; BATCH] = std::array::from_fn(|_| Vec::with_capacity(512));
+    let mut received: [(usize, Option<S>); BATCH] = [(0, None); BATCH];
+    let mut addrs: [Option<S>; BATCH] = [None; BATCH];
+    let mut recv_headers = MultiHeaders::<S>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<S>::preallocate(BATCH, None);
+    let cmsgs: [nix::sys::socket::ControlMessage<'_>; 0] = [];
     while !stop.load(Ordering::Relaxed) {
-        if fallback {
-            return udp_loop_simple(socket, worker, stop);
-        }
-        received.clear();
+        let mut n = 0;
         {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> =
-                bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
+                bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
             match recvmmsg(
                 fd,
                 &mut recv_headers,
@@ -94,11 +115,16 @@ pub(crate) fn udp_loop(
                 MsgFlags::MSG_WAITFORONE,
                 None,
             ) {
-                Ok(results) => received.extend(results.map(|r| (r.bytes, r.address))),
+                Ok(results) => {
+                    for (slot, r) in received.iter_mut().zip(results) {
+                        *slot = (r.bytes, r.address);
+                        n += 1;
+                    }
+                }
                 Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 Err(Errno::ENOSYS | Errno::EOPNOTSUPP) => {
                     tracing::debug!("no recvmmsg: one datagram per system call");
-                    fallback = true;
+                    return Some(worker);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP receive failed");
@@ -106,33 +132,32 @@ pub(crate) fn udp_loop(
                 }
             }
         }
-        answers.clear();
-        addrs.clear();
-        for (i, (len, addr)) in received.iter().enumerate() {
+        // Answers are packed at the front of `outs`, each with its address in `addrs`.
+        let mut answers = 0;
+        for ((len, addr), buf) in received[..n].iter().zip(bufs.iter()) {
             let Some(addr) = addr else { continue };
-            let query = &bufs[i][..(*len).min(MAX_QUERY)];
-            if worker.handle(query, Transport::Udp, &mut outs[i]) {
-                answers.push(i);
-                addrs.push(Some(*addr));
+            let query = &buf[..(*len).min(MAX_QUERY)];
+            if worker.handle(query, Transport::Udp, &mut outs[answers]) {
+                addrs[answers] = Some(*addr);
+                answers += 1;
             }
         }
-        if answers.is_empty() {
+        if answers == 0 {
             continue;
         }
-        let slices: Vec<[IoSlice<'_>; 1]> =
-            answers.iter().map(|i| [IoSlice::new(&outs[*i])]).collect();
-        let cmsgs: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| [IoSlice::new(&outs[i])]);
         if let Err(e) = sendmmsg(
             fd,
             &mut send_headers,
-            slices.iter(),
-            &addrs,
+            slices[..answers].iter(),
+            &addrs[..answers],
             cmsgs,
             MsgFlags::empty(),
         ) {
             tracing::debug!(error = %e, "cannot send answers");
         }
     }
+    None
 }
 
 /// A UDP worker: receive, answer, send, one datagram at a time, until `stop` is set.

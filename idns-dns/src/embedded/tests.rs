@@ -521,3 +521,276 @@ fn garbage_never_crashes_nor_gets_an_oversized_answer() {
         }
     }
 }
+
+/// A request built byte by byte, so that every field can be odd.
+struct Shape {
+    id: u16,
+    flags: [u8; 2],
+    name: Vec<u8>,
+    qtype: u16,
+    qclass: u16,
+    /// EDNS: payload size, DO, version, option bytes.
+    edns: Option<(u16, bool, u8, Vec<u8>)>,
+}
+
+impl Shape {
+    fn bytes(&self) -> Vec<u8> {
+        let mut q = self.id.to_be_bytes().to_vec();
+        q.extend_from_slice(&self.flags);
+        q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(self.edns.is_some())]);
+        q.extend_from_slice(&self.name);
+        q.extend_from_slice(&self.qtype.to_be_bytes());
+        q.extend_from_slice(&self.qclass.to_be_bytes());
+        if let Some((size, dnssec_ok, version, options)) = &self.edns {
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&size.to_be_bytes());
+            q.extend_from_slice(&[0, *version, if *dnssec_ok { 0x80 } else { 0 }, 0]);
+            q.extend_from_slice(&(options.len() as u16).to_be_bytes());
+            q.extend_from_slice(options);
+        }
+        q
+    }
+}
+
+fn wire(name: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        w.push(label.len() as u8);
+        w.extend_from_slice(label.as_bytes());
+    }
+    w.push(0);
+    w
+}
+
+/// A zone with every kind of answer: addresses, CNAME chains in and out of the zone, a CNAME
+/// loop, an RRset too large for UDP, a withdrawn name, an empty non-terminal, glue.
+fn rich() -> Arc<Shared> {
+    let s = shared();
+    let alias = |t: &str| RecordSet::Alias(t.parse().unwrap());
+    let many: Vec<String> = (1..=80).map(|i| format!("192.0.2.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for (name, records) in [
+        ("app.example.com", addrs(&["192.0.2.1", "2001:db8::1"])),
+        ("alias.example.com", alias("app.example.com")),
+        ("ext.example.com", alias("host.example.net")),
+        ("l1.example.com", alias("l2.example.com")),
+        ("l2.example.com", alias("l1.example.com")),
+        ("big.example.com", addrs(&many)),
+        ("gone.example.com", RecordSet::Empty),
+        ("a.b.example.com", addrs(&["192.0.2.9"])),
+    ] {
+        s.apply(&change(name, records, 1)).unwrap();
+    }
+    s
+}
+
+/// Asks `worker` and the complete path; both must send the same bytes, or both nothing.
+fn same_answer(s: &Shared, worker: &mut Worker, packet: &[u8], transport: Transport) {
+    let mut slow = Vec::new();
+    let sent = respond(&s.cell.load(), packet, transport, 1232, &mut slow);
+    let mut fast = Vec::new();
+    for attempt in ["first", "second"] {
+        let fast_sent = worker.handle(packet, transport, &mut fast);
+        assert_eq!(
+            (fast_sent, &fast[..fast.len() * usize::from(fast_sent)]),
+            (sent, &slow[..slow.len() * usize::from(sent)]),
+            "{attempt} answer over {transport:?} differs for {packet:02x?}"
+        );
+    }
+}
+
+#[test]
+fn cached_answers_are_the_complete_paths_byte_for_byte() {
+    let s = rich();
+    let mut worker = Worker::new(Arc::clone(&s.cell), 1232);
+    let names = [
+        "app.example.com",
+        "APP.Example.COM",
+        "aPp.eXaMpLe.CoM",
+        "alias.example.com",
+        "ext.example.com",
+        "l1.example.com",
+        "big.example.com",
+        "gone.example.com",
+        "b.example.com",
+        "nope.example.com",
+        "example.com",
+        "ns1.example.com",
+        "_idns.app.example.com",
+        "deep.a.b.example.org",
+        "www.example.net",
+        "",
+    ];
+    let types = [1u16, 28, 5, 16, 6, 2, 255, 15, 252, 251, 0, 65535];
+    let edns = [
+        None,
+        Some((0, false, 0, vec![])),
+        Some((512, true, 0, vec![])),
+        Some((1232, false, 0, vec![])),
+        Some((4096, true, 0, vec![])),
+        Some((65535, false, 0, vec![])),
+        // A cookie option, and EDNS version 1 (BADVERS).
+        Some((1232, true, 0, vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])),
+        Some((1232, false, 1, vec![])),
+    ];
+    // RD; RD+CD+AD; nothing; Z set; TC and AA set (not a plain query).
+    let flags = [
+        [0x01, 0x00],
+        [0x01, 0x30],
+        [0x00, 0x00],
+        [0x01, 0x40],
+        [0x06, 0x00],
+    ];
+    let mut cases = 0;
+    let mut id = 0u16;
+    for name in names {
+        for qtype in types {
+            for qclass in [1u16, 3, 255] {
+                for e in &edns {
+                    for f in flags {
+                        id = id.wrapping_add(0x1f3d);
+                        let shape = Shape {
+                            id,
+                            flags: f,
+                            name: wire(name),
+                            qtype,
+                            qclass,
+                            edns: e.clone(),
+                        };
+                        let packet = shape.bytes();
+                        for transport in [Transport::Udp, Transport::Tcp] {
+                            same_answer(&s, &mut worker, &packet, transport);
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Malformed: cut at every length, a trailing byte, a compressed question name, two
+    // questions, an answer record, two OPT records, an OPT record with a wrong length.
+    let base = Shape {
+        id: 0xbeef,
+        flags: [0x01, 0x00],
+        name: wire("App.example.com"),
+        qtype: 1,
+        qclass: 1,
+        edns: Some((1232, true, 0, vec![])),
+    }
+    .bytes();
+    let mut odd: Vec<Vec<u8>> = (0..base.len()).map(|n| base[..n].to_vec()).collect();
+    odd.push([base.as_slice(), &[0]].concat());
+    let mut pointer = base[..12].to_vec();
+    pointer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    pointer[11] = 0;
+    odd.push(pointer);
+    for (at, value) in [(5, 2), (7, 1), (11, 2)] {
+        let mut p = base.clone();
+        p[at] = value;
+        odd.push(p);
+    }
+    let mut long_opt = base.clone();
+    let n = long_opt.len();
+    long_opt[n - 1] = 4;
+    odd.push(long_opt);
+    // A name of 255 bytes, and one of 257.
+    for labels in [4, 5] {
+        let mut name = Vec::new();
+        for _ in 0..labels - 1 {
+            name.push(63);
+            name.extend_from_slice(&[b'A'; 63]);
+        }
+        let last = if labels == 4 { 62 } else { 63 };
+        name.push(last);
+        name.extend_from_slice(&vec![b'b'; usize::from(last)]);
+        name.push(0);
+        odd.push(
+            Shape {
+                id: 7,
+                flags: [1, 0],
+                name,
+                qtype: 1,
+                qclass: 1,
+                edns: None,
+            }
+            .bytes(),
+        );
+    }
+    for packet in &odd {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            same_answer(&s, &mut worker, packet, transport);
+            cases += 1;
+        }
+    }
+    assert!(cases > 20_000, "{cases}");
+    assert!(
+        worker.replayed > 10_000,
+        "the fast path answered only {} of {cases}",
+        worker.replayed
+    );
+}
+
+#[test]
+fn answers_never_go_back_to_older_records_after_a_swap() {
+    // Each change at epoch e publishes 10.0.x.y (e = 256 x + y), the ownership TXT `epoch=e`
+    // and SOA serial 100 + e. A worker asking all three in turn while the changes are
+    // swapped in must never see an older epoch after a newer one.
+    let s = shared();
+    let at = |e: u64| {
+        change(
+            "app.example.com",
+            addrs(&[&format!("10.0.{}.{}", e / 256, e % 256)]),
+            e,
+        )
+    };
+    s.apply(&at(1)).unwrap();
+    const LAST: u64 = 300;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut worker = Worker::new(Arc::clone(&s.cell), 1232);
+                let questions = [
+                    query("app.example.com.", RecordType::A, None),
+                    query("_idns.app.example.com.", RecordType::TXT, Some(1232)),
+                    query("example.com.", RecordType::SOA, None),
+                ];
+                let (mut seen, mut answers) = (1u64, 0u64);
+                let mut out = Vec::new();
+                while seen < LAST || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for q in &questions {
+                        assert!(worker.handle(q, Transport::Udp, &mut out));
+                        let m = Message::from_vec(&out).unwrap();
+                        let epoch = match &m.answers[0].data {
+                            RData::A(a) => {
+                                let [_, _, x, y] = a.0.octets();
+                                u64::from(x) * 256 + u64::from(y)
+                            }
+                            RData::TXT(t) => t.to_string()["epoch=".len()..]
+                                .split(' ')
+                                .next()
+                                .unwrap()
+                                .parse()
+                                .unwrap(),
+                            RData::SOA(soa) => u64::from(soa.serial) - 100,
+                            other => panic!("{other:?}"),
+                        };
+                        assert!(epoch >= seen, "epoch {epoch} answered after epoch {seen}");
+                        seen = epoch;
+                        answers += 1;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    for e in 2..=LAST {
+        s.apply(&at(e)).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() >= 3);
+    }
+}
