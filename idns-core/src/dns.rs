@@ -39,9 +39,9 @@ pub trait DnsBackend: Send + Sync + Debug {
     /// | equal | the same (records compared with [`RecordSet::same_as`], whatever their order) | `Ok(())`: a retried or resumed step; nothing else changes (a backend may rewrite the TTL) |
     /// | equal | a withdrawal (no records, no site), or site-less records where the epoch published site-less ones | applied: a drill's rehearsal makes no site active, so drills publish, replace and clean up their name under the unchanged production epoch |
     /// | equal | otherwise (other records, or another site) | [`BackendError::StaleEpoch`] with `attempted == current`: a conflicting decision under the same fence, which only a stale or split controller makes |
-    ///
-    /// [`DnsChange::at_same_epoch`] is that rule; every backend uses it.
     /// | below | any | [`BackendError::StaleEpoch`] naming both epochs |
+    ///
+    /// [`DnsChange::at_same_epoch`] is the rule for an equal epoch; every backend uses it.
     ///
     /// A refused change leaves the published records and the ownership record untouched.
     /// `StaleEpoch` is never transient ([`BackendError::is_transient`] is false): the runbook
