@@ -108,7 +108,7 @@ impl Table {
     }
 
     /// The answer to `key`, if rendered; else the slot where it belongs.
-    fn find(&self, key: &Key) -> Result<&Rendered, usize> {
+    fn find(&self, key: &Key) -> Result<usize, usize> {
         let mask = SLOTS - 1;
         // The low bits of the multiplicative hash are its weakest: use the high ones.
         let mut i = (key.hash >> 40) as usize & mask;
@@ -118,7 +118,7 @@ impl Table {
                 n => {
                     let e = &self.entries[n as usize - 1];
                     if e.hash == key.hash && *e.key == *key.as_slice() {
-                        return Ok(e);
+                        return Ok(n as usize - 1);
                     }
                 }
             }
@@ -127,7 +127,7 @@ impl Table {
     }
 
     /// Keeps `answer` for `key` in `slot` (from [`find`](Self::find)).
-    fn insert(&mut self, slot: usize, key: &Key, answer: Box<[u8]>, any_case: bool) {
+    fn insert(&mut self, slot: usize, key: &Key, answer: Box<[u8]>, any_case: bool) -> usize {
         self.entries.push(Rendered {
             hash: key.hash,
             key: key.as_slice().into(),
@@ -136,6 +136,7 @@ impl Table {
         });
         // At most CACHE_ENTRIES entries, so the index fits and the table never fills.
         self.slots[slot] = self.entries.len() as u32;
+        self.entries.len() - 1
     }
 }
 
@@ -236,12 +237,10 @@ impl Worker {
         usable.then_some(rendered)
     }
 
-    /// Renders the answer to the question in `key` and keeps it; `false` when the fast path
-    /// cannot replay it.
-    fn fill(&mut self, question_end: usize) -> bool {
-        let Some(mut lower) = self.render(question_end, false) else {
-            return false;
-        };
+    /// Renders the answer to the question in `key` and keeps it; its index in the table, or
+    /// `None` when the fast path cannot replay it.
+    fn fill(&mut self, question_end: usize) -> Option<usize> {
+        let mut lower = self.render(question_end, false)?;
         // The same layout for an upper-case question means the same for any spelling.
         let any_case = self.render(question_end, true).is_some_and(|mut upper| {
             upper[12..question_end].copy_from_slice(&lower[12..question_end]);
@@ -251,14 +250,12 @@ impl Worker {
         if self.cache.entries.len() >= CACHE_ENTRIES {
             self.cache.clear();
         }
-        match self.cache.find(&self.key) {
-            Err(slot) => {
-                self.cache
-                    .insert(slot, &self.key, lower.into_boxed_slice(), any_case);
-                true
-            }
-            Ok(_) => true,
-        }
+        Some(match self.cache.find(&self.key) {
+            Err(slot) => self
+                .cache
+                .insert(slot, &self.key, lower.into_boxed_slice(), any_case),
+            Ok(index) => index,
+        })
     }
 
     fn replay(
@@ -268,12 +265,14 @@ impl Worker {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        if self.cache.find(&self.key).is_err() && !self.fill(plain.question_end) {
-            return false;
-        }
-        let Ok(rendered) = self.cache.find(&self.key) else {
-            return false;
+        let index = match self.cache.find(&self.key) {
+            Ok(index) => index,
+            Err(_) => match self.fill(plain.question_end) {
+                Some(index) => index,
+                None => return false,
+            },
         };
+        let rendered = &self.cache.entries[index];
         if !rendered.any_case && query[12..plain.question_end] != *self.key.as_slice() {
             // A spelling of its own (0x20): the complete path lays it out.
             return false;

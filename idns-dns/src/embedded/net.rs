@@ -47,8 +47,11 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
-/// Datagrams received and answered per system call.
+/// Datagrams received and answered per system call, at most.
 const BATCH: usize = 32;
+
+/// Datagrams a `recvmmsg` is offered at least.
+const MIN_WIDTH: usize = 4;
 
 /// Largest query read by the batched loop; anything longer is cut there (and then answered
 /// FORMERR, as a query that long is not one a resolver sends).
@@ -85,11 +88,11 @@ fn batch_loop<S>(socket: &UdpSocket, mut worker: Worker, stop: &AtomicBool) -> O
 where
     S: nix::sys::socket::SockaddrLike + Copy,
 {
-    use std::io::{IoSlice, IoSliceMut};
+    use std::io::IoSlice;
     use std::os::fd::AsRawFd;
 
     use nix::errno::Errno;
-    use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
+    use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
 
     let fd = socket.as_raw_fd();
     let Ok(mut bufs) =
@@ -103,35 +106,30 @@ where
     let mut recv_headers = MultiHeaders::<S>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<S>::preallocate(BATCH, None);
     let cmsgs: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+    // The buffers offered to one `recvmmsg`: twice as many as the last one filled, so a
+    // quiet socket does not pay for setting up all of them.
+    let mut width = MIN_WIDTH;
+    let mut spare_out: Vec<[IoSlice<'static>; 1]> = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let mut n = 0;
-        {
-            let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
-                bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
-            match recvmmsg(
-                fd,
-                &mut recv_headers,
-                slices.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(results) => {
-                    for (slot, r) in received.iter_mut().zip(results) {
-                        *slot = (r.bytes, r.address);
-                        n += 1;
-                    }
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => continue,
-                Err(Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                    tracing::debug!("no recvmmsg: one datagram per system call");
-                    return Some(worker);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP receive failed");
-                    continue;
-                }
+        let result = match width {
+            ..=4 => receive::<S, 4>(fd, &mut recv_headers, &mut bufs, &mut received),
+            5..=8 => receive::<S, 8>(fd, &mut recv_headers, &mut bufs, &mut received),
+            9..=16 => receive::<S, 16>(fd, &mut recv_headers, &mut bufs, &mut received),
+            _ => receive::<S, BATCH>(fd, &mut recv_headers, &mut bufs, &mut received),
+        };
+        let n = match result {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            Err(Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                tracing::debug!("no recvmmsg: one datagram per system call");
+                return Some(worker);
             }
-        }
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive failed");
+                continue;
+            }
+        };
+        width = (2 * n).clamp(MIN_WIDTH, BATCH);
         // Answers are packed at the front of `outs`, each with its address in `addrs`.
         let mut answers = 0;
         for ((len, addr), buf) in received[..n].iter().zip(bufs.iter()) {
@@ -145,19 +143,63 @@ where
         if answers == 0 {
             continue;
         }
-        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| [IoSlice::new(&outs[i])]);
+        let mut slices = recycle(std::mem::take(&mut spare_out));
+        slices.extend(outs[..answers].iter().map(|o| [IoSlice::new(o)]));
         if let Err(e) = sendmmsg(
             fd,
             &mut send_headers,
-            slices[..answers].iter(),
+            slices.iter(),
             &addrs[..answers],
             cmsgs,
             MsgFlags::empty(),
         ) {
             tracing::debug!(error = %e, "cannot send answers");
         }
+        spare_out = recycle(slices);
     }
     None
+}
+
+/// One `recvmmsg` into the first `W` buffers; each datagram's length and sender go to
+/// `received`. Returns how many arrived.
+fn receive<S, const W: usize>(
+    fd: std::os::fd::RawFd,
+    headers: &mut nix::sys::socket::MultiHeaders<S>,
+    bufs: &mut [[u8; MAX_QUERY]; BATCH],
+    received: &mut [(usize, Option<S>); BATCH],
+) -> nix::Result<usize>
+where
+    S: nix::sys::socket::SockaddrLike + Copy,
+{
+    use nix::sys::socket::{MsgFlags, recvmmsg};
+    let Some(first) = bufs.first_chunk_mut::<W>() else {
+        return Ok(0);
+    };
+    let mut slices: [[std::io::IoSliceMut<'_>; 1]; W] =
+        first.each_mut().map(|b| [std::io::IoSliceMut::new(b)]);
+    let results = recvmmsg(
+        fd,
+        headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )?;
+    let mut n = 0;
+    for (slot, r) in received.iter_mut().zip(results) {
+        *slot = (r.bytes, r.address);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Empties `v` and hands its allocation on as a vector of `U` (the same type under other
+/// lifetimes): collecting an emptied vector into one of the same layout reuses the
+/// allocation, so nothing is allocated per batch.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector was emptied"))
+        .collect()
 }
 
 /// A UDP worker: receive, answer, send, one datagram at a time, until `stop` is set.
