@@ -66,6 +66,8 @@ pub mod propagation;
 #[cfg(feature = "rfc2136")]
 pub mod rfc2136;
 mod secret;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use error::Error;
 pub use secret::Secret;

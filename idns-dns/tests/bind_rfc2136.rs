@@ -5,161 +5,26 @@
 //! propagation check. `dig` (an independent client) confirms what the zone holds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use idns_core::test_util::conformance::DnsSuite;
-use idns_core::test_util::servers::{free_port, require};
 use idns_core::{BackendError, DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
-use idns_dns::Secret;
 use idns_dns::propagation::PropagationChecker;
-use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, TsigAlgorithmName, TsigConfig};
+use idns_dns::rfc2136::Rfc2136Backend;
+use idns_dns::testing::Bind;
 
-const KEY_NAME: &str = "idns-key";
-const SECRET: &str = "aWRucyB0ZXN0IGtleSBmb3IgQklORCwgMzIgYnl0ZXM=";
+const SECRET: &str = Bind::SECRET;
 const WRONG_SECRET: &str = "d3Jvbmcga2V5IGZvciBCSU5ELCAzMiBieXRlcyAhISE=";
-
-/// A BIND 9 serving `example.com` in a temporary directory, stopped on drop.
-struct Bind {
-    named: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Bind {
-    fn start() -> Option<Bind> {
-        let named = require("named", &[], "bind9")?;
-        require("dig", &[], "bind9-dnsutils")?;
-        require("nsupdate", &[], "bind9-dnsutils")?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port().unwrap();
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("key.conf"),
-            format!("key \"{KEY_NAME}\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("example.com.zone"),
-            "$TTL 60\n\
-             @ IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 604800 30\n\
-             @ IN NS ns1.example.com.\n\
-             ns1 IN A 127.0.0.1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                "include \"{d}/key.conf\";\n\
-                 options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; \
-                 session-keyfile \"{d}/session.key\"; managed-keys-directory \"{d}\"; \
-                 listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; \
-                 recursion no; dnssec-validation no; notify no; }};\n\
-                 controls {{ }};\n\
-                 zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; \
-                 update-policy {{ grant {KEY_NAME} zonesub ANY; }}; }};\n"
-            ),
-        )
-        .unwrap();
-        let mut bind = Bind {
-            named,
-            dir,
-            port,
-            child: None,
-        };
-        bind.run();
-        Some(bind)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn run(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("named.log")).unwrap();
-        let child = Command::new(&self.named)
-            .arg("-g")
-            .arg("-c")
-            .arg(self.dir.path().join("named.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self
-                .dig(&["example.com", "SOA", "+short"])
-                .contains("ns1.example.com.")
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default();
-        panic!("named did not start on port {}:\n{log}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn dig(&self, args: &[&str]) -> String {
-        let out = Command::new("dig")
-            .arg("@127.0.0.1")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["+norec", "+time=1", "+tries=1"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn short(&self, name: &str, rtype: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .dig(&[name, rtype, "+short"])
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn serial(&self) -> u64 {
-        let soa = self.short("example.com", "SOA");
-        soa[0].split_whitespace().nth(2).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn zone() -> DnsName {
     "example.com".parse().unwrap()
 }
 
 fn backend(bind: &Bind, secret: &str) -> Rfc2136Backend {
-    let mut config = Rfc2136Config::new(
-        bind.addr(),
-        &[zone()],
-        TsigConfig {
-            name: KEY_NAME.into(),
-            algorithm: TsigAlgorithmName::HmacSha256,
-            secret: Secret::new(secret),
-            fudge: 300,
-        },
-    );
-    config.timeout = Duration::from_secs(2);
+    let mut config = bind.rfc2136_config();
+    if let Some(tsig) = &mut config.tsig {
+        tsig.secret = idns_dns::Secret::new(secret);
+    }
     Rfc2136Backend::new(config).unwrap()
 }
 
@@ -245,8 +110,7 @@ async fn a_stale_epoch_is_refused_and_changes_nothing() {
 
     // Someone else (nsupdate, with the key) writes epoch 9 behind our back: our epoch 6 is
     // now stale too, and the server-side compare-and-swap would refuse it as well.
-    nsupdate(
-        &bind,
+    bind.nsupdate(
         "update delete _idns.app.example.com TXT\n\
          update add _idns.app.example.com 30 TXT \"epoch=9 site=other\"\n",
     );
@@ -258,28 +122,6 @@ async fn a_stale_epoch_is_refused_and_changes_nothing() {
         other => panic!("expected Err(StaleEpoch), got {other:?}"),
     }
     assert_eq!(bind.short("app.example.com", "A"), ["192.0.2.1"]);
-}
-
-/// Runs an `nsupdate` script against `bind` with the right key.
-fn nsupdate(bind: &Bind, commands: &str) {
-    use std::io::Write;
-    let script = format!(
-        "server 127.0.0.1 {}\nzone example.com\n{commands}send\n",
-        bind.port
-    );
-    let mut child = Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!("hmac-sha256:{KEY_NAME}:{SECRET}"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,8 +176,7 @@ async fn the_same_epoch_is_a_retry_only_with_the_same_records_and_site() {
 
     // Someone rewrites the records behind our back, keeping the ownership record: the same
     // change is no longer a retry of what is published, and is refused.
-    nsupdate(
-        &bind,
+    bind.nsupdate(
         "update delete app.example.com A\nupdate add app.example.com 30 A 198.51.100.7\n",
     );
     let serial = bind.serial();
@@ -369,7 +210,7 @@ async fn bind_stopped_mid_run_is_transient_then_recovers() {
         .await
         .unwrap();
     assert!(!p.complete());
-    bind.run();
+    bind.restart();
     b.apply(&failover).await.unwrap();
     assert_eq!(bind.short("app.example.com", "A"), ["198.51.100.1"]);
     let p = b.verify(&failover, Duration::from_secs(5)).await.unwrap();

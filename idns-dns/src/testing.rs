@@ -1,0 +1,285 @@
+//! Test support (feature `test-util`): a real BIND 9 that takes RFC 2136 updates signed with
+//! a TSIG key, for this crate's tests and for any other test that needs an authoritative
+//! server to fail a name over on.
+//!
+//! [`Bind::start`] runs `named` in the foreground from a temporary directory, on a free
+//! loopback port, serving one or more zones that the key [`Bind::KEY_NAME`] may update; the
+//! server is killed when the [`Bind`] is dropped. When `named`, `dig` or `nsupdate` is not
+//! installed it prints `skipped: … not installed` and returns `None` (a failure instead under
+//! `IDNS_REQUIRE_SERVERS=1`, see [`idns_core::test_util::servers`]).
+//!
+//! This is test code: it panics when the server cannot be set up or does not answer, with
+//! `named`'s log in the message.
+//!
+//! ```no_run
+//! use idns_dns::testing::Bind;
+//!
+//! let Some(bind) = Bind::start() else { return }; // skipped: named not installed
+//! bind.nsupdate("update add app.example.com 30 A 192.0.2.1\n");
+//! assert_eq!(bind.short("app.example.com", "A"), ["192.0.2.1"]);
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use idns_core::test_util::servers::{free_port, require};
+
+/// A BIND 9 serving some zones from a temporary directory on a loopback port, updatable with
+/// the TSIG key [`Bind::KEY_NAME`] / [`Bind::SECRET`]. Killed on drop.
+#[derive(Debug)]
+pub struct Bind {
+    named: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    zones: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Bind {
+    /// The TSIG key's name, as `named.conf` knows it.
+    pub const KEY_NAME: &'static str = "idns-key";
+    /// The TSIG key (hmac-sha256, base64). A test key: it guards nothing.
+    pub const SECRET: &'static str = "aWRucyB0ZXN0IGtleSBmb3IgQklORCwgMzIgYnl0ZXM=";
+
+    /// Starts BIND serving `example.com`; `None` (after printing why) when it is not
+    /// installed.
+    pub fn start() -> Option<Bind> {
+        Bind::start_zones(&["example.com"])
+    }
+
+    /// Starts BIND serving `zones` (each with an SOA, an NS `ns1.<zone>` and its address
+    /// 127.0.0.1); `None` (after printing why) when it is not installed.
+    pub fn start_zones(zones: &[&str]) -> Option<Bind> {
+        assert!(!zones.is_empty(), "Bind needs at least one zone");
+        let named = require("named", &[], "bind9")?;
+        require("dig", &[], "bind9-dnsutils")?;
+        require("nsupdate", &[], "bind9-dnsutils")?;
+        let dir = tempfile::tempdir().expect("a temporary directory for named");
+        let port = free_port().expect("a free loopback port for named");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("key.conf"),
+            format!(
+                "key \"{}\" {{ algorithm hmac-sha256; secret \"{}\"; }};\n",
+                Bind::KEY_NAME,
+                Bind::SECRET
+            ),
+        )
+        .unwrap();
+        let mut conf = format!(
+            "include \"{d}/key.conf\";\n\
+             options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; \
+             session-keyfile \"{d}/session.key\"; managed-keys-directory \"{d}\"; \
+             listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; \
+             recursion no; dnssec-validation no; notify no; }};\n\
+             controls {{ }};\n"
+        );
+        for zone in zones {
+            let zone = zone.trim_end_matches('.');
+            std::fs::write(
+                dir.path().join(format!("{zone}.zone")),
+                format!(
+                    "$TTL 60\n\
+                     @ IN SOA ns1.{zone}. hostmaster.{zone}. 1 3600 600 604800 30\n\
+                     @ IN NS ns1.{zone}.\n\
+                     ns1 IN A 127.0.0.1\n"
+                ),
+            )
+            .unwrap();
+            conf.push_str(&format!(
+                "zone \"{zone}\" {{ type primary; file \"{d}/{zone}.zone\"; \
+                 update-policy {{ grant {} zonesub ANY; }}; }};\n",
+                Bind::KEY_NAME
+            ));
+        }
+        std::fs::write(dir.path().join("named.conf"), conf).unwrap();
+        let mut bind = Bind {
+            named,
+            dir,
+            port,
+            zones: zones
+                .iter()
+                .map(|z| z.trim_end_matches('.').to_owned())
+                .collect(),
+            child: None,
+        };
+        bind.restart();
+        Some(bind)
+    }
+
+    /// Where BIND answers (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The zones it serves, in the order given, without the final dot.
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+
+    /// Its directory (configuration, zone files, journals, `named.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What `named` logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// Whether `named` is running (started and not stopped).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// (Re)starts `named` on the same port with the same zones (and the updates it journaled),
+    /// stopping it first if it runs; returns once it answers the first zone's SOA. Panics with
+    /// its log when it does not within 15 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("named.log"))
+            .unwrap();
+        let child = Command::new(&self.named)
+            .arg("-g")
+            .arg("-c")
+            .arg(self.dir.path().join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("named starts");
+        self.child = Some(child);
+        let zone = format!("{}.", self.zones[0]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self
+                .dig(&[&zone, "SOA", "+short"])
+                .contains(&format!("ns1.{zone}"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("named did not start on port {}:\n{}", self.port, self.log());
+    }
+
+    /// Kills `named` (SIGKILL: no goodbye, as in a crash); updates it acknowledged are in its
+    /// journal and come back with [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `dig @127.0.0.1 -p PORT +norec +time=1 +tries=1 ARGS…` and returns its output.
+    pub fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .arg("@127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["+norec", "+time=1", "+tries=1"])
+            .args(args)
+            .output()
+            .expect("dig runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The `+short` answer for `name` and `rtype`, sorted (empty when there is none or BIND
+    /// does not answer).
+    pub fn short(&self, name: &str, rtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .dig(&[name, rtype, "+short"])
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The first zone's SOA serial. Panics when BIND does not answer.
+    pub fn serial(&self) -> u64 {
+        let soa = self.short(&self.zones[0], "SOA");
+        soa.first()
+            .and_then(|s| s.split_whitespace().nth(2))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no SOA serial for {} in {soa:?}", self.zones[0]))
+    }
+
+    /// Runs an `nsupdate` script (`update …` lines) against the first zone, signed with the
+    /// right key, and asserts that it succeeded.
+    pub fn nsupdate(&self, commands: &str) {
+        let out = self.nsupdate_with(Bind::SECRET, commands);
+        assert!(out.status.success(), "nsupdate failed: {out:?}");
+    }
+
+    /// Runs an `nsupdate` script against the first zone signed with `secret` (for the key
+    /// [`Bind::KEY_NAME`]) and returns its output, successful or not.
+    pub fn nsupdate_with(&self, secret: &str, commands: &str) -> std::process::Output {
+        let script = format!(
+            "server 127.0.0.1 {}\nzone {}\n{commands}send\n",
+            self.port, self.zones[0]
+        );
+        let mut child = Command::new("nsupdate")
+            .arg("-y")
+            .arg(format!("hmac-sha256:{}:{secret}", Bind::KEY_NAME))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsupdate runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("nsupdate finishes")
+    }
+
+    /// The TSIG key BIND accepts updates from.
+    #[cfg(feature = "rfc2136")]
+    pub fn tsig(&self) -> crate::rfc2136::TsigConfig {
+        crate::rfc2136::TsigConfig {
+            name: Bind::KEY_NAME.into(),
+            algorithm: crate::rfc2136::TsigAlgorithmName::HmacSha256,
+            secret: crate::Secret::new(Bind::SECRET),
+            fudge: 300,
+        }
+    }
+
+    /// An RFC 2136 backend configuration for this server: all its zones, the right key, a 2 s
+    /// timeout.
+    #[cfg(feature = "rfc2136")]
+    pub fn rfc2136_config(&self) -> crate::rfc2136::Rfc2136Config {
+        let zones: Vec<idns_core::DnsName> = self
+            .zones
+            .iter()
+            .map(|z| z.parse().expect("a zone name"))
+            .collect();
+        let mut config = crate::rfc2136::Rfc2136Config::new(self.addr(), &zones, self.tsig());
+        config.timeout = Duration::from_secs(2);
+        config
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
