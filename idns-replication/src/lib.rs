@@ -76,6 +76,8 @@ mod fsutil;
 pub mod image;
 pub mod postgres;
 mod progress;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use command::CommandReplication;
 pub use image::ImageReplication;

@@ -7,199 +7,29 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::ctx;
 use idns_core::test_util::conformance::ReplicationSuite;
-use idns_core::test_util::servers::{free_port, require};
 use idns_core::{IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId};
 use idns_replication::Operation;
-use idns_replication::postgres::{PgConfig, PgSpec, PostgresReplication};
-use tokio_postgres::NoTls;
+use idns_replication::postgres::{PgConfig, PostgresReplication};
+use idns_replication::testing::PgPair;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs a PostgreSQL program as the postgres user.
-fn pg(program: &str, args: &[&str]) -> std::process::Output {
-    let bin = Path::new(BIN).join(program);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.args(args).output().unwrap()
-}
-
-fn pg_ok(program: &str, args: &[&str]) {
-    let out = pg(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A primary (site a) and a streaming standby (site b). Stopped on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    a: PathBuf,
-    b: PathBuf,
-    pa: u16,
-    pb: u16,
-    drill_a: u16,
-    drill_b: u16,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for d in [&self.a, &self.b] {
-            for data in [
-                d.clone(),
-                PathBuf::from(format!("{}.idns-drill", d.display())),
-            ] {
-                if data.exists() {
-                    let _ = pg(
-                        "pg_ctl",
-                        &["stop", "-D", &data.display().to_string(), "-m", "immediate"],
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn start(data: &Path, port: u16) {
-    let d = data.display().to_string();
-    pg_ok(
-        "pg_ctl",
-        &[
-            "start",
-            "-D",
-            &d,
-            "-w",
-            "-l",
-            &format!("{d}.log"),
-            "-o",
-            &format!("-p {port}"),
-        ],
-    );
-}
-
-fn stop(data: &Path, mode: &str) {
-    pg_ok(
-        "pg_ctl",
-        &["stop", "-D", &data.display().to_string(), "-m", mode, "-w"],
-    );
-}
-
-fn cluster() -> Option<Cluster> {
-    for b in ["postgres", "pg_basebackup", "pg_rewind"] {
-        require(b, &[BIN], "PostgreSQL streaming replication tests")?;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let a = dir.path().join("a");
-    let b = dir.path().join("b");
-    let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
-    let (drill_a, drill_b) = (free_port().unwrap(), free_port().unwrap());
-    pg_ok(
-        "initdb",
-        &[
-            "-D",
-            &a.display().to_string(),
-            "--data-checksums",
-            "--auth=trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-        ],
-    );
-    let conf = format!(
-        "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = replica\n\
-         max_wal_senders = 10\nwal_keep_size = '256MB'\nhot_standby = on\nwal_log_hints = on\n\
-         fsync = off\nshared_buffers = '32MB'\n",
-        dir.path().display()
-    );
-    let mut c = fs::read_to_string(a.join("postgresql.conf")).unwrap();
-    c.push_str(&conf);
-    fs::write(a.join("postgresql.conf"), c).unwrap();
-    let mut hba = fs::read_to_string(a.join("pg_hba.conf")).unwrap();
-    hba.push_str("\nhost replication all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n");
-    fs::write(a.join("pg_hba.conf"), hba).unwrap();
-    start(&a, pa);
-    pg_ok(
-        "pg_basebackup",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pa.to_string(),
-            "-U",
-            "postgres",
-            "-D",
-            &b.display().to_string(),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-        ],
-    );
-    start(&b, pb);
-    Some(Cluster {
-        dir,
-        a,
-        b,
-        pa,
-        pb,
-        drill_a,
-        drill_b,
-    })
-}
-
-fn backend(c: &Cluster, tables: &[&str]) -> PostgresReplication {
+fn backend(c: &PgPair, tables: &[&str]) -> PostgresReplication {
     backend_fencing(c, tables, "stop")
 }
 
-fn backend_fencing(c: &Cluster, tables: &[&str], fence: &str) -> PostgresReplication {
-    let site = |name: &str, data: &Path, port: u16, drill: u16| {
-        serde_json::json!({
-            "site": name, "host": "127.0.0.1", "port": port, "data_dir": data,
-            "bin_dir": BIN, "drill_port": drill
-        })
-    };
-    let spec: PgSpec = serde_json::from_value(serde_json::json!({
-        "state_file": c.dir.path().join("idns-state.json"),
-        "save_dir": c.dir.path().join("saved"),
-        "resources": [{
-            "id": "db",
-            "tables": tables,
-            "fence": fence,
-            "sites": [site("a", &c.a, c.pa, c.drill_a), site("b", &c.b, c.pb, c.drill_b)]
-        }]
-    }))
-    .unwrap();
+fn backend_fencing(c: &PgPair, tables: &[&str], fence: &str) -> PostgresReplication {
+    let spec = c.spec("db", ["a", "b"], tables, fence);
     PostgresReplication::new(PgConfig::try_from(spec).unwrap())
 }
 
 async fn client(port: u16) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        NoTls,
+        tokio_postgres::NoTls,
     )
     .await
     .unwrap();
@@ -248,35 +78,39 @@ async fn item_ids(port: u16) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_split_brain_rewind_and_failback_keep_every_row() {
-    let Some(c) = cluster() else { return };
+    let Some(c) = PgPair::start() else { return };
     let r = backend(&c, &["public.items"]);
     let (res, a, b) = ids();
     assert_eq!(roles(&r).await, [Role::Primary, Role::Replica]);
-    client(c.pa)
+    client(c.a.port)
         .await
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
         .await
         .unwrap();
-    insert(c.pa, 1..=10, "written at a before the failover").await;
+    insert(c.a.port, 1..=10, "written at a before the failover").await;
     assert!(
         r.compare_tables(&res, Duration::from_secs(30))
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(item_ids(c.pb).await.len(), 10, "the standby has the rows");
+    assert_eq!(
+        item_ids(c.b.port).await.len(),
+        10,
+        "the standby has the rows"
+    );
 
     // Disaster: a dies. Fail over to b.
-    stop(&c.a, "immediate");
+    c.a.stop("immediate");
     assert_eq!(roles(&r).await, [Role::Unknown, Role::Replica]);
     let p = r.promote(&res, &b, &ctx(1)).await.unwrap();
     assert!(p.rpo.is_some() && p.position.is_some(), "{p:?}");
     assert_eq!(roles(&r).await, [Role::Unknown, Role::Primary]);
-    insert(c.pb, 11..=20, "written at b after the failover").await;
+    insert(c.b.port, 11..=20, "written at b after the failover").await;
 
     // a comes back as a second primary and takes a write before it is fenced.
-    start(&c.a, c.pa);
-    insert(c.pa, 1001..=1001, "split-brain write at a").await;
+    c.a.start();
+    insert(c.a.port, 1001..=1001, "split-brain write at a").await;
     r.fence(&res, &a, &ctx(1)).await.unwrap();
     assert_eq!(roles(&r).await, [Role::Fenced, Role::Primary]);
     let markers = r
@@ -315,7 +149,7 @@ async fn failover_split_brain_rewind_and_failback_keep_every_row() {
     let file = fs::read_to_string(saved[0].dir.join("public.items.copy")).unwrap();
     assert!(file.contains("split-brain write at a"), "{file}");
     assert!(
-        !item_ids(c.pa).await.contains(&1001),
+        !item_ids(c.a.port).await.contains(&1001),
         "the rewind removed the split-brain row"
     );
 
@@ -346,15 +180,15 @@ async fn failover_split_brain_rewind_and_failback_keep_every_row() {
 
     // Every row written on either side before its side's demotion is present.
     let want: Vec<i32> = (1..=20).collect();
-    assert_eq!(item_ids(c.pa).await, want);
-    insert(c.pa, 21..=21, "written at a after the failback").await;
+    assert_eq!(item_ids(c.a.port).await, want);
+    insert(c.a.port, 21..=21, "written at a after the failback").await;
     assert!(
         r.compare_tables(&res, Duration::from_secs(30))
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(item_ids(c.pb).await.len(), 21);
+    assert_eq!(item_ids(c.b.port).await.len(), 21);
     let check = r
         .integrity(&res, &a, &IntegrityRequest::Check, &ctx(2))
         .await
@@ -365,10 +199,10 @@ async fn failover_split_brain_rewind_and_failback_keep_every_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_reported_while_a_load_runs() {
-    let Some(c) = cluster() else { return };
+    let Some(c) = PgPair::start() else { return };
     let r = backend(&c, &["public.items"]);
     let (res, _, b) = ids();
-    client(c.pa)
+    client(c.a.port)
         .await
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
         .await
@@ -380,13 +214,13 @@ async fn lag_is_reported_while_a_load_runs() {
             .is_empty()
     );
     // Replay paused on the standby: WAL arrives but is not applied, as on a slow replica.
-    client(c.pb)
+    client(c.b.port)
         .await
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
         .unwrap();
     let load = tokio::spawn({
-        let port = c.pa;
+        let port = c.a.port;
         async move {
             let c = client(port).await;
             let until = Instant::now() + Duration::from_millis(2500);
@@ -410,7 +244,7 @@ async fn lag_is_reported_while_a_load_runs() {
         "{standby:?}"
     );
     let rows = load.await.unwrap();
-    client(c.pb)
+    client(c.b.port)
         .await
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
@@ -421,44 +255,44 @@ async fn lag_is_reported_while_a_load_runs() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(item_ids(c.pb).await.len(), rows as usize);
+    assert_eq!(item_ids(c.b.port).await.len(), rows as usize);
     let st = r.status(&res).await.unwrap();
     let standby = st.sites.iter().find(|s| s.site == b).unwrap();
     assert_eq!(standby.lag_bytes, Some(0), "{standby:?}");
 
     // A planned switchover while writes keep coming until the fence: nothing is lost.
-    insert(c.pa, 100_000..=100_050, "just before the switchover").await;
+    insert(c.a.port, 100_000..=100_050, "just before the switchover").await;
     let p = r.switchover(&res, &b, &ctx(1)).await.unwrap();
     assert_eq!(p.rpo, Some(Duration::ZERO));
-    assert_eq!(item_ids(c.pb).await.len(), rows as usize + 51);
+    assert_eq!(item_ids(c.b.port).await.len(), rows as usize + 51);
     assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
     assert!(r.saved_aside().is_empty(), "nothing diverged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_replication_suite() {
-    let Some(c) = cluster() else { return };
+    let Some(c) = PgPair::start() else { return };
     let r = backend(&c, &[]);
     let (res, a, b) = ids();
     ReplicationSuite::new(res, a, b, None).run(&r).await;
     // The drill copy was made (pg_basebackup, started on the drill port) and removed.
-    assert!(!Path::new(&format!("{}.idns-drill", c.a.display())).exists());
+    assert!(!Path::new(&format!("{}.idns-drill", c.a.data.display())).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_fence_refuses_writes_and_the_switch_loses_nothing() {
-    let Some(c) = cluster() else { return };
+    let Some(c) = PgPair::start() else { return };
     let r = backend_fencing(&c, &["public.items"], "read_only");
     let (res, a, b) = ids();
-    client(c.pa)
+    client(c.a.port)
         .await
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
         .await
         .unwrap();
-    insert(c.pa, 1..=5, "before the fence").await;
+    insert(c.a.port, 1..=5, "before the fence").await;
     r.fence(&res, &a, &ctx(1)).await.unwrap();
     assert_eq!(roles(&r).await, [Role::Fenced, Role::Replica]);
-    let refused = client(c.pa)
+    let refused = client(c.a.port)
         .await
         .execute("INSERT INTO items VALUES (99, 'after the fence')", &[])
         .await
@@ -471,6 +305,6 @@ async fn a_read_only_fence_refuses_writes_and_the_switch_loses_nothing() {
     assert_eq!(p.rpo, Some(Duration::ZERO));
     r.reprotect(&res, &b, true, &ctx(1)).await.unwrap();
     assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
-    assert_eq!(item_ids(c.pa).await, [1, 2, 3, 4, 5]);
+    assert_eq!(item_ids(c.a.port).await, [1, 2, 3, 4, 5]);
     assert!(r.saved_aside().is_empty());
 }

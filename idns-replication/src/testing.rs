@@ -1,0 +1,279 @@
+//! Test support (feature `test-util`): a real PostgreSQL primary with a streaming standby, for
+//! this crate's tests and for any other test that needs a database to fail over.
+//!
+//! [`PgPair::start`] makes a primary (`a`) with `initdb` in a temporary directory and a
+//! standby (`b`) from it with `pg_basebackup`, each on a free loopback port; both are stopped
+//! (immediate mode) when the [`PgPair`] is dropped, and so are drill copies the backend left
+//! beside them. When the PostgreSQL binaries are not installed it prints `skipped: … not
+//! installed` and returns `None` (a failure instead under `IDNS_REQUIRE_SERVERS=1`, see
+//! [`idns_core::test_util::servers`]). As root the servers run as the `postgres` user.
+//!
+//! This is test code: it panics when a server cannot be set up, with the program's output in
+//! the message.
+//!
+//! ```no_run
+//! use idns_replication::testing::PgPair;
+//!
+//! # async fn f() {
+//! let Some(pair) = PgPair::start() else { return }; // skipped: postgres not installed
+//! pair.a.client().await.batch_execute("CREATE TABLE items (id int)").await.unwrap();
+//! let spec = pair.spec("db", ["primary", "recovery"], &["public.items"], "stop");
+//! # }
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use idns_core::test_util::servers::{free_port, require};
+
+use crate::postgres::PgSpec;
+
+/// Where the Debian packages put the PostgreSQL 15 programs.
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Whether this process runs as root (then PostgreSQL's programs run as `postgres`).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Runs a PostgreSQL program from [`BIN`] (as the `postgres` user when root) and returns its
+/// output, successful or not.
+pub fn pg(program: &str, args: &[&str]) -> Output {
+    try_pg(program, args).unwrap_or_else(|e| panic!("{program} does not run: {e}"))
+}
+
+fn try_pg(program: &str, args: &[&str]) -> std::io::Result<Output> {
+    let bin = Path::new(BIN).join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).output()
+}
+
+/// Runs a PostgreSQL program like [`pg`] and panics with its output when it fails.
+pub fn pg_ok(program: &str, args: &[&str]) {
+    let out = pg(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One server of a [`PgPair`]: its data directory and ports.
+#[derive(Debug, Clone)]
+pub struct PgNode {
+    /// The data directory (owned by `postgres` when root).
+    pub data: PathBuf,
+    /// The port it listens on, on 127.0.0.1 (given on the command line, so a `pg_rewind`
+    /// that copies the other side's configuration keeps it).
+    pub port: u16,
+    /// A free port for drill copies made at this node's site.
+    pub drill_port: u16,
+}
+
+impl PgNode {
+    /// Starts the server on its port and waits until it accepts connections; its log goes to
+    /// `<data>.log`.
+    pub fn start(&self) {
+        let d = self.data.display().to_string();
+        pg_ok(
+            "pg_ctl",
+            &[
+                "start",
+                "-D",
+                &d,
+                "-w",
+                "-l",
+                &format!("{d}.log"),
+                "-o",
+                &format!("-p {}", self.port),
+            ],
+        );
+    }
+
+    /// Stops the server with `pg_ctl stop -m MODE` (`immediate`: as in a crash; `fast`: a clean
+    /// shutdown) and waits; panics when it was not running.
+    pub fn stop(&self, mode: &str) {
+        pg_ok(
+            "pg_ctl",
+            &[
+                "stop",
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                mode,
+                "-w",
+            ],
+        );
+    }
+
+    /// Whether a server runs on this data directory (`pg_ctl status`).
+    pub fn is_running(&self) -> bool {
+        pg(
+            "pg_ctl",
+            &["status", "-D", &self.data.display().to_string()],
+        )
+        .status
+        .success()
+    }
+
+    /// Its connection string, as the `postgres` user to the `postgres` database.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// A connection to it (its connection task runs on the current tokio runtime). Panics when
+    /// it does not accept one.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.try_client()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to port {}: {e}", self.port))
+    }
+
+    /// A connection to it, or why there is none (e.g. it is stopped).
+    pub async fn try_client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (c, conn) = tokio_postgres::connect(&self.conninfo(), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(c)
+    }
+}
+
+/// A PostgreSQL 15 primary (`a`) and its streaming standby (`b`) on loopback, in a temporary
+/// directory. Both (and any drill copies beside them) are stopped on drop.
+#[derive(Debug)]
+pub struct PgPair {
+    dir: tempfile::TempDir,
+    /// The first primary.
+    pub a: PgNode,
+    /// The standby, streaming from `a` (`pg_basebackup -R`).
+    pub b: PgNode,
+}
+
+impl PgPair {
+    /// Makes and starts the pair: `initdb` (checksums, trust authentication on 127.0.0.1,
+    /// `wal_log_hints` for `pg_rewind`, `fsync = off`), then the standby from a base backup.
+    /// `None` (after printing why) when PostgreSQL is not installed.
+    pub fn start() -> Option<PgPair> {
+        for b in ["postgres", "pg_basebackup", "pg_rewind"] {
+            require(b, &[BIN], "PostgreSQL streaming replication tests")?;
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory for PostgreSQL");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let node = |name: &str| PgNode {
+            data: dir.path().join(name),
+            port: free_port().expect("a free loopback port"),
+            drill_port: free_port().expect("a free loopback port"),
+        };
+        let (a, b) = (node("a"), node("b"));
+        pg_ok(
+            "initdb",
+            &[
+                "-D",
+                &a.data.display().to_string(),
+                "--data-checksums",
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '256MB'\n\
+             hot_standby = on\nwal_log_hints = on\nfsync = off\nshared_buffers = '32MB'\n",
+            dir.path().display()
+        );
+        let mut c = fs::read_to_string(a.data.join("postgresql.conf")).unwrap();
+        c.push_str(&conf);
+        fs::write(a.data.join("postgresql.conf"), c).unwrap();
+        let mut hba = fs::read_to_string(a.data.join("pg_hba.conf")).unwrap();
+        hba.push_str(
+            "\nhost replication all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n",
+        );
+        fs::write(a.data.join("pg_hba.conf"), hba).unwrap();
+        // From here on, drop stops whatever was started.
+        let pair = PgPair { dir, a, b };
+        pair.a.start();
+        pg_ok(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pair.a.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &pair.b.data.display().to_string(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        pair.b.start();
+        Some(pair)
+    }
+
+    /// The temporary directory holding both data directories (writable by anyone, so the
+    /// backend's state and saved rows can go there too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A configuration for idns-replication's PostgreSQL backend: one resource `resource`
+    /// whose sites `sites[0]` and `sites[1]` are `a` and `b` (with their drill ports),
+    /// checksumming `tables`, fencing with `fence` (`stop` or `read_only`), its state file and
+    /// save directory in [`dir`](Self::dir).
+    pub fn spec(&self, resource: &str, sites: [&str; 2], tables: &[&str], fence: &str) -> PgSpec {
+        let site = |name: &str, node: &PgNode| {
+            serde_json::json!({
+                "site": name, "host": "127.0.0.1", "port": node.port, "data_dir": node.data,
+                "bin_dir": BIN, "drill_port": node.drill_port
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "state_file": self.dir().join("idns-state.json"),
+            "save_dir": self.dir().join("saved"),
+            "resources": [{
+                "id": resource,
+                "tables": tables,
+                "fence": fence,
+                "sites": [site(sites[0], &self.a), site(sites[1], &self.b)]
+            }]
+        }))
+        .expect("a valid PostgreSQL backend specification")
+    }
+}
+
+impl Drop for PgPair {
+    fn drop(&mut self) {
+        for node in [&self.a, &self.b] {
+            for data in [
+                node.data.clone(),
+                PathBuf::from(format!("{}.idns-drill", node.data.display())),
+            ] {
+                if data.exists() {
+                    let _ = try_pg(
+                        "pg_ctl",
+                        &["stop", "-D", &data.display().to_string(), "-m", "immediate"],
+                    );
+                }
+            }
+        }
+    }
+}
