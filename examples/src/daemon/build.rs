@@ -462,7 +462,6 @@ async fn forward_progress(rt: Arc<ServiceRuntime>, mut rx: broadcast::Receiver<P
 /// Writes a finished drill's report into `<journal_dir>/reports/`.
 fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport) {
     let dir = &rt.report_dir;
-    let base = dir.join(format!("{}-drill-{}", rt.name(), report.runbook));
     let json = match serde_json::to_vec_pretty(&summary(report)) {
         Ok(j) => j,
         Err(e) => {
@@ -470,7 +469,7 @@ fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport) {
             return;
         }
     };
-    let path = base.with_extension("json");
+    let path = dir.join(format!("{}-drill-{}.json", rt.name(), report.runbook));
     let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, json));
     match written {
         Ok(()) => {

@@ -133,6 +133,8 @@ fn render(base: &str, segs: &[Seg]) -> String {
 pub(crate) struct Problems {
     pub(crate) list: Vec<Problem>,
     lines: Lines,
+    /// Paths of keys that had a problem while being read (removed or given a placeholder).
+    tainted: Vec<String>,
 }
 
 impl Problems {
@@ -140,6 +142,7 @@ impl Problems {
         Self {
             list: Vec::new(),
             lines,
+            tainted: Vec::new(),
         }
     }
 
@@ -165,7 +168,9 @@ impl Problems {
         });
     }
 
-    /// Records the problems a validator found, their paths under `prefix`.
+    /// Records the problems a validator found, their paths under `prefix`; those about keys
+    /// that already had a problem while being read are dropped (they would only repeat it,
+    /// or complain about a placeholder).
     pub(crate) fn extend(&mut self, prefix: &str, errors: idns_core::ConfigError) {
         for e in errors.errors {
             let path = if e.path.starts_with("line ") || e.path == "(document)" {
@@ -173,38 +178,75 @@ impl Problems {
             } else {
                 join(prefix, &e.path)
             };
+            if self.is_tainted(&path) {
+                continue;
+            }
             self.push(path, e.value, e.problem);
         }
     }
 
-    /// Reads `value` as a `T`, recording every problem found under `path`. Returns `None` when
-    /// a problem makes a `T` impossible (a required field missing or wrong); otherwise the `T`
-    /// read once the offending keys are removed (they take their defaults).
+    /// Reads `value` as a `T`, recording every problem found under `path`.
+    ///
+    /// After each problem the offending key is removed (it takes its default) and the value is
+    /// read again, so every problem of the unit is found. A required key that is missing or
+    /// wrong gets a placeholder of whatever type fits, only to read on; its path is marked
+    /// tainted, and validators' complaints about tainted paths are dropped (see
+    /// [`extend`](Self::extend)). Returns `None` only when the unit cannot be read at all.
     pub(crate) fn take<T: DeserializeOwned>(
         &mut self,
         mut value: toml::Value,
         path: &str,
     ) -> Option<T> {
         let mut removed: Vec<Vec<Seg>> = Vec::new();
-        // Each round removes one key, so this ends; the bound only guards against a bug.
-        for _ in 0..256 {
+        // The placeholder being tried for a required key, and the next candidate.
+        let mut filling: Option<(Vec<Seg>, usize)> = None;
+        // Each round removes a key or tries one of a few placeholders, so this ends; the
+        // bound only guards against a bug.
+        for _ in 0..1024 {
             let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                // With bad keys removed this is read with defaults in their place: good enough
-                // to look for further problems; the caller never runs a file with problems.
                 Ok(t) => return Some(t),
                 Err(e) => e,
             };
             let mut segs = segments(err.path());
             let message = err.inner().message().trim().to_owned();
-            if let Some(field) = quoted_after(&message, "missing field `") {
-                segs.push(Seg::Key(field));
+            let missing = quoted_after(&message, "missing field `");
+            if let Some((key, next)) = &mut filling {
+                let mut at = segs.clone();
+                if let Some(field) = &missing
+                    && at.last() != Some(&Seg::Key(field.clone()))
+                {
+                    at.push(Seg::Key(field.clone()));
+                }
+                if at.starts_with(key) {
+                    let candidate = placeholder(*next)?;
+                    *next += 1;
+                    if !set(&mut value, key, candidate) {
+                        return None;
+                    }
+                    continue;
+                }
+                filling = None;
+            }
+            if let Some(field) = missing {
+                if segs.last() != Some(&Seg::Key(field.clone())) {
+                    segs.push(Seg::Key(field));
+                }
                 if !removed.contains(&segs) {
                     self.push(render(path, &segs), "", "is missing");
                 }
-                return None;
+                self.tainted.push(render(path, &segs));
+                let candidate = placeholder(0)?;
+                if !set(&mut value, &segs, candidate) {
+                    return None;
+                }
+                filling = Some((segs, 1));
+                continue;
             }
             if let Some(field) = quoted_after(&message, "unknown field `") {
-                segs.push(Seg::Key(field));
+                // serde_path_to_error names the key itself here, serde only its parent.
+                if segs.last() != Some(&Seg::Key(field.clone())) {
+                    segs.push(Seg::Key(field));
+                }
                 let expected = message
                     .split_once(", expected ")
                     .map(|(_, e)| format!(" (expected {e})"))
@@ -238,10 +280,59 @@ impl Problems {
             if segs.is_empty() || !remove(&mut value, &segs) {
                 return None;
             }
+            self.tainted.push(render(path, &segs));
             removed.push(segs);
         }
         None
     }
+
+    /// Whether `path` is, or lies under, a key that had a problem.
+    fn is_tainted(&self, path: &str) -> bool {
+        self.tainted.iter().any(|t| {
+            path == t
+                || path
+                    .strip_prefix(t.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    }
+}
+
+/// Placeholders for a required key, tried in turn until one has a type that fits.
+fn placeholder(i: usize) -> Option<toml::Value> {
+    Some(match i {
+        0 => toml::Value::String(String::new()),
+        1 => toml::Value::Integer(0),
+        2 => toml::Value::Boolean(false),
+        3 => toml::Value::Array(Vec::new()),
+        4 => toml::Value::Table(toml::Table::new()),
+        _ => return None,
+    })
+}
+
+/// Sets the key at `segs` (which ends with a key) in `value`.
+fn set(value: &mut toml::Value, segs: &[Seg], v: toml::Value) -> bool {
+    let Some((Seg::Key(last), parents)) = segs.split_last() else {
+        return false;
+    };
+    match walk(value, parents) {
+        Some(toml::Value::Table(t)) => {
+            t.insert(last.clone(), v);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn walk<'v>(value: &'v mut toml::Value, segs: &[Seg]) -> Option<&'v mut toml::Value> {
+    let mut at = value;
+    for s in segs {
+        at = match (s, at) {
+            (Seg::Key(k), toml::Value::Table(t)) => t.get_mut(k)?,
+            (Seg::Index(i), toml::Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 fn is_secret_path(path: &str) -> bool {
@@ -275,20 +366,8 @@ fn remove(value: &mut toml::Value, segs: &[Seg]) -> bool {
     let Some((Seg::Key(last), parents)) = segs.split_last() else {
         return false;
     };
-    let mut at = value;
-    for s in parents {
-        let next = match (s, at) {
-            (Seg::Key(k), toml::Value::Table(t)) => t.get_mut(k),
-            (Seg::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(v) => at = v,
-            None => return false,
-        }
-    }
-    match at {
-        toml::Value::Table(t) => t.remove(last).is_some(),
+    match walk(value, parents) {
+        Some(toml::Value::Table(t)) => t.remove(last).is_some(),
         _ => false,
     }
 }
@@ -322,7 +401,7 @@ mod tests {
     fn problems(text: &str) -> (Option<Outer>, Vec<String>) {
         let value: toml::Value = toml::from_str(text).unwrap();
         let mut p = Problems::new(Lines::of(text));
-        let out = p.take::<Outer>(value, "top");
+        let out = p.take::<Outer>(value, "");
         (out, p.list.iter().map(ToString::to_string).collect())
     }
 
@@ -331,25 +410,32 @@ mod tests {
         let (out, list) = problems(
             "name = \"x\"\nbogus = 1\n[[items]]\nn = \"seven\"\n[[items]]\ns = 3\nextra = true\n",
         );
-        assert!(out.is_some());
         let all = list.join("\n");
-        assert!(all.contains("top.bogus: unknown key"), "{all}");
+        assert!(out.is_some(), "{all}");
+        assert!(all.contains("bogus: unknown key"), "{all}");
         assert!(all.contains("(line 2)"), "{all}");
-        assert!(all.contains("top.items[0].n: invalid type"), "{all}");
+        assert!(all.contains("items[0].n: invalid type"), "{all}");
         assert!(all.contains("(line 4)"), "{all}");
-        assert!(all.contains("top.items[1].s: invalid type"), "{all}");
-        assert!(all.contains("top.items[1].extra: unknown key"), "{all}");
+        assert!(all.contains("items[1].s: invalid type"), "{all}");
+        assert!(all.contains("items[1].extra: unknown key"), "{all}");
         assert_eq!(list.len(), 4, "{all}");
     }
 
     #[test]
-    fn a_bad_required_field_is_reported_once() {
-        let (out, list) = problems("name = 5\n");
-        assert!(out.is_none());
-        assert_eq!(list.len(), 1, "{list:?}");
-        assert!(list[0].starts_with("top.name: invalid type"), "{list:?}");
-        let (_, list) = problems("items = []\n");
-        assert_eq!(list, vec!["top.name: is missing".to_owned()]);
+    fn a_bad_required_field_is_reported_once_and_reading_goes_on() {
+        let (out, list) = problems("name = 5\nsecret = 1\n");
+        assert!(out.is_some());
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list[0].starts_with("name: invalid type"), "{list:?}");
+        assert!(list[1].starts_with("secret"), "{list:?}");
+        let (_, list) = problems("items = [{ n = \"x\" }]\n");
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list.contains(&"name: is missing".to_owned()), "{list:?}");
+        assert!(
+            list.iter()
+                .any(|l| l.starts_with("items[0].n: invalid type")),
+            "{list:?}"
+        );
     }
 
     #[test]
@@ -357,6 +443,6 @@ mod tests {
         let (_, list) = problems("name = \"x\"\nsecret = 123456789\n");
         assert_eq!(list.len(), 1, "{list:?}");
         assert!(!list[0].contains("123456789"), "{list:?}");
-        assert!(list[0].contains("top.secret"), "{list:?}");
+        assert!(list[0].contains("secret"), "{list:?}");
     }
 }
