@@ -363,6 +363,51 @@ fn journal(dir: &Path) -> serde_json::Value {
     stored["journal"].clone()
 }
 
+/// Command-hook replication of `app-data`: the hook logs each operation to
+/// `<hooks>/hook.log`; `promote` then runs `promote_body` (shell, `$i` starts at 0). Returns
+/// the hooks' directory and the replication table.
+fn command_replication(dir: &Path, promote_body: &str) -> (PathBuf, String) {
+    let hooks = dir.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            r#"#!/bin/sh
+log="$HOOK_DIR/hook.log"
+case "$IDNS_OPERATION" in
+status)
+    echo '{{"sites":[{{"site":"primary","role":"primary","lag_ms":0}},{{"site":"recovery","role":"replica","lag_ms":0}}]}}'
+    ;;
+promote)
+    echo "promote $IDNS_SITE epoch=$IDNS_EPOCH" >> "$log"
+    i=0
+    {promote_body}
+    ;;
+*)
+    echo "$IDNS_OPERATION ${{IDNS_SITE:-$IDNS_PRIMARY}} epoch=$IDNS_EPOCH" >> "$log"
+    echo '{{}}'
+    ;;
+esac
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let replication = format!(
+        r#"backend = "command"
+[[services.replication.resources]]
+id = "app-data"
+sites = ["primary", "recovery"]
+command = ["{hook}"]
+env = {{ HOOK_DIR = "{hooks}" }}
+"#,
+        hook = hook.display(),
+        hooks = hooks.display()
+    );
+    (hooks, replication)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -619,7 +664,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
             "idns_last_phase_seconds{{service=\"{NAME}\",kind=\"failover\",phase=\"switch_dns\"}} "
         ),
         format!(
-            "idns_replication_lag_seconds{{service=\"{NAME}\",resource=\"app-data\",site=\"primary\"}} "
+            "idns_replication_lag_seconds{{service=\"{NAME}\",resource=\"app-data\",site=\"recovery\"}} "
         ),
         format!(
             "idns_probe_latency_seconds_count{{service=\"{NAME}\",site=\"primary\",probe=\"http\",observer=\"east\"}} "
@@ -676,32 +721,11 @@ async fn idnsd_killed_mid_runbook_resumes_it_after_a_restart() {
         web,
     };
     // The hook logs each operation; promote waits until the test releases it.
-    let hooks = dir.join("hooks");
-    std::fs::create_dir_all(&hooks).unwrap();
-    let hook = hooks.join("hook.sh");
-    std::fs::write(
-        &hook,
-        r#"#!/bin/sh
-log="$HOOK_DIR/hook.log"
-case "$IDNS_OPERATION" in
-status)
-    echo '{"sites":[{"site":"primary","role":"primary","lag_ms":0},{"site":"recovery","role":"replica","lag_ms":0}]}'
-    ;;
-promote)
-    echo "promote $IDNS_SITE epoch=$IDNS_EPOCH" >> "$log"
-    i=0
-    while [ ! -e "$HOOK_DIR/release" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
-    echo '{}'
-    ;;
-*)
-    echo "$IDNS_OPERATION ${IDNS_SITE:-$IDNS_PRIMARY} epoch=$IDNS_EPOCH" >> "$log"
-    echo '{}'
-    ;;
-esac
-"#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (hooks, replication) = command_replication(
+        dir,
+        r#"while [ ! -e "$HOOK_DIR/release" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+    echo '{}'"#,
+    );
     /// Lets every waiting hook finish, whatever happens to the test.
     struct Release(PathBuf);
     impl Drop for Release {
@@ -710,17 +734,6 @@ esac
         }
     }
     let release = Release(hooks.join("release"));
-    let replication = format!(
-        r#"backend = "command"
-[[services.replication.resources]]
-id = "app-data"
-sites = ["primary", "recovery"]
-command = ["{hook}"]
-env = {{ HOOK_DIR = "{hooks}" }}
-"#,
-        hook = hook.display(),
-        hooks = hooks.display()
-    );
     let runbook = r#"
 [services.runbook]
 failover = [
@@ -1007,5 +1020,81 @@ async fn the_example_configs_check_and_the_embedded_one_runs() {
         tmp.path()
             .join("idnsd-state/journal/www.idns.test.json")
             .is_file()
+    );
+}
+
+/// `idnsctl --wait` follows a runbook that aborts (a promote that fails for good, with
+/// `on_failure = "abort"`) and exits non-zero, naming the failed step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idnsctl_wait_exits_non_zero_when_the_runbook_aborts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (web, _primary, _recovery) = start_sites().await;
+    let ports = Ports {
+        api: free_port(),
+        dns: free_port(),
+        web,
+    };
+    let (_hooks, replication) = command_replication(
+        dir,
+        r#"echo '{"error": "the storage array refuses to promote", "kind": "refused"}'
+    exit 1"#,
+    );
+    let runbook = r#"
+[services.runbook]
+failover = [
+    { step = "fence" },
+    { step = "promote", retries = 0, on_failure = "abort" },
+    { step = "switch_dns" },
+]
+"#;
+    let cfg = dir.join("idnsd.toml");
+    std::fs::write(&cfg, config(dir, &ports, &replication, "") + runbook).unwrap();
+    let api = SocketAddr::from((PRIMARY, ports.api));
+    let mut d = Idnsd::start(&cfg, api);
+    d.ready().await;
+    d.wait_status("both sites up at epoch 1", |s| {
+        s.epoch == 1 && s.runbook.is_none() && s.sites.iter().all(|x| x.health == "up")
+    })
+    .await;
+
+    let out = d
+        .idnsctl(
+            &["failover", NAME, "--to", "recovery", "--wait"],
+            Some(TOKEN),
+        )
+        .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("failed   promote app-data at recovery"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failover primary -> recovery aborted"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the failover was aborted")
+            && stderr.contains("the storage array refuses to promote"),
+        "{stderr}"
+    );
+    let s = d.status().await;
+    assert!(s.runbook.is_none(), "{s:#?}");
+    assert_eq!(
+        s.last_switch.as_ref().map(|r| r.outcome.as_str()),
+        Some("aborted")
+    );
+    let (_, metrics) = get(api, "/metrics", None).await.unwrap();
+    let line = format!(
+        "idns_runbooks_total{{service=\"{NAME}\",kind=\"failover\",outcome=\"aborted\"}} 1"
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} missing:\n{metrics}"
     );
 }
