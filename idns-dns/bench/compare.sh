@@ -83,8 +83,10 @@ measure() { # name pid port
   qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
   lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
   avg=$(awk '/Average Latency \(s\):/ {printf "%.3f", $4 * 1000}' <<<"$out")
-  busy=$(awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN {printf "%.2f", (c1 - c0) / hz / (t1 - t0)}')
+  busy=$(awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN {printf "%.4f", (c1 - c0) / hz / (t1 - t0)}')
+  # From the unrounded share: at a share near 0.2, rounding to 0.01 would move this by 2.5 %.
   per_core=$(awk -v q="$qps" -v b="$busy" 'BEGIN {if (b > 0) printf "%.0f", q / b; else print "-"}')
+  busy=$(awk -v b="$busy" 'BEGIN {printf "%.2f", b}')
   # Latency percentiles at a fixed rate.
   lat=$(taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -c 8 -T 1 -Q "$RATE" -l 3 -v 2>/dev/null \
     | awk '$1 == ">" {print $NF * 1000}' | sort -n)

@@ -1,11 +1,17 @@
 //! The fast path: answers already rendered in wire form, replayed with only the ID, the RD
 //! and CD flags, the question's spelling and the OPT record patched in.
 //!
-//! Each worker keeps its own cache (no lock, no shared counter on the hot path) keyed by the
-//! question in lower case. A miss, or any request that is not a plain one-question query,
-//! goes through the complete path ([`super::answer::respond`]); a plain query's answer is
-//! rendered there once, for a canonical copy of the question, and kept. A new snapshot (a
-//! change of records) empties the cache.
+//! Each worker keeps its own cache (no lock, no shared counter, no allocation on the hot
+//! path) keyed by the question in lower case, hashed with a per-worker random seed. A miss,
+//! or any request that is not a plain one-question query, goes through the complete path
+//! ([`super::answer::respond`]); a plain query's answer is rendered there once, for a
+//! canonical copy of the question, and kept. The complete path compresses names
+//! case-sensitively, so an answer is replayed for a question in mixed case (0x20) only when
+//! its layout does not depend on the spelling (checked once, by rendering the question in
+//! upper case too); otherwise such a question takes the complete path. Every replayed answer
+//! is byte for byte what the complete path would send. A new snapshot (a change of records,
+//! checked by its generation on every request) empties the cache, so no answer mixes records
+//! of two snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
