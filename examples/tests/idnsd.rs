@@ -553,16 +553,42 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["kind"], "drill");
     assert_eq!(report["outcome"], "completed");
-    let written: Vec<_> = std::fs::read_dir(dir.join("journal/reports"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        written
-            .iter()
-            .any(|f| f.starts_with(&format!("{NAME}-drill-"))),
-        "{written:?}"
-    );
+    let runbook = report["runbook"].as_u64().unwrap();
+    let (code, md) = get(
+        api,
+        &format!("/v1/services/{NAME}/report?format=md"),
+        Some(TOKEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{md}");
+    assert!(md.contains("drill.www.daemon.test"), "{md}");
+    assert!(md.contains("production untouched"), "{md}");
+    let (code, page) = get(
+        api,
+        &format!("/v1/services/{NAME}/report?format=html"),
+        Some(TOKEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<svg"), "{page}");
+    let (code, _) = get(
+        api,
+        &format!("/v1/services/{NAME}/report?format=pdf"),
+        Some(TOKEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 400);
+    for ext in ["json", "md", "html"] {
+        let f = dir.join(format!("journal/reports/{NAME}-drill-{runbook}.{ext}"));
+        assert!(f.is_file(), "{} was not written", f.display());
+    }
+    let written_md =
+        std::fs::read_to_string(dir.join(format!("journal/reports/{NAME}-drill-{runbook}.md")))
+            .unwrap();
+    assert_eq!(written_md.lines().next(), md.lines().next());
     // Production was not touched.
     let s = d.status().await;
     assert_eq!((s.active.as_str(), s.epoch), ("primary", 1));

@@ -15,7 +15,7 @@
 //! | `POST /v1/services/{name}/drill` `{"to": "b"}`, `POST …/drill/stop` | same |
 //! | `POST /v1/services/{name}/resume` `{"action": "retry" \| "skip" \| "abort"}` | same, for a held runbook |
 //! | `GET /v1/services/{name}/events?after=N&wait=S&limit=L` | events after `N`; waits up to `S` seconds (at most 30) for one |
-//! | `GET /v1/services/{name}/report?kind=drill&format=json` | the last finished runbook of that kind (default `drill`) |
+//! | `GET /v1/services/{name}/report?kind=drill&format=md` | the report of the last finished runbook of that kind (default `drill`): `json` (default), `md` (Markdown) or `html` (a self-contained page with an SVG timeline) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON: `{"error": "unknown_service", "message": "…"}` with 400 (bad request,
@@ -52,6 +52,7 @@ use super::wire::{
     ApiError, CommandAccepted, DrillRequest, FailbackRequest, FailoverRequest, ResumeRequest,
     ServiceList,
 };
+use crate::report;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -510,7 +511,7 @@ async fn report(
             )));
         }
     };
-    let Some(r) = s.last_report(kind) else {
+    let Some((r, ctx)) = s.last_report(kind) else {
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -520,12 +521,28 @@ async fn report(
             ),
         ));
     };
-    match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(axum::Json(summary(&r)).into_response()),
-        other => Err(Failure::bad_request(format!(
-            "format {other:?} is not available; use json"
-        ))),
-    }
+    let (content_type, body) = match q.format.as_deref().unwrap_or("json") {
+        "json" => return Ok(axum::Json(summary(&r)).into_response()),
+        "md" | "markdown" => ("text/markdown; charset=utf-8", report::markdown(&r, &ctx)),
+        "html" => ("text/html; charset=utf-8", report::html(&r, &ctx)),
+        other => {
+            return Err(Failure::bad_request(format!(
+                "format {other:?} is not json, md or html"
+            )));
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn metrics_page(State(state): Shared, headers: HeaderMap) -> Result<Response, Failure> {

@@ -23,6 +23,7 @@ use super::api::{ApiState, router, serve};
 use super::config::{DaemonConfig, DnsSpec, ReplicationSpec, ServiceEntry};
 use super::events::stopped;
 use super::service::{DrillHook, ServiceRuntime, summary};
+use crate::report::{self, ReportContext};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -459,9 +460,11 @@ async fn forward_progress(rt: Arc<ServiceRuntime>, mut rx: broadcast::Receiver<P
     }
 }
 
-/// Writes a finished drill's report into `<journal_dir>/reports/`.
-fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport) {
+/// Writes a finished drill's report into `<journal_dir>/reports/`: the JSON summary, the
+/// Markdown summary and the self-contained HTML page.
+fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport, ctx: &ReportContext) {
     let dir = &rt.report_dir;
+    let base = format!("{}-drill-{}", rt.name(), report.runbook);
     let json = match serde_json::to_vec_pretty(&summary(report)) {
         Ok(j) => j,
         Err(e) => {
@@ -469,14 +472,30 @@ fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport) {
             return;
         }
     };
-    let path = dir.join(format!("{}-drill-{}.json", rt.name(), report.runbook));
-    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, json));
-    match written {
-        Ok(()) => {
-            tracing::info!(service = %rt.name(), path = %path.display(), "drill report written")
-        }
-        Err(e) => {
-            tracing::error!(service = %rt.name(), path = %path.display(), error = %e, "drill report not written");
+    let files = [
+        (format!("{base}.json"), json),
+        (
+            format!("{base}.md"),
+            report::markdown(report, ctx).into_bytes(),
+        ),
+        (
+            format!("{base}.html"),
+            report::html(report, ctx).into_bytes(),
+        ),
+    ];
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::error!(service = %rt.name(), dir = %dir.display(), error = %e, "drill report not written");
+        return;
+    }
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        match std::fs::write(&path, bytes) {
+            Ok(()) => {
+                tracing::info!(service = %rt.name(), path = %path.display(), "drill report written");
+            }
+            Err(e) => {
+                tracing::error!(service = %rt.name(), path = %path.display(), error = %e, "drill report not written");
+            }
         }
     }
 }

@@ -212,7 +212,7 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                 *n as f64,
             );
         }
-        for (kind, r) in &o.last {
+        for (kind, (r, _)) in &o.last {
             let kl = labels(&[("service", svc), ("kind", kind)]);
             f.gauge(
                 "idns_last_rto_seconds",

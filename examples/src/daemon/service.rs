@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use idns_core::runtime::{FileStore, Handle};
 use idns_core::{
-    Event, Health, Journal, ObserverId, Outcome, ProbeId, ProbeOutcome, ProbeReport, ProbeStatus,
-    ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore,
-    StepRecord, StepStatus, SwitchReport, explain,
+    Epoch, Event, Health, Journal, ObserverId, Outcome, ProbeId, ProbeOutcome, ProbeReport,
+    ProbeStatus, ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId,
+    StateStore, StepName, StepRecord, StepStatus, SwitchReport, explain,
 };
 use idns_replication::{Operation, Progress};
 use tokio::sync::broadcast;
@@ -21,6 +21,7 @@ use super::wire::{
     DecisionInfo, PhaseInfo, ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary,
     RunbookStatus, ServiceStatus, SiteStatus, StepInfo,
 };
+use crate::report::{Check, ReportContext, SiteNote};
 
 /// Upper bounds of the probe latency histogram's buckets, seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -86,16 +87,28 @@ pub struct Observed {
     pub replication: BTreeMap<(ResourceId, SiteId), ReplicaSample>,
     /// The last decision.
     pub decision: Option<DecisionInfo>,
-    /// The last finished runbook of each kind.
-    pub last: BTreeMap<String, SwitchReport>,
+    /// The last finished runbook of each kind, with what its report needs.
+    pub last: BTreeMap<String, (SwitchReport, ReportContext)>,
     /// The last finished production switch.
     pub last_switch: Option<SwitchReport>,
     /// Finished runbooks by kind and outcome, since the daemon started.
     pub finished: BTreeMap<(String, String), u64>,
     /// Step retries by step name, since the daemon started.
     pub retries: BTreeMap<String, u64>,
+    /// The runbook in progress, as the report will need it.
+    running: Option<Running>,
     /// When the last progress event of each operation went to the log.
     progress_logged: BTreeMap<(ResourceId, SiteId, &'static str), (std::time::Instant, u64)>,
+}
+
+/// What the daemon notes while a runbook runs, for its report.
+#[derive(Debug)]
+struct Running {
+    runbook: u64,
+    /// The production active site and epoch when it was decided.
+    production: (SiteId, Epoch),
+    /// Its retries and holds.
+    events: Vec<Event>,
 }
 
 /// A service the daemon runs.
@@ -115,8 +128,9 @@ pub struct ServiceRuntime {
     pub observed: Mutex<Observed>,
 }
 
-/// Something that happened to a finished drill: the daemon writes its report.
-pub type DrillHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport) + Send + Sync>;
+/// Called for each finished drill, with its report and context (the daemon writes the
+/// report's files).
+pub type DrillHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport, &ReportContext) + Send + Sync>;
 
 impl ServiceRuntime {
     /// A service whose driver is reached through `handle`.
@@ -225,8 +239,10 @@ impl ServiceRuntime {
         );
     }
 
-    /// Notes an event of the election and logs it.
-    pub fn record_event(&self, event: Event) {
+    /// Notes an event of the election and logs it. Returns the report and its context when
+    /// the event ends a runbook.
+    pub fn record_event(&self, event: Event) -> Option<(SwitchReport, ReportContext)> {
+        let mut ended = None;
         {
             let mut o = self.observed();
             match &event {
@@ -253,6 +269,14 @@ impl ServiceRuntime {
                     forced,
                     reasons,
                 } => {
+                    // A drill leaves production alone: note where it is, to check afterwards.
+                    let view = self.handle.view();
+                    let production = (view.active.clone(), view.epoch);
+                    o.running = Some(Running {
+                        runbook: *runbook,
+                        production,
+                        events: Vec::new(),
+                    });
                     o.decision = Some(DecisionInfo {
                         runbook: *runbook,
                         kind: kind.to_string(),
@@ -264,23 +288,137 @@ impl ServiceRuntime {
                         at: rfc3339(SystemTime::now()),
                     });
                 }
-                Event::StepRetry { name, .. } => {
+                Event::StepRetry { name, id, .. } => {
                     *o.retries.entry(name.to_string()).or_default() += 1;
+                    if let Some(run) = o.running.as_mut().filter(|r| r.runbook == id.runbook) {
+                        run.events.push(event.clone());
+                    }
+                }
+                Event::Held { runbook, .. } => {
+                    if let Some(run) = o.running.as_mut().filter(|r| r.runbook == *runbook) {
+                        run.events.push(event.clone());
+                    }
                 }
                 Event::Finished(r) => {
                     *o.finished
                         .entry((r.kind.to_string(), outcome(r.outcome).to_owned()))
                         .or_default() += 1;
-                    o.last.insert(r.kind.to_string(), r.clone());
+                    let running = o.running.take().filter(|x| x.runbook == r.runbook);
+                    let ctx = self.report_context(r, running);
+                    o.last.insert(r.kind.to_string(), (r.clone(), ctx.clone()));
                     if r.kind != RunbookKind::Drill {
                         o.last_switch = Some(r.clone());
                     }
+                    ended = Some((r.clone(), ctx));
                 }
                 _ => {}
             }
         }
         let text = describe(&event);
         self.log.push(text, Some(event), None);
+        ended
+    }
+
+    /// What a report of `r` needs beyond the report itself: the names, who started it, the
+    /// sites, its retries and holds, and for a drill whether production was left alone and
+    /// the drill cleaned up.
+    fn report_context(&self, r: &SwitchReport, running: Option<Running>) -> ReportContext {
+        let drill = r.kind == RunbookKind::Drill;
+        let published = if drill {
+            self.config.drill_name()
+        } else {
+            self.config.name()
+        };
+        let mut ctx = ReportContext::new(self.name().as_str(), published.as_str());
+        ctx.controller = format!("idnsd {}", env!("CARGO_PKG_VERSION"));
+        ctx.started_by = if r.reasons.iter().any(|x| x.contains("operator")) {
+            "an operator, through idnsd's API".to_owned()
+        } else {
+            "the election, automatically".to_owned()
+        };
+        let view = self.handle.view();
+        ctx.sites = self
+            .config
+            .sites()
+            .iter()
+            .map(|s| {
+                let addresses = match &s.alias {
+                    Some(a) if s.addresses.is_empty() => a.to_string(),
+                    _ => s
+                        .addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                let to = r.to.as_ref() == Some(&s.id);
+                let from = r.from.as_ref() == Some(&s.id);
+                let role = match (drill, to, from) {
+                    (true, true, _) => "drill target",
+                    (true, false, _) if s.id == view.active => "active, production (left alone)",
+                    (false, true, _) => "switched to",
+                    (false, _, true) => "switched away from",
+                    _ => "standby",
+                };
+                SiteNote {
+                    id: s.id.to_string(),
+                    addresses,
+                    role: role.to_owned(),
+                }
+            })
+            .collect();
+        if let Some(run) = &running {
+            for e in &run.events {
+                ctx.record(e);
+            }
+        }
+        if drill {
+            if let Some(run) = &running {
+                let (site, epoch) = &run.production;
+                let untouched = &view.active == site && view.epoch == *epoch;
+                ctx.checks.push(Check::new(
+                    "production untouched",
+                    untouched,
+                    if untouched {
+                        format!(
+                            "{} stayed on {site} at epoch {epoch} throughout the drill",
+                            self.name()
+                        )
+                    } else {
+                        format!(
+                            "{} was on {site} at epoch {epoch} when the drill began, and is on {} \
+                             at epoch {} now",
+                            self.name(),
+                            view.active,
+                            view.epoch
+                        )
+                    },
+                ));
+            }
+            let cleanup = r.steps.iter().find(|s| s.name == StepName::Cleanup);
+            ctx.checks.push(match cleanup {
+                Some(s) => Check::new(
+                    "drill cleaned up",
+                    s.status == StepStatus::Done,
+                    format!(
+                        "{}: {}{}",
+                        s.description,
+                        step_status(s.status),
+                        if s.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", s.detail)
+                        }
+                    ),
+                ),
+                None => Check::new(
+                    "drill cleaned up",
+                    false,
+                    "the drill runbook has no cleanup step",
+                ),
+            });
+        }
+        ctx
     }
 
     /// Follows the driver's events until it stops; `on_drill` is called for each finished
@@ -289,13 +427,10 @@ impl ServiceRuntime {
         loop {
             match rx.recv().await {
                 Ok(event) => {
-                    let drill = match &event {
-                        Event::Finished(r) if r.kind == RunbookKind::Drill => Some(r.clone()),
-                        _ => None,
-                    };
-                    self.record_event(event);
-                    if let Some(r) = drill {
-                        on_drill(&self, &r);
+                    if let Some((r, ctx)) = self.record_event(event)
+                        && r.kind == RunbookKind::Drill
+                    {
+                        on_drill(&self, &r, &ctx);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -307,8 +442,8 @@ impl ServiceRuntime {
         }
     }
 
-    /// The last finished runbook of `kind`.
-    pub fn last_report(&self, kind: RunbookKind) -> Option<SwitchReport> {
+    /// The last finished runbook of `kind`, with its report's context.
+    pub fn last_report(&self, kind: RunbookKind) -> Option<(SwitchReport, ReportContext)> {
         self.observed().last.get(&kind.to_string()).cloned()
     }
 
@@ -405,7 +540,10 @@ impl ServiceRuntime {
             decision: o.decision.clone(),
             runbook,
             last_switch: o.last_switch.as_ref().map(summary),
-            last_drill: o.last.get(&RunbookKind::Drill.to_string()).map(summary),
+            last_drill: o
+                .last
+                .get(&RunbookKind::Drill.to_string())
+                .map(|(r, _)| summary(r)),
             last_event: self.log.last(),
         }
     }
