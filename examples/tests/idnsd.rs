@@ -702,6 +702,15 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         );
     }
     assert!(metrics.contains("# TYPE idns_probe_latency_seconds histogram"));
+    let mut series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    let all = series.len();
+    series.sort_unstable();
+    series.dedup();
+    assert_eq!(series.len(), all, "a series is written twice:\n{metrics}");
 
     // SIGTERM: a graceful stop with the journal saved.
     d.signal(Signal::SIGTERM);

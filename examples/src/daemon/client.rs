@@ -601,10 +601,11 @@ impl Follower {
                 if !record.detail.is_empty() {
                     let _ = write!(text, ": {}", record.detail);
                 }
-                match (self.mode, self.current.take()) {
-                    (Progress::Bars, Some(bar)) => bar.finish_with_message(text.trim().to_owned()),
-                    _ => self.line(out, &text)?,
+                // The bar gives way to a permanent line.
+                if let Some(bar) = self.current.take() {
+                    bar.finish_and_clear();
                 }
+                self.line(out, &text)?;
             }
             Event::Held { runbook, .. } if *runbook == self.runbook => {
                 self.line(out, &format!("  {}", describe(event)))?;

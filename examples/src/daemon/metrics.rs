@@ -64,6 +64,9 @@ fn num(v: f64) -> String {
         } else {
             "-Inf".into()
         }
+    } else if v == 0.0 {
+        // Not "-0", which an empty float sum gives.
+        "0".into()
     } else {
         format!("{v}")
     }
@@ -228,7 +231,14 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                     rpo.as_secs_f64(),
                 );
             }
+            // A phase can come more than once (reprotect before and after a failback): one
+            // series per phase, with its total.
+            let mut seen = Vec::new();
             for p in &r.phases {
+                if seen.contains(&p.phase) {
+                    continue;
+                }
+                seen.push(p.phase);
                 f.gauge(
                     "idns_last_phase_seconds",
                     "Time spent in each phase of the last runbook of this kind.",
@@ -237,7 +247,7 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                         ("kind", kind),
                         ("phase", phase_label(p.phase)),
                     ]),
-                    p.duration.as_secs_f64(),
+                    r.phase(p.phase).as_secs_f64(),
                 );
             }
         }
@@ -351,6 +361,15 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_the_format_wants() {
+        let empty: f64 = std::iter::empty::<f64>().sum();
+        assert_eq!(num(empty), "0");
+        assert_eq!(num(1.5), "1.5");
+        assert_eq!(num(f64::INFINITY), "+Inf");
+        assert_eq!(num(f64::NAN), "NaN");
+    }
 
     #[test]
     fn label_values_are_escaped() {
