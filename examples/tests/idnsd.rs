@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -524,6 +525,30 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let big = format!("{{\"to\": \"{}\"}}", "x".repeat(64 * 1024));
     let (code, body) = post(api, &format!("/v1/services/{NAME}/failover"), &big).await;
     assert_eq!(code, 413, "{body}");
+
+    // Hostile clients: connections that never finish their headers, and garbage, do not
+    // stop others from being served.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(api).unwrap();
+        c.write_all(b"GET /v1/serv").unwrap();
+        idle.push(c);
+    }
+    let mut junk = TcpStream::connect(api).unwrap();
+    junk.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+        .unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = junk.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || text(&answer).starts_with("HTTP/1.1 400"),
+        "{}",
+        text(&answer)
+    );
+    let (code, _) = get(api, "/v1/services", Some(TOKEN)).await.unwrap();
+    assert_eq!(code, 200);
+    drop(idle);
 
     // A refused command carries the election's reason.
     let out = d.idnsctl(&["failback", NAME], Some(TOKEN)).await;

@@ -982,3 +982,166 @@ fn check_across(p: &mut Problems, daemon: Option<&DaemonSettings>, services: &[S
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAEMON: &str = r#"
+[daemon]
+listen = "127.0.0.1:9480"
+token = "0123456789abcdef-token"
+journal_dir = "state"
+observers = ["east"]
+"#;
+
+    fn service(name: &str, zone: &str, dns: &str) -> String {
+        format!(
+            r#"
+[[services]]
+name = "{name}"
+zone = "{zone}"
+dns = {dns}
+[services.observers]
+ids = ["east", "west"]
+[[services.sites]]
+id = "a"
+priority = 1
+addresses = ["192.0.2.1"]
+probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
+[[services.sites]]
+id = "b"
+priority = 2
+addresses = ["192.0.2.2"]
+probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<DaemonConfig, ConfigErrors> {
+        DaemonConfig::parse(text, Path::new("/srv/idns"))
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file_and_the_embedded_state_goes_to_the_journal() {
+        let cfg = parse(&format!(
+            "{DAEMON}{}",
+            service(
+                "www.example.test",
+                "example.test",
+                r#"{ backend = "embedded", listen = ["127.0.0.1:5354"] }"#
+            )
+        ))
+        .unwrap();
+        assert_eq!(cfg.daemon.journal_dir, Path::new("/srv/idns/state"));
+        let s = &cfg.services[0];
+        assert_eq!(
+            s.journal,
+            Path::new("/srv/idns/state/www.example.test.json")
+        );
+        let DnsSpec::Embedded(e) = &s.dns else {
+            panic!("embedded expected");
+        };
+        assert_eq!(e.zones[0].name, "example.test");
+        assert_eq!(
+            e.state_file.as_deref(),
+            Some(Path::new("/srv/idns/state/dns-127.0.0.1_5354.json"))
+        );
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef-token"));
+    }
+
+    #[test]
+    fn services_share_an_embedded_server_only_with_the_same_settings() {
+        let shared = r#"{ backend = "embedded", listen = ["127.0.0.1:5354"], zones = [{ name = "example.test" }] }"#;
+        let ok = format!(
+            "{DAEMON}{}{}",
+            service("www.example.test", "example.test", shared),
+            service("api.example.test", "example.test", shared)
+        );
+        assert_eq!(parse(&ok).unwrap().services.len(), 2);
+        let clash = format!(
+            "{DAEMON}{}{}",
+            service("www.example.test", "example.test", shared),
+            service(
+                "www.other.test",
+                "other.test",
+                r#"{ backend = "embedded", listen = ["127.0.0.1:5354"] }"#
+            )
+        );
+        let err = parse(&clash).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "services[1].dns.listen[0] = 127.0.0.1:5354: is also served by services[0]"
+            ),
+            "{err}"
+        );
+        let twice = format!(
+            "{DAEMON}{}{}",
+            service("www.example.test", "example.test", shared),
+            service("www.example.test", "example.test", shared)
+        );
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains("services[1].name = www.example.test: is also the name of services[0]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn references_across_sections_are_checked() {
+        let text = format!(
+            "{}{}",
+            DAEMON.replace(r#"observers = ["east"]"#, r#"observers = ["north"]"#),
+            service(
+                "www.example.test",
+                "example.test",
+                r#"{ backend = "embedded", listen = ["127.0.0.1:5354"], zones = [{ name = "other.test" }] }"#
+            )
+            .replace(
+                "zone = \"example.test\"\n",
+                "zone = \"example.test\"\nresources = [\"db\"]\n"
+            )
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        for needle in [
+            "services[0].zone = example.test: is not among the zones of the embedded DNS backend (other.test)",
+            "services[0].observers.ids = east, west: lists none of this daemon's observers (north)",
+            "services[0].replication: is missing: the service lists resources (db)",
+        ] {
+            assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_backend_tables_are_never_shown() {
+        let text = format!(
+            "{DAEMON}{}",
+            service(
+                "www.example.test",
+                "example.test",
+                r#"{ backend = "rfc2136", server = "127.0.0.1:53", zones = ["example.test"], tsig = { name = "k", algorithm = "hmac-sha256", secret = 123456789 } }"#
+            )
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("services[0].dns.tsig.secret"), "{err}");
+        assert!(!err.contains("123456789"), "{err}");
+        let text = format!(
+            "{DAEMON}{}",
+            service(
+                "www.example.test",
+                "example.test",
+                r#"{ backend = "rfc2136", server = "127.0.0.1:53", zones = ["example.test"], tsig = { name = "k", algorithm = "hmac-sha256", secret = "not*base64-but-secret" } }"#
+            )
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("services[0].dns.tsig.secret"), "{err}");
+        assert!(!err.contains("not*base64-but-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let err = parse("[daemon]\nlisten = \n").unwrap_err().to_string();
+        assert!(err.contains("(syntax)"), "{err}");
+        assert!(err.contains("(line 2)"), "{err}");
+    }
+}
