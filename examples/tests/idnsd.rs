@@ -737,6 +737,27 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     series.dedup();
     assert_eq!(series.len(), all, "a series is written twice:\n{metrics}");
 
+    // Freeze and unfreeze: automatic decisions stop and resume, and say so.
+    let out = d.idnsctl(&["freeze", NAME], Some(TOKEN)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(d.status().await.frozen);
+    let (_, metrics) = get(api, "/metrics", None).await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("idns_service_frozen{{service=\"{NAME}\"}} 1")),
+        "{metrics}"
+    );
+    let out = d.idnsctl(&["status"], Some(TOKEN)).await;
+    assert!(
+        text(&out.stdout).contains("steady (frozen)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.idnsctl(&["unfreeze", NAME], Some(TOKEN)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!d.status().await.frozen);
+
     // SIGTERM: a graceful stop with the journal saved.
     d.signal(Signal::SIGTERM);
     let status = d.wait();
