@@ -78,7 +78,11 @@ fn main() -> ExitCode {
         println!("{}: valid\n{}", path.display(), cfg.summary());
         return ExitCode::SUCCESS;
     }
-    match runtime.block_on(run(cfg)) {
+    let result = runtime.block_on(run(cfg));
+    // A replication pass on a blocking thread may still be reading: its copy is not the
+    // journal, so do not wait long for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "idnsd stopped");
