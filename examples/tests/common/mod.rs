@@ -1,0 +1,676 @@
+//! What the real-server tests of `idnsd` share: a BIND 9 taking TSIG-signed RFC 2136 updates
+//! and a PostgreSQL primary/standby pair (from `idns_dns::testing` and
+//! `idns_replication::testing`), two small web sites on 127.0.0.1 and 127.0.0.2, the daemon's
+//! configuration for them, the real `idnsd` process and its API, and a DNS client without a
+//! cache.
+//!
+//! Every wait has a generous deadline, so a broken daemon fails the test instead of hanging
+//! it; nothing asserts on how long anything took.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use idns_dns::testing::Bind;
+use idns_examples::daemon::wire::{EventRecord, EventsPage, ServiceStatus};
+use idns_replication::testing::{PgNode, PgPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+/// The API token of every daemon these tests start.
+pub const TOKEN: &str = "paper-token-0123456789abcdef";
+/// The primary site's address.
+pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// The recovery site's address.
+pub const RECOVERY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The longest any single wait may take before the test gives up.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// Seconds since `t0`, for narration.
+pub fn stamp(t0: Instant) -> String {
+    format!("[{:8.3}s]", t0.elapsed().as_secs_f64())
+}
+
+/// Prints a line of the narration (the test's output, shown with `--nocapture`).
+#[macro_export]
+macro_rules! say {
+    ($t0:expr, $($arg:tt)*) => {
+        eprintln!("{} {}", $crate::common::stamp($t0), format!($($arg)*))
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stage: BIND, PostgreSQL, two web sites
+// ---------------------------------------------------------------------------------------------
+
+/// Everything a scenario runs against, stopped on drop.
+pub struct Stage {
+    /// The zone BIND serves.
+    pub zone: String,
+    /// The service's name.
+    pub name: String,
+    /// BIND, updatable with [`Bind::KEY_NAME`].
+    pub bind: Bind,
+    /// `a` is the primary site's database, `b` the recovery site's standby.
+    pub pg: PgPair,
+    /// The web sites' port (the same on both addresses).
+    pub web_port: u16,
+    /// The primary site's web app, while it runs.
+    pub web_primary: Option<WebSite>,
+    /// The recovery site's web app, while it runs.
+    pub web_recovery: Option<WebSite>,
+    /// Scratch space: configurations, journals, logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl Stage {
+    /// Starts BIND serving `zone`, the PostgreSQL pair (with an `orders` table at the primary)
+    /// and both web sites; `None` (after printing why) when a server is not installed.
+    pub async fn start(zone: &str) -> Option<Stage> {
+        let bind = Bind::start_zones(&[zone])?;
+        let pg = PgPair::start()?;
+        pg.a.client()
+            .await
+            .batch_execute(
+                "CREATE TABLE orders (id int PRIMARY KEY, note text NOT NULL, \
+                 written_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await
+            .unwrap();
+        let (web_port, a, b) = start_sites().await;
+        Some(Stage {
+            zone: zone.to_owned(),
+            name: format!("www.{zone}"),
+            bind,
+            pg,
+            web_port,
+            web_primary: Some(a),
+            web_recovery: Some(b),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// A directory for one daemon's files.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Stops the primary site's web app (connections are refused from now on).
+    pub async fn stop_primary_web(&mut self) {
+        if let Some(w) = self.web_primary.take() {
+            w.stop().await;
+        }
+    }
+
+    /// Starts the primary site's web app again on its address and port.
+    pub async fn start_primary_web(&mut self) {
+        assert!(self.web_primary.is_none(), "the primary's web app runs");
+        self.web_primary = Some(
+            WebSite::start_retrying(SocketAddr::from((PRIMARY, self.web_port)), "primary").await,
+        );
+    }
+
+    /// The configuration of a daemon whose API listens on `api` and keeps its journal in
+    /// `journal_dir`: the service `www.<zone>` with sites `primary` (127.0.0.1) and
+    /// `recovery` (127.0.0.2), each probed over HTTP every 100 ms from two observers (quorum
+    /// 2, fall 3), DNS through BIND with RFC 2136 + TSIG, the `orders` database replicated by
+    /// the PostgreSQL backend. `extra` is appended inside the service (e.g. a
+    /// `[services.runbook]` table).
+    pub fn config(&self, api: SocketAddr, journal_dir: &Path, extra: &str) -> String {
+        let site = |id: &str, priority: u32, addr: Ipv4Addr| {
+            format!(
+                r#"
+[[services.sites]]
+id = "{id}"
+priority = {priority}
+addresses = ["{addr}"]
+[[services.sites.probes]]
+id = "web"
+interval = "100ms"
+timeout = "300ms"
+rise = 2
+fall = 3
+check = {{ kind = "http", url = "http://{name}:{port}/health", expect = "OK {id}" }}
+"#,
+                name = self.name,
+                port = self.web_port,
+            )
+        };
+        let text = format!(
+            r#"
+[daemon]
+listen = "{api}"
+token = "{TOKEN}"
+journal_dir = "{journal}"
+observers = ["east", "west"]
+replication_poll = "250ms"
+
+[[services]]
+name = "{name}"
+zone = "{zone}"
+ttl = "1s"
+resources = ["orders"]
+
+[services.dns]
+backend = "rfc2136"
+server = "{bind}"
+zones = ["{zone}"]
+timeout = "1s"
+tsig = {{ name = "{key}", algorithm = "hmac-sha256", secret = "{secret}" }}
+
+[services.observers]
+ids = ["east", "west"]
+quorum = 2
+
+[services.policy]
+failover = "automatic"
+failback = "manual"
+min_dwell = "0s"
+rpo_budget = "30s"
+{primary}{recovery}
+{extra}
+"#,
+            journal = journal_dir.display(),
+            name = self.name,
+            zone = self.zone,
+            bind = self.bind.addr(),
+            key = Bind::KEY_NAME,
+            secret = Bind::SECRET,
+            primary = site("primary", 1, PRIMARY),
+            recovery = site("recovery", 2, RECOVERY),
+        );
+        let mut doc: toml::Table = toml::from_str(&text).unwrap();
+        // The PostgreSQL backend's settings, as idns-replication's test pair describes itself.
+        let spec = self.pg.spec(
+            "orders",
+            ["primary", "recovery"],
+            &["public.orders"],
+            "stop",
+        );
+        let mut replication = toml::Table::try_from(spec).unwrap();
+        replication.insert("backend".into(), "postgres".into());
+        let service = doc["services"].as_array_mut().unwrap()[0]
+            .as_table_mut()
+            .unwrap();
+        service.insert("replication".into(), toml::Value::Table(replication));
+        toml::to_string(&doc).unwrap()
+    }
+
+    /// Writes [`config`](Self::config) to `<dir>/<tag>/idnsd.toml` and returns its path.
+    pub fn write_config(&self, tag: &str, api: SocketAddr, extra: &str) -> PathBuf {
+        let dir = self.path(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("idnsd.toml");
+        std::fs::write(&cfg, self.config(api, &dir.join("journal"), extra)).unwrap();
+        cfg
+    }
+
+    /// The `A` records BIND answers for the service (dig, no recursion, no cache).
+    pub fn dig_a(&self) -> Vec<String> {
+        self.bind.short(&self.name, "A")
+    }
+
+    /// The ownership record `_idns.<name>` BIND answers, e.g. `"epoch=2 site=recovery"`.
+    pub fn dig_owner(&self) -> Vec<String> {
+        self.bind.short(&format!("_idns.{}", self.name), "TXT")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// Inserts orders `ids` with `note`.
+pub async fn insert(node: &PgNode, ids: std::ops::RangeInclusive<i32>, note: &str) {
+    let c = node.client().await;
+    for i in ids {
+        c.execute(
+            "INSERT INTO orders (id, note) VALUES ($1, $2)",
+            &[&i, &note],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// The ids of every order.
+pub async fn order_ids(node: &PgNode) -> Vec<i32> {
+    node.client()
+        .await
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Whether the server is a standby (`pg_is_in_recovery()`).
+pub async fn in_recovery(node: &PgNode) -> bool {
+    node.client()
+        .await
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The drill markers in `public.idns_markers`: (label, n, epoch, site).
+pub async fn markers(node: &PgNode) -> Vec<(String, i32, i64, String)> {
+    node.client()
+        .await
+        .query(
+            "SELECT label, n, epoch, site FROM idns_markers ORDER BY label, n",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// Waits until `node` holds at least the orders `want` (replication catching up).
+pub async fn wait_orders(node: &PgNode, want: &[i32]) -> Vec<i32> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let have = match node.try_client().await {
+            Ok(c) => c
+                .query("SELECT id FROM orders ORDER BY id", &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect::<Vec<i32>>())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if want.iter().all(|w| have.contains(w)) {
+            return have;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {} never got orders {want:?}; it has {have:?}",
+            node.port
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web sites
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny web app: every request gets `OK <site>`. Stopped by [`stop`](Self::stop) or drop.
+pub struct WebSite(Option<JoinHandle<()>>);
+
+impl Drop for WebSite {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+impl WebSite {
+    /// Serves `addr` until stopped.
+    pub async fn start(addr: SocketAddr, site: &'static str) -> std::io::Result<WebSite> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(WebSite(Some(tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut n = 0;
+                    while n < buf.len() {
+                        match s.read(&mut buf[n..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => n += k,
+                        }
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    let body = format!("OK {site}\n");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        }))))
+    }
+
+    /// Serves `addr`, retrying while the port is still held (e.g. just after a stop).
+    pub async fn start_retrying(addr: SocketAddr, site: &'static str) -> WebSite {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match WebSite::start(addr, site).await {
+                Ok(w) => return w,
+                Err(e) => assert!(Instant::now() < deadline, "cannot serve {addr}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops serving; its listening socket is closed when this returns.
+    pub async fn stop(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+/// Both web sites on one free port of 127.0.0.1 and 127.0.0.2.
+pub async fn start_sites() -> (u16, WebSite, WebSite) {
+    for _ in 0..50 {
+        let port = idns_core::test_util::servers::free_port().unwrap();
+        let Ok(a) = WebSite::start(SocketAddr::from((PRIMARY, port)), "primary").await else {
+            continue;
+        };
+        if let Ok(b) = WebSite::start(SocketAddr::from((RECOVERY, port)), "recovery").await {
+            return (port, a, b);
+        }
+    }
+    panic!("no port free on both loopback addresses");
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS clients
+// ---------------------------------------------------------------------------------------------
+
+/// A stub resolver that asks only `server`, without a cache, as a client of the service would
+/// (a client behind a caching resolver would also wait out the TTL).
+pub fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
+    let mut ns = NameServerConfig::udp(server.ip());
+    for c in &mut ns.connections {
+        c.port = server.port();
+    }
+    let mut builder = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![ns]),
+        TokioRuntimeProvider::default(),
+    );
+    let opts = builder.options_mut();
+    opts.cache_size = 0;
+    opts.attempts = 1;
+    opts.timeout = Duration::from_millis(500);
+    opts.use_hosts_file = ResolveHosts::Never;
+    builder.build().unwrap()
+}
+
+/// The first address `name` resolves to, if any.
+pub async fn resolve(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Option<IpAddr> {
+    r.lookup_ip(format!("{name}."))
+        .await
+        .ok()
+        .and_then(|a| a.iter().next())
+}
+
+/// Resolves `name` until it answers `want`; returns when it did.
+pub async fn wait_resolves(r: &Resolver<TokioRuntimeProvider>, name: &str, want: Ipv4Addr) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = resolve(r, name).await;
+        if got == Some(IpAddr::V4(want)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never resolved to {want}; last answer {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------------------------
+
+/// A running `idnsd` (the real binary); killed (SIGKILL) when dropped.
+pub struct Idnsd {
+    child: Option<Child>,
+    log: PathBuf,
+    /// Its API.
+    pub api: SocketAddr,
+    /// The service it runs.
+    pub name: String,
+    http: reqwest::Client,
+}
+
+impl Idnsd {
+    /// Starts `idnsd --config <config>`; its log goes beside the configuration.
+    pub fn start(config: &Path, api: SocketAddr, name: &str) -> Idnsd {
+        let dir = config.parent().unwrap();
+        let n = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("idnsd-"))
+            })
+            .count();
+        let log = dir.join(format!("idnsd-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_idnsd"))
+            .arg("--config")
+            .arg(config)
+            .env("IDNS_LOG", "info,idns_probe=warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join(format!("idnsd-{n}.out"))).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("idnsd starts");
+        Idnsd {
+            child: Some(child),
+            log,
+            api,
+            name: name.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("idnsd runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idnsd did not exit; its log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the API answers.
+    pub async fn ready(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("idnsd exited with {status}; its log:\n{}", self.logs());
+            }
+            if let Ok((200, _)) = self.try_get("/v1/services").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idnsd's API did not come up; its log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_get(&self, path: &str) -> reqwest::Result<(u16, String)> {
+        let resp = self
+            .http
+            .get(format!("http://{}{path}", self.api))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        Ok((code, resp.text().await?))
+    }
+
+    /// `GET path` with the token: status code and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.logs()))
+    }
+
+    /// `POST path` with a JSON body and the token: status code and body.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .post(format!("http://{}{path}", self.api))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.text().await.unwrap())
+    }
+
+    /// The service's status.
+    pub async fn status(&self) -> ServiceStatus {
+        let (code, body) = self.get(&format!("/v1/services/{}", self.name)).await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls the status until `ok` holds.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        ok: impl Fn(&ServiceStatus) -> bool,
+    ) -> ServiceStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let s = self.status().await;
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what}: {s:#?}\nlog:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The events after `after`, waiting up to `wait` seconds for one.
+    pub async fn events(&self, after: u64, wait: u64) -> EventsPage {
+        let (code, body) = self
+            .get(&format!(
+                "/v1/services/{}/events?after={after}&wait={wait}&limit=10000",
+                self.name
+            ))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Every event the daemon still keeps.
+    pub async fn all_events(&self) -> Vec<EventRecord> {
+        self.events(0, 0).await.events
+    }
+
+    /// Follows the events after `*after` until one satisfies `ok`; moves `*after` past it.
+    pub async fn wait_event(
+        &self,
+        after: &mut u64,
+        what: &str,
+        ok: impl Fn(&EventRecord) -> bool,
+    ) -> EventRecord {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let page = self.events(*after, 2).await;
+            for e in page.events {
+                *after = e.seq;
+                if ok(&e) {
+                    return e;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for the event {what}; log:\n{}",
+                self.logs()
+            );
+        }
+    }
+
+    /// `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Runs `idnsctl --url <api> ARGS…` with the token.
+    pub async fn idnsctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_idnsctl"));
+        cmd.arg("--url")
+            .arg(format!("http://{}", self.api))
+            .args(args)
+            .env("IDNS_TOKEN", TOKEN);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Idnsd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port for an API.
+pub fn api_addr() -> SocketAddr {
+    SocketAddr::from((PRIMARY, idns_core::test_util::servers::free_port().unwrap()))
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels, then a space).
+pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The text of a process's output.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
