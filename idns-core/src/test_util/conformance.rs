@@ -58,8 +58,9 @@ use crate::replication::{
 /// 5. A change at epoch `e` (now stale) fails with [`BackendError::StaleEpoch`] naming both
 ///    epochs, and the records and ownership stay as they were.
 /// 6. At `e+1`, a withdrawal is applied, then site-less record sets (a drill's rehearsal
-///    makes no site active) are applied and replaced, and a site's records are then refused
-///    as stale (the rule of [`DnsChange::at_same_epoch`]).
+///    makes no site active) are applied, replaced and withdrawn again (a drill's cleanup),
+///    and a site's records are then refused as stale (the rule of
+///    [`DnsChange::at_same_epoch`]).
 /// 7. A newer epoch with other records ([`second`](Self::second), site b) wins.
 /// 8. With `capabilities().ipv6`: A and AAAA records together ([`first`](Self::first) plus
 ///    [`ipv6`](Self::ipv6)).
@@ -247,6 +248,14 @@ impl DnsSuite {
             )
             .await;
         }
+        // A drill cleans up: the site-less records are withdrawn again under the same epoch.
+        ctx.apply_ok(
+            "withdrawing site-less records at the accepted epoch",
+            &withdrawal,
+        )
+        .await;
+        ctx.expect_published("after withdrawing site-less records", &withdrawal)
+            .await;
         let decision = self.change(
             RecordSet::Addresses(self.first.clone()),
             first.epoch,

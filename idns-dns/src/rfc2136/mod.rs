@@ -207,15 +207,16 @@ impl Rfc2136Backend {
         change: &DnsChange,
         owner: &Ownership,
     ) -> Result<bool, BackendError> {
-        let published = if change.withdraws() {
-            RecordSet::Empty
-        } else {
-            PropagationChecker::new([self.server])
-                .with_query_timeout(self.timeout)
-                .observe(self.server, &change.name)
-                .await?
-                .records
-        };
+        if change.withdraws() {
+            // Always allowed to the holder of the epoch, and no retry prerequisites: the
+            // records it removes are whatever the name publishes now.
+            return Ok(false);
+        }
+        let published = PropagationChecker::new([self.server])
+            .with_query_timeout(self.timeout)
+            .observe(self.server, &change.name)
+            .await?
+            .records;
         match change.at_same_epoch(owner.site.as_ref(), &published) {
             SameEpoch::Retry => Ok(true),
             SameEpoch::Replace => Ok(false),
