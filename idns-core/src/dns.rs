@@ -17,7 +17,8 @@ use crate::id::{DnsName, SiteId};
 /// A backend remembers the highest epoch it has accepted for each name and refuses a change
 /// with a lower one ([`BackendError::StaleEpoch`]), leaving the records untouched. A change
 /// with the *same* epoch is accepted again when it publishes the same records for the same
-/// site, so a retried or resumed step is idempotent, and refused as stale otherwise (see
+/// site, so a retried or resumed step is idempotent; a withdrawal, and site-less records (a
+/// drill's), are accepted too; any other decision under that epoch is refused as stale (see
 /// [`apply`](Self::apply)).
 /// Backends that keep the epoch in the zone do so in the ownership TXT record
 /// ([`ownership_name`]), which anyone can query to see who decided what.
