@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -956,124 +956,79 @@ impl Audited {
     }
 }
 
-// The trait is declared with `async_trait`; this is what that macro would write.
+#[async_trait]
 impl ReplicationBackend for Audited {
-    fn status<'s, 'r, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-    ) -> BoxFuture<'f, Result<ReplicationStatus, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.inner.status(resource))
+    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
+        self.inner.status(resource).await
     }
 
-    fn fence<'s, 'r, 'i, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<(), BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.log(format!("fence {resource} at {site}"), ctx);
-            if ctx.drill {
-                // The cleanup is about to remove the drill copy.
-                self.verify_markers(resource, site, ctx).await;
-                self.resolve_drill_name().await;
-            }
-            self.inner.fence(resource, site, ctx).await
-        })
+    async fn fence(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.log(format!("fence {resource} at {site}"), ctx);
+        if ctx.drill {
+            // The cleanup is about to remove the drill copy.
+            self.verify_markers(resource, site, ctx).await;
+            self.resolve_drill_name().await;
+        }
+        self.inner.fence(resource, site, ctx).await
     }
 
-    fn promote<'s, 'r, 'i, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<Promoted, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.log(format!("promote {resource} at {site}"), ctx);
-            self.inner.promote(resource, site, ctx).await
-        })
+    async fn promote(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        self.log(format!("promote {resource} at {site}"), ctx);
+        self.inner.promote(resource, site, ctx).await
     }
 
-    fn reprotect<'s, 'r, 'p, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        primary: &'p SiteId,
+    async fn reprotect(
+        &self,
+        resource: &ResourceId,
+        primary: &SiteId,
         wait: bool,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<(), BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'p: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.log(format!("reprotect {resource} to follow {primary}"), ctx);
-            self.inner.reprotect(resource, primary, wait, ctx).await
-        })
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.log(format!("reprotect {resource} to follow {primary}"), ctx);
+        self.inner.reprotect(resource, primary, wait, ctx).await
     }
 
-    fn integrity<'s, 'r, 'i, 'q, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        request: &'q IntegrityRequest,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<IntegrityReport, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'q: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            let what = match request {
-                IntegrityRequest::Check => "check",
-                IntegrityRequest::Mark { .. } => "write markers into",
-                IntegrityRequest::Verify { .. } => "verify markers in",
-            };
-            self.log(format!("{what} {resource} at {site}"), ctx);
-            let report = self.inner.integrity(resource, site, request, ctx).await?;
-            if ctx.drill {
-                let key = (resource.clone(), site.clone());
-                match request {
-                    IntegrityRequest::Check => {
-                        lock(&self.checks).push((key.0, key.1, report.clone()));
-                    }
-                    IntegrityRequest::Mark { .. } => {
-                        lock(&self.marks)
-                            .entry(key)
-                            .or_default()
-                            .entries
-                            .extend(report.manifest.entries.clone());
-                    }
-                    IntegrityRequest::Verify { .. } => {}
+    async fn integrity(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        ctx: &OpContext,
+    ) -> Result<IntegrityReport, BackendError> {
+        let what = match request {
+            IntegrityRequest::Check => "check",
+            IntegrityRequest::Mark { .. } => "write markers into",
+            IntegrityRequest::Verify { .. } => "verify markers in",
+        };
+        self.log(format!("{what} {resource} at {site}"), ctx);
+        let report = self.inner.integrity(resource, site, request, ctx).await?;
+        if ctx.drill {
+            let key = (resource.clone(), site.clone());
+            match request {
+                IntegrityRequest::Check => {
+                    lock(&self.checks).push((key.0, key.1, report.clone()));
                 }
+                IntegrityRequest::Mark { .. } => {
+                    lock(&self.marks)
+                        .entry(key)
+                        .or_default()
+                        .entries
+                        .extend(report.manifest.entries.clone());
+                }
+                IntegrityRequest::Verify { .. } => {}
             }
-            Ok(report)
-        })
+        }
+        Ok(report)
     }
 }
 

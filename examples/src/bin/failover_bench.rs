@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
@@ -747,32 +747,17 @@ struct TimedStore {
     timings: Arc<Timings>,
 }
 
-// `StateStore` is declared with `async_trait`; this is what that macro would write.
+#[async_trait]
 impl StateStore for TimedStore {
-    fn load<'s, 'f>(&'s self) -> BoxFuture<'f, Result<Option<Stored>, BackendError>>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.inner.load())
+    async fn load(&self) -> Result<Option<Stored>, BackendError> {
+        self.inner.load().await
     }
 
-    fn save<'s, 'j, 'f>(
-        &'s self,
-        journal: &'j Journal,
-        expected: Option<u64>,
-    ) -> BoxFuture<'f, Result<u64, BackendError>>
-    where
-        's: 'f,
-        'j: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            let started = Instant::now();
-            let r = self.inner.save(journal, expected).await;
-            Timings::record(&self.timings.saves, started);
-            r
-        })
+    async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError> {
+        let started = Instant::now();
+        let r = self.inner.save(journal, expected).await;
+        Timings::record(&self.timings.saves, started);
+        r
     }
 }
 
@@ -783,54 +768,32 @@ struct TimedDns {
     timings: Arc<Timings>,
 }
 
-// `DnsBackend` is declared with `async_trait`; this is what that macro would write.
+#[async_trait]
 impl DnsBackend for TimedDns {
     fn capabilities(&self) -> DnsCapabilities {
         self.inner.capabilities()
     }
 
-    fn read<'s, 'z, 'n, 'f>(
-        &'s self,
-        zone: &'z DnsName,
-        name: &'n DnsName,
-    ) -> BoxFuture<'f, Result<Published, BackendError>>
-    where
-        's: 'f,
-        'z: 'f,
-        'n: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.inner.read(zone, name))
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        self.inner.read(zone, name).await
     }
 
-    fn apply<'s, 'c, 'f>(&'s self, change: &'c DnsChange) -> BoxFuture<'f, Result<(), BackendError>>
-    where
-        's: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            let r = self.inner.apply(change).await;
-            self.timings
-                .dns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Instant::now());
-            r
-        })
+    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        let r = self.inner.apply(change).await;
+        self.timings
+            .dns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Instant::now());
+        r
     }
 
-    fn verify<'s, 'c, 'f>(
-        &'s self,
-        change: &'c DnsChange,
+    async fn verify(
+        &self,
+        change: &DnsChange,
         timeout: Duration,
-    ) -> BoxFuture<'f, Result<Propagation, BackendError>>
-    where
-        's: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.inner.verify(change, timeout))
+    ) -> Result<Propagation, BackendError> {
+        self.inner.verify(change, timeout).await
     }
 }
 
@@ -850,86 +813,51 @@ impl TimedReplication {
     }
 }
 
-// `ReplicationBackend` is declared with `async_trait`; this is what that macro would write.
+#[async_trait]
 impl ReplicationBackend for TimedReplication {
-    fn status<'s, 'r, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-    ) -> BoxFuture<'f, Result<ReplicationStatus, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        Self: 'f,
-    {
+    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
         // Polled in the background, not a step: not timed.
-        Box::pin(self.inner.status(resource))
+        self.inner.status(resource).await
     }
 
-    fn fence<'s, 'r, 'i, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<(), BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.timed(self.inner.fence(resource, site, ctx)))
+    async fn fence(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.timed(self.inner.fence(resource, site, ctx)).await
     }
 
-    fn promote<'s, 'r, 'i, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<Promoted, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.timed(self.inner.promote(resource, site, ctx)))
+    async fn promote(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        self.timed(self.inner.promote(resource, site, ctx)).await
     }
 
-    fn reprotect<'s, 'r, 'p, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        primary: &'p SiteId,
+    async fn reprotect(
+        &self,
+        resource: &ResourceId,
+        primary: &SiteId,
         wait: bool,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<(), BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'p: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.timed(self.inner.reprotect(resource, primary, wait, ctx)))
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.timed(self.inner.reprotect(resource, primary, wait, ctx))
+            .await
     }
 
-    fn integrity<'s, 'r, 'i, 'q, 'c, 'f>(
-        &'s self,
-        resource: &'r ResourceId,
-        site: &'i SiteId,
-        request: &'q IntegrityRequest,
-        ctx: &'c OpContext,
-    ) -> BoxFuture<'f, Result<IntegrityReport, BackendError>>
-    where
-        's: 'f,
-        'r: 'f,
-        'i: 'f,
-        'q: 'f,
-        'c: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.timed(self.inner.integrity(resource, site, request, ctx)))
+    async fn integrity(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        ctx: &OpContext,
+    ) -> Result<IntegrityReport, BackendError> {
+        self.timed(self.inner.integrity(resource, site, request, ctx))
+            .await
     }
 }
 
