@@ -4,7 +4,14 @@
 //! controller: `quickstart` (two sites on loopback, the embedded DNS server, a real failover
 //! and failback with measured RTO), `idnsd` (the controller as a daemon driven by one TOML
 //! file), `idnsctl` (its command-line client) and drill reports. The pieces the binaries
-//! share live in this library so that tests can use them directly.
+//! share live in this library so that tests can use them directly:
+//!
+//! - [`daemon`]: the `idnsd` controller: its configuration, backends, HTTP API and metrics;
+//! - [`ctl`]: the client of that API that `idnsctl` is;
+//! - [`report`]: drill and switch reports as Markdown, HTML and SVG.
+//!
+//! `examples/README.md` gives a reading order.
 
+pub mod ctl;
 pub mod daemon;
 pub mod report;

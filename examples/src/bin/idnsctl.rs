@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use idns_examples::daemon::client::{self, Client, ClientError, Progress};
+use idns_examples::ctl::{self, Client, ClientError, Progress};
 use serde_json::json;
 
 /// Talk to idnsd: status, failover, failback, freeze, drills.
@@ -159,7 +159,7 @@ async fn run(args: Args) -> Result<(), ClientError> {
                     if json {
                         println!("{}", to_json(&s)?);
                     } else {
-                        print!("{}", client::render_detail(&s));
+                        print!("{}", ctl::render_detail(&s));
                     }
                 }
                 None => {
@@ -167,7 +167,7 @@ async fn run(args: Args) -> Result<(), ClientError> {
                     if json {
                         println!("{}", to_json(&json!({ "services": all }))?);
                     } else {
-                        print!("{}", client::render_table(&all));
+                        print!("{}", ctl::render_table(&all));
                     }
                 }
             }
@@ -223,7 +223,7 @@ async fn run(args: Args) -> Result<(), ClientError> {
         } else {
             Progress::Lines
         };
-        client::follow(&c, &service, &accepted, &mut out, mode).await?;
+        ctl::follow(&c, &service, &accepted, &mut out, mode).await?;
     }
     Ok(())
 }

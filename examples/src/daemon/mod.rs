@@ -7,14 +7,12 @@
 //!   the replication status poller, and the HTTP API; [`Daemon::shutdown`] stops it all
 //!   gracefully with the journals saved;
 //! - [`api`]: the HTTP API (status, commands, events, reports) behind a bearer token, and
-//!   `/metrics` ([`metrics`]); [`wire`] holds its JSON bodies;
-//! - [`client`]: what `idnsctl` does: talk to the API, print tables, follow a runbook with
-//!   progress bars;
+//!   `/metrics` ([`metrics`]); [`wire`] holds its JSON bodies, which its client
+//!   [`ctl`](crate::ctl) (what `idnsctl` does) shares;
 //! - [`run()`]: the daemon until SIGTERM/SIGINT.
 
 pub mod api;
 pub mod build;
-pub mod client;
 pub mod config;
 pub mod events;
 pub mod metrics;

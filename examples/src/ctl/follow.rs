@@ -1,0 +1,214 @@
+//! Following a runbook to its end, with a progress bar per step.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::Duration;
+
+use idns_core::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::client::{Client, ClientError};
+use super::render::{ms, switch_line};
+use crate::daemon::service::summary;
+use crate::daemon::wire::{CommandAccepted, EventRecord, ReportSummary};
+
+/// How to show a runbook's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Progress bars on the terminal (stderr), the summary on the output.
+    Bars,
+    /// One line per step and progress report on the output.
+    Lines,
+}
+
+/// Follows the runbook a command started until it ends. Returns its report when it
+/// completes and [`ClientError::Aborted`] when it does not.
+pub async fn follow(
+    client: &Client,
+    service: &str,
+    accepted: &CommandAccepted,
+    out: &mut (dyn Write + Send),
+    mode: Progress,
+) -> Result<Option<ReportSummary>, ClientError> {
+    let Some(runbook) = accepted.runbook else {
+        return Ok(None);
+    };
+    let mut view = Follower::new(runbook, mode);
+    let mut after = accepted.after;
+    loop {
+        let page = client
+            .events(service, after, Duration::from_secs(20))
+            .await?;
+        for record in &page.events {
+            if let Some(done) = view.on(record, out)? {
+                view.finish();
+                return finished(done, out);
+            }
+        }
+        if page.missed || page.events.is_empty() {
+            // Events may have been dropped: the status knows how the runbook ended.
+            let status = client.service(service).await?;
+            let ended = [&status.last_switch, &status.last_drill]
+                .into_iter()
+                .flatten()
+                .find(|r| r.runbook == runbook)
+                .cloned();
+            if let Some(r) = ended {
+                view.finish();
+                return finished(r, out);
+            }
+        }
+        after = page.next;
+    }
+}
+
+fn finished(
+    r: ReportSummary,
+    out: &mut (dyn Write + Send),
+) -> Result<Option<ReportSummary>, ClientError> {
+    writeln!(out, "{}", switch_line(&r))?;
+    for p in &r.phases {
+        writeln!(out, "  {:<12} {:>10}", p.phase, ms(p.seconds))?;
+    }
+    if r.outcome == "completed" {
+        Ok(Some(r))
+    } else {
+        let detail: Vec<String> = r
+            .steps
+            .iter()
+            .filter(|s| s.status != "done")
+            .map(|s| format!("{} {}: {}", s.status, s.description, s.detail))
+            .collect();
+        Err(ClientError::Aborted {
+            kind: r.kind,
+            detail: detail.join("; "),
+        })
+    }
+}
+
+/// Draws one runbook's steps.
+struct Follower {
+    runbook: u64,
+    mode: Progress,
+    bars: MultiProgress,
+    current: Option<ProgressBar>,
+    bytes: bool,
+}
+
+impl Follower {
+    fn new(runbook: u64, mode: Progress) -> Self {
+        let bars = MultiProgress::with_draw_target(match mode {
+            Progress::Bars => ProgressDrawTarget::stderr(),
+            Progress::Lines => ProgressDrawTarget::hidden(),
+        });
+        Self {
+            runbook,
+            mode,
+            bars,
+            current: None,
+            bytes: false,
+        }
+    }
+
+    fn line(&self, out: &mut (dyn Write + Send), text: &str) -> std::io::Result<()> {
+        match self.mode {
+            Progress::Lines => writeln!(out, "{text}"),
+            Progress::Bars => self.bars.println(text),
+        }
+    }
+
+    /// Handles one event; returns the report when the runbook has ended.
+    fn on(
+        &mut self,
+        record: &EventRecord,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Option<ReportSummary>, ClientError> {
+        if let Some(p) = &record.progress {
+            if self.current.is_none() {
+                return Ok(None);
+            }
+            match self.mode {
+                Progress::Lines => self.line(out, &format!("    {}", record.text))?,
+                Progress::Bars => {
+                    if let Some(bar) = &self.current {
+                        if !self.bytes {
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "  {spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                            );
+                            self.bytes = true;
+                        }
+                        bar.set_length(p.bytes_total);
+                        bar.set_position(p.bytes_done);
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let Some(event) = &record.event else {
+            return Ok(None);
+        };
+        match event {
+            // The daemon's wording of an event is its text.
+            Event::Decision { runbook, .. } if *runbook == self.runbook => {
+                self.line(out, &record.text)?;
+            }
+            Event::StepStarted {
+                id, description, ..
+            } if id.runbook == self.runbook => {
+                self.bytes = false;
+                match self.mode {
+                    Progress::Lines => self.line(out, &format!("  started  {description}"))?,
+                    Progress::Bars => {
+                        let bar = self.bars.add(ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        bar.set_message(description.clone());
+                        bar.enable_steady_tick(Duration::from_millis(100));
+                        if let Some(old) = self.current.replace(bar) {
+                            old.finish_and_clear();
+                        }
+                    }
+                }
+            }
+            Event::StepRetry { id, .. } if id.runbook == self.runbook => {
+                self.line(out, &format!("  {}", record.text))?;
+            }
+            Event::StepFinished { runbook, record } if *runbook == self.runbook => {
+                let mut text = format!(
+                    "  {:<8} {} ({})",
+                    format!("{:?}", record.status).to_lowercase(),
+                    record.description,
+                    ms(record.duration.as_secs_f64())
+                );
+                if !record.detail.is_empty() {
+                    let _ = write!(text, ": {}", record.detail);
+                }
+                // The bar gives way to a permanent line.
+                if let Some(bar) = self.current.take() {
+                    bar.finish_and_clear();
+                }
+                self.line(out, &text)?;
+            }
+            Event::Held { runbook, .. } if *runbook == self.runbook => {
+                self.line(out, &format!("  {}", record.text))?;
+            }
+            Event::Finished(r) if r.runbook == self.runbook => {
+                return Ok(Some(summary(r)));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.current.take() {
+            bar.finish_and_clear();
+        }
+        let _ = self.bars.clear();
+    }
+}
