@@ -201,5 +201,10 @@ fn a_bad_argument_is_a_usage_error() {
         Err(e) => panic!("cannot run the drill binary: {e}"),
     };
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: drill"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--frobnicate"),
+        "the bad argument is named: {err}"
+    );
+    assert!(err.contains("Usage: drill"), "{err}");
 }

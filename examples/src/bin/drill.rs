@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use clap::Parser;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -66,55 +67,23 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: drill [--out DIR] [--inject-corruption]
-
-Rehearses a failover of www.shop.test to its recovery site on the isolated name
-drill.www.shop.test, verifies integrity, cleans up, and writes drill-report.md and
-drill-report.html to DIR (default: a new temporary directory).
-
-  --out DIR              where the report goes (created if missing)
-  --inject-corruption    change one drill marker before it is verified (the drill must fail)";
-
+/// Rehearses a failover of www.shop.test to its recovery site on the isolated name
+/// drill.www.shop.test, verifies integrity, cleans up, and writes drill-report.md and
+/// drill-report.html.
+#[derive(Debug, Parser)]
+#[command(version)]
 struct Args {
+    /// Where the report goes (created if missing; default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Change one drill marker before it is verified (the drill must then fail).
+    #[arg(long = "inject-corruption")]
     corrupt: bool,
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        out: None,
-        corrupt: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => match it.next() {
-                Some(d) => args.out = Some(PathBuf::from(d)),
-                None => return Err("--out needs a directory".into()),
-            },
-            s if s.starts_with("--out=") => args.out = Some(PathBuf::from(&s["--out=".len()..])),
-            "--inject-corruption" => args.corrupt = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Some(args))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("drill: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use clap::builder::RangedU64ValueParser;
+use clap::{ArgAction, Parser};
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
@@ -55,78 +57,48 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: failover_bench [--runs N] [--interval-ms MS] [--fall N] [--poll-ms MS]
-                      [--no-replication] [--dir PATH] [--verbose]
-
-  --runs N           runs, each with a fresh setup (default 20)
-  --interval-ms MS   probe interval (default 100)
-  --fall N           consecutive failures that mark a site down (default 3)
-  --poll-ms MS       how often each DNS server is asked during a failover (default 1)
-  --no-replication   no replicated resource: the runbook is switch DNS and propagate only
-  --dir PATH         where the journal and the replicas live (default: the system's temporary
-                     directory; /dev/shm shows the runbook without the disk's fsync latency)
-  --verbose          one line per run";
-
-#[derive(Debug, Clone)]
+/// End-to-end failover time: kill the primary's web server, then measure until every
+/// authoritative server answers the recovery site.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
 struct Options {
+    /// Runs, each with a fresh setup.
+    #[arg(long, value_name = "N", default_value = "20",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     runs: usize,
+    /// Probe interval, milliseconds.
+    #[arg(long = "interval-ms", value_name = "MS", default_value = "100", value_parser = millis)]
     interval: Duration,
+    /// Consecutive failures that mark a site down.
+    #[arg(long, value_name = "N", default_value = "3",
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=1000))]
     fall: u32,
+    /// How often each DNS server is asked during a failover, milliseconds.
+    #[arg(long = "poll-ms", value_name = "MS", default_value = "1", value_parser = millis)]
     poll: Duration,
+    /// No replicated resource: the runbook is switch DNS and propagate only.
+    #[arg(long = "no-replication", action = ArgAction::SetFalse)]
     replication: bool,
+    /// Where the journal and the replicas live (default: the system's temporary directory;
+    /// /dev/shm shows the runbook without the disk's fsync latency).
+    #[arg(long, value_name = "PATH")]
     dir: Option<std::path::PathBuf>,
+    /// One line per run.
+    #[arg(long)]
     verbose: bool,
 }
 
-fn parse_args() -> Result<Option<Options>, String> {
-    let mut o = Options {
-        runs: 20,
-        interval: Duration::from_millis(100),
-        fall: 3,
-        poll: Duration::from_millis(1),
-        replication: true,
-        dir: None,
-        verbose: false,
-    };
-    let mut it = std::env::args().skip(1);
-    let num = |it: &mut dyn Iterator<Item = String>, flag: &str| -> Result<u64, String> {
-        it.next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v > 0)
-            .ok_or_else(|| format!("{flag} needs a positive number"))
-    };
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => o.runs = num(&mut it, "--runs")? as usize,
-            "--interval-ms" => o.interval = Duration::from_millis(num(&mut it, "--interval-ms")?),
-            "--fall" => {
-                o.fall = u32::try_from(num(&mut it, "--fall")?).map_err(|e| e.to_string())?;
-            }
-            "--poll-ms" => o.poll = Duration::from_millis(num(&mut it, "--poll-ms")?),
-            "--no-replication" => o.replication = false,
-            "--dir" => o.dir = Some(it.next().ok_or("--dir needs a path")?.into()),
-            "--verbose" => o.verbose = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+/// A positive number of milliseconds.
+fn millis(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{s:?} is not a positive number of milliseconds")),
     }
-    Ok(Some(o))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match parse_args() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("failover_bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match bench(options).await {
+    match bench(Options::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("failover_bench failed: {e}");
