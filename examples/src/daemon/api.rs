@@ -36,7 +36,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use idns_core::{Command, Resume, RunbookKind, SiteId};
@@ -176,13 +176,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services", get(list))
         .route("/v1/status", get(list))
         .route("/v1/services/{name}", get(one))
-        .route("/v1/services/{name}/failover", post(failover))
-        .route("/v1/services/{name}/failback", post(failback))
-        .route("/v1/services/{name}/freeze", post(freeze))
-        .route("/v1/services/{name}/unfreeze", post(unfreeze))
-        .route("/v1/services/{name}/drill", post(drill))
-        .route("/v1/services/{name}/drill/stop", post(drill_stop))
-        .route("/v1/services/{name}/resume", post(resume))
+        .route("/v1/services/{name}/failover", command(failover))
+        .route("/v1/services/{name}/failback", command(failback))
+        .route(
+            "/v1/services/{name}/freeze",
+            command(|_, Empty {}| Ok((Command::Freeze, "freeze".into()))),
+        )
+        .route(
+            "/v1/services/{name}/unfreeze",
+            command(|_, Empty {}| Ok((Command::Unfreeze, "unfreeze".into()))),
+        )
+        .route("/v1/services/{name}/drill", command(drill))
+        .route(
+            "/v1/services/{name}/drill/stop",
+            command(|_, Empty {}| Ok((Command::StopDrill, "stop the drill".into()))),
+        )
+        .route("/v1/services/{name}/resume", command(resume))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/report", get(report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -282,6 +291,27 @@ fn site_of(s: &ServiceRuntime, name: &str) -> Result<SiteId, Failure> {
         })
 }
 
+/// What a command's body asks of a service: the command, and its words for the answer and the
+/// log; or why it cannot be asked.
+type Translate<B> = fn(&ServiceRuntime, B) -> Result<(Command, String), Failure>;
+
+/// The handler of one command: finds the service, reads the JSON body `B` (empty is its
+/// default), translates it, and hands the command to the controller.
+fn command<B>(translate: Translate<B>) -> MethodRouter<Arc<ApiState>>
+where
+    B: DeserializeOwned + Default + Send + 'static,
+{
+    post(
+        move |State(state): Shared,
+              Path(name): Path<String>,
+              raw: Result<Bytes, BytesRejection>| async move {
+            let s = state.service(&name)?;
+            let (command, words) = translate(s, body(raw)?)?;
+            run(s, command, words).await
+        },
+    )
+}
+
 async fn run(s: &ServiceRuntime, command: Command, words: String) -> Result<Response, Failure> {
     let after = s.log.last();
     match tokio::time::timeout(COMMAND_TIMEOUT, s.handle.command(command)).await {
@@ -325,13 +355,7 @@ async fn run(s: &ServiceRuntime, command: Command, words: String) -> Result<Resp
     }
 }
 
-async fn failover(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    let req: FailoverRequest = body(raw)?;
+fn failover(s: &ServiceRuntime, req: FailoverRequest) -> Result<(Command, String), Failure> {
     let to = req.to.as_deref().map(|t| site_of(s, t)).transpose()?;
     let words = format!(
         "failover to {}{}",
@@ -339,50 +363,22 @@ async fn failover(
             .map_or("the best eligible site".to_owned(), ToString::to_string),
         if req.force { " (forced)" } else { "" }
     );
-    run(
-        s,
+    Ok((
         Command::Failover {
             to,
             force: req.force,
         },
         words,
-    )
-    .await
+    ))
 }
 
-async fn failback(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    let req: FailbackRequest = body(raw)?;
+fn failback(s: &ServiceRuntime, req: FailbackRequest) -> Result<(Command, String), Failure> {
     let words = format!(
         "failback to {}{}",
         s.config.home().id,
         if req.force { " (forced)" } else { "" }
     );
-    run(s, Command::Failback { force: req.force }, words).await
-}
-
-async fn freeze(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    body::<Empty>(raw)?;
-    run(s, Command::Freeze, "freeze".to_owned()).await
-}
-
-async fn unfreeze(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    body::<Empty>(raw)?;
-    run(s, Command::Unfreeze, "unfreeze".to_owned()).await
+    Ok((Command::Failback { force: req.force }, words))
 }
 
 /// A body that must be empty or `{}`.
@@ -390,13 +386,7 @@ async fn unfreeze(
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-async fn drill(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    let req: DrillRequest = body(raw)?;
+fn drill(s: &ServiceRuntime, req: DrillRequest) -> Result<(Command, String), Failure> {
     let to = match req.to.as_deref() {
         Some(t) => site_of(s, t)?,
         None => {
@@ -411,26 +401,10 @@ async fn drill(
         }
     };
     let words = format!("drill on {to}");
-    run(s, Command::StartDrill { to }, words).await
+    Ok((Command::StartDrill { to }, words))
 }
 
-async fn drill_stop(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    body::<Empty>(raw)?;
-    run(s, Command::StopDrill, "stop the drill".to_owned()).await
-}
-
-async fn resume(
-    State(state): Shared,
-    Path(name): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let s = state.service(&name)?;
-    let req: Option<ResumeRequest> = body::<Option<ResumeRequest>>(raw)?;
+fn resume(_: &ServiceRuntime, req: Option<ResumeRequest>) -> Result<(Command, String), Failure> {
     let Some(req) = req else {
         return Err(Failure::bad_request(
             "the body must say {\"action\": \"retry\" | \"skip\" | \"abort\"}",
@@ -446,7 +420,7 @@ async fn resume(
             )));
         }
     };
-    run(s, Command::Resume(how), format!("resume ({})", req.action)).await
+    Ok((Command::Resume(how), format!("resume ({})", req.action)))
 }
 
 /// Query of `/events`.
