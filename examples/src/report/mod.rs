@@ -36,6 +36,7 @@ mod html;
 mod markdown;
 mod model;
 mod svg;
+mod timeline;
 mod verdict;
 
 pub use context::{Check, IntegrityResult, ReportContext, RetryNote, SiteNote};

@@ -7,7 +7,8 @@ use std::time::Duration;
 use idns_core::{Phase, StepStatus};
 
 use super::html::esc;
-use super::model::{Timeline, fmt_ms, status_word};
+use super::model::{fmt_ms, status_word};
+use super::timeline::Timeline;
 
 const SVG_W: f64 = 1000.0;
 const LABEL_X: f64 = 14.0;
