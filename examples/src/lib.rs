@@ -5,6 +5,25 @@
 //! and failback with measured RTO), `idnsd` (the controller as a daemon driven by one TOML
 //! file), `idnsctl` (its command-line client) and drill reports. The pieces the binaries
 //! share live in this library so that tests can use them directly.
+//!
+#![doc = include_str!("linking.md")]
 
 pub mod daemon;
 pub mod report;
+
+#[cfg(test)]
+mod tests {
+    /// The README shows the linking example that the crate's doctest compiles, verbatim.
+    #[test]
+    fn the_readme_shows_the_compiled_linking_example() {
+        let doc = include_str!("linking.md");
+        let readme = include_str!("../../README.md");
+        let start = doc.find("```rust").expect("linking.md holds a Rust block");
+        let len = doc[start + 3..].find("```").expect("the block ends") + 6;
+        let block = &doc[start..start + len];
+        assert!(
+            readme.contains(block),
+            "README.md's \"Linking the library\" should show, verbatim:\n{block}"
+        );
+    }
+}
