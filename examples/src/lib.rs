@@ -11,7 +11,26 @@
 //! - [`report`]: drill and switch reports as Markdown, HTML and SVG.
 //!
 //! `examples/README.md` gives a reading order.
+//!
+#![doc = include_str!("linking.md")]
 
 pub mod ctl;
 pub mod daemon;
 pub mod report;
+
+#[cfg(test)]
+mod tests {
+    /// The README shows the linking example that the crate's doctest compiles, verbatim.
+    #[test]
+    fn the_readme_shows_the_compiled_linking_example() {
+        let doc = include_str!("linking.md");
+        let readme = include_str!("../../README.md");
+        let start = doc.find("```rust").expect("linking.md holds a Rust block");
+        let len = doc[start + 3..].find("```").expect("the block ends") + 6;
+        let block = &doc[start..start + len];
+        assert!(
+            readme.contains(block),
+            "README.md's \"Linking the library\" should show, verbatim:\n{block}"
+        );
+    }
+}

@@ -59,6 +59,31 @@ pub trait DnsBackend: Send + Sync + Debug {
     ) -> Result<Propagation, BackendError>;
 }
 
+/// A shared backend is a backend: `Arc<dyn DnsBackend>` can be handed wherever one is
+/// expected.
+#[async_trait]
+impl<T: DnsBackend + ?Sized> DnsBackend for std::sync::Arc<T> {
+    fn capabilities(&self) -> DnsCapabilities {
+        (**self).capabilities()
+    }
+
+    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
+        (**self).read(zone, name).await
+    }
+
+    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
+        (**self).apply(change).await
+    }
+
+    async fn verify(
+        &self,
+        change: &DnsChange,
+        timeout: Duration,
+    ) -> Result<Propagation, BackendError> {
+        (**self).verify(change, timeout).await
+    }
+}
+
 /// What a DNS backend supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

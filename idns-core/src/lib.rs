@@ -13,8 +13,9 @@
 //!   [`StateStore`].
 //! - **The journal** ([`Journal`]): what survives a crash, so a restarted controller resumes the
 //!   runbook in progress and never switches twice.
-//! - With feature `runtime`: the tokio driver (`runtime::Driver`) and a crash-safe
-//!   file store (`runtime::FileStore`).
+//! - With feature `runtime`: the controller (`runtime::Controller`, assembled with
+//!   `Controller::builder`), which runs the election on tokio, and a crash-safe file store
+//!   (`runtime::FileStore`).
 //! - With feature `test-util`: a deterministic simulator, in-memory backends and the
 //!   conformance suites that every backend crate runs.
 //!

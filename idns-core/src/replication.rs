@@ -61,6 +61,71 @@ pub trait ReplicationBackend: Send + Sync + Debug {
         request: &IntegrityRequest,
         ctx: &OpContext,
     ) -> Result<IntegrityReport, BackendError>;
+
+    /// The backend's own background work for `resource`, such as continuous replication
+    /// passes; the default has none and returns at once.
+    ///
+    /// A controller (`runtime::Controller`, feature `runtime`) calls it once per resource of
+    /// its consistency group when it starts and drops the future when it stops, so an
+    /// implementation runs until it is dropped and needs no stop signal of its own. It
+    /// returns early only when it cannot work at all (an unknown resource); the controller
+    /// logs that error and goes on without it. A wrapper around another backend forwards
+    /// this method too, or the wrapped backend's work never starts.
+    async fn run(&self, resource: &ResourceId) -> Result<(), BackendError> {
+        let _ = resource;
+        Ok(())
+    }
+}
+
+/// A shared backend is a backend: `Arc<dyn ReplicationBackend>` can be handed wherever one
+/// is expected.
+#[async_trait]
+impl<T: ReplicationBackend + ?Sized> ReplicationBackend for std::sync::Arc<T> {
+    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
+        (**self).status(resource).await
+    }
+
+    async fn fence(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        (**self).fence(resource, site, ctx).await
+    }
+
+    async fn promote(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        (**self).promote(resource, site, ctx).await
+    }
+
+    async fn reprotect(
+        &self,
+        resource: &ResourceId,
+        primary: &SiteId,
+        wait: bool,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        (**self).reprotect(resource, primary, wait, ctx).await
+    }
+
+    async fn integrity(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        ctx: &OpContext,
+    ) -> Result<IntegrityReport, BackendError> {
+        (**self).integrity(resource, site, request, ctx).await
+    }
+
+    async fn run(&self, resource: &ResourceId) -> Result<(), BackendError> {
+        (**self).run(resource).await
+    }
 }
 
 /// What every mutating replication call carries.

@@ -24,6 +24,18 @@ pub trait StateStore: Send + Sync + Debug {
     async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError>;
 }
 
+/// A shared store is a store: `Arc<dyn StateStore>` can be handed wherever one is expected.
+#[async_trait]
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    async fn load(&self) -> Result<Option<Stored>, BackendError> {
+        (**self).load().await
+    }
+
+    async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError> {
+        (**self).save(journal, expected).await
+    }
+}
+
 /// A journal as loaded, with the revision to pass to the next save.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {

@@ -1,5 +1,7 @@
-//! The tokio driver with the in-memory backends and the file store, in paused virtual time:
-//! failover and failback, backend faults and timeouts, crash and restart, shutdown, commands.
+//! The controller with the in-memory backends and the file store, in paused virtual time:
+//! failover and failback, backend faults and timeouts, crash and restart, shutdown, commands,
+//! the replication backend's background work, the published replication status and the
+//! waits.
 
 use std::error::Error as StdError;
 use std::future::pending;
@@ -8,17 +10,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
+use idns_core::runtime::{Controller, ControllerBuilder, FileStore};
 use idns_core::test_util::{DnsCall, DnsFaults, MemoryDns, MemoryReplication, ReplCall};
 use idns_core::{
     BackendError, Command, DnsBackend, DnsCapabilities, DnsChange, DnsName, Epoch, Error, Event,
-    Health, IntegrityRequest, Journal, Outcome, Phase, ProbeOutcome, ProbeReport, Propagation,
-    Published, RecordSet, RunbookKind, ServiceConfig, StateStore, StepName, StepStatus, Stored,
-    SwitchReport,
+    Health, IntegrityReport, IntegrityRequest, Journal, OpContext, Outcome, Phase, ProbeOutcome,
+    ProbeReport, Promoted, Propagation, Published, RecordSet, ReplicationBackend,
+    ReplicationStatus, ResourceId, Resume, RunbookKind, ServiceConfig, SiteId, StateStore,
+    StepName, StepStatus, Stored, SwitchReport,
 };
 use tempfile::TempDir;
 use tokio::sync::broadcast::{self, error::TryRecvError};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 type TestResult<T = ()> = Result<T, Box<dyn StdError>>;
 
@@ -42,6 +45,9 @@ const CONFIG: &str = r#"
 
 const PRIMARY: &str = "192.0.2.1";
 const RECOVERY: &str = "198.51.100.1";
+
+/// How long (in virtual time) a test waits for something before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A two-site service with in-memory DNS and replication and a file store in a temporary
 /// directory.
@@ -70,34 +76,27 @@ impl Rig {
         })
     }
 
-    fn backends(&self) -> Backends {
-        self.backends_with(Arc::new(self.dns.clone()), Arc::new(self.store.clone()))
+    /// A builder with the rig's backends; a test replaces one by handing in another.
+    fn builder(&self) -> ControllerBuilder {
+        Controller::builder(self.cfg.clone())
+            .dns(self.dns.clone())
+            .replication(self.repl.clone())
+            .store(self.store.clone())
     }
 
-    fn backends_with(&self, dns: Arc<dyn DnsBackend>, store: Arc<dyn StateStore>) -> Backends {
-        Backends {
-            dns,
-            replication: Some(Arc::new(self.repl.clone())),
-            store,
-        }
-    }
-
-    /// Creates a driver, subscribes to it before it runs (so no event is missed) and spawns it.
-    async fn start_with(&self, backends: Backends, options: DriverOptions) -> TestResult<Running> {
-        let (driver, handle) = Driver::new(self.cfg.clone(), backends, options).await?;
-        let events = handle.subscribe();
-        let task = tokio::spawn(driver.run());
+    /// Subscribes before the start (so no event is missed) and starts the controller.
+    async fn start_with(&self, mut builder: ControllerBuilder) -> TestResult<Running> {
+        let events = builder.subscribe();
+        let controller = builder.start().await?;
         Ok(Running {
-            handle,
+            controller,
             events,
-            task,
             seen: Vec::new(),
         })
     }
 
     async fn start(&self) -> TestResult<Running> {
-        self.start_with(self.backends(), DriverOptions::default())
-            .await
+        self.start_with(self.builder()).await
     }
 
     fn name(&self) -> &DnsName {
@@ -113,32 +112,91 @@ impl Rig {
     }
 }
 
-/// A running driver, its events and every event seen so far.
+/// A running controller, its events and every event seen so far.
 struct Running {
-    handle: Handle,
+    controller: Controller,
     events: broadcast::Receiver<Event>,
-    task: JoinHandle<Result<(), Error>>,
     seen: Vec<Event>,
+}
+
+/// Feeds one round of probe reports.
+async fn report_round(controller: &Controller, primary_up: bool, recovery_up: bool) -> TestResult {
+    for (site, up) in [("primary", primary_up), ("recovery", recovery_up)] {
+        controller
+            .report(ProbeReport {
+                site: site.parse()?,
+                probe: "web".parse()?,
+                observer: "local".parse()?,
+                outcome: if up {
+                    ProbeOutcome::up(Duration::from_millis(2))
+                } else {
+                    ProbeOutcome::down(Duration::from_millis(1), "connection refused")
+                },
+                at: SystemTime::UNIX_EPOCH,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs `wait` while probe rounds are fed every 100 ms of virtual time, as a probe scheduler
+/// would; fails when `wait` has not finished within [`PATIENCE`].
+async fn probing<T>(
+    controller: &Controller,
+    primary_up: bool,
+    recovery_up: bool,
+    what: &str,
+    wait: impl Future<Output = TestResult<T>>,
+) -> TestResult<T> {
+    let feed = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            report_round(controller, primary_up, recovery_up).await?;
+        }
+    };
+    let both = async {
+        tokio::select! {
+            biased;
+            done = wait => done,
+            failed = feed => failed,
+        }
+    };
+    tokio::time::timeout(PATIENCE, both)
+        .await
+        .map_err(|_| format!("no {what} within {PATIENCE:?} of probing"))?
+}
+
+/// Waits for `what`, failing instead of hanging when it does not come within [`PATIENCE`].
+async fn within<T, E: Into<Box<dyn StdError>>>(
+    what: &str,
+    wait: impl Future<Output = Result<T, E>>,
+) -> TestResult<T> {
+    match tokio::time::timeout(PATIENCE, wait).await {
+        Ok(done) => done.map_err(Into::into),
+        Err(_) => Err(format!("no {what} within {PATIENCE:?}").into()),
+    }
+}
+
+/// Receives events into `seen` until one matches; returns it.
+async fn next_event(
+    events: &mut broadcast::Receiver<Event>,
+    seen: &mut Vec<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> TestResult<Event> {
+    loop {
+        let e = events.recv().await?;
+        seen.push(e.clone());
+        if pred(&e) {
+            return Ok(e);
+        }
+    }
 }
 
 impl Running {
     /// Feeds one round of probe reports and lets 100 ms of virtual time pass.
     async fn round(&self, primary_up: bool, recovery_up: bool) -> TestResult {
-        for (site, up) in [("primary", primary_up), ("recovery", recovery_up)] {
-            self.handle
-                .report(ProbeReport {
-                    site: site.parse()?,
-                    probe: "web".parse()?,
-                    observer: "local".parse()?,
-                    outcome: if up {
-                        ProbeOutcome::up(Duration::from_millis(2))
-                    } else {
-                        ProbeOutcome::down(Duration::from_millis(1), "connection refused")
-                    },
-                    at: SystemTime::UNIX_EPOCH,
-                })
-                .await?;
-        }
+        report_round(&self.controller, primary_up, recovery_up).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
@@ -149,14 +207,14 @@ impl Running {
         loop {
             match self.events.try_recv() {
                 Ok(e) => self.seen.push(e),
-                // A stopped driver's events stay readable until the end.
+                // A stopped controller's events stay readable until the end.
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return Ok(start),
                 Err(e) => return Err(format!("event stream broke: {e}").into()),
             }
         }
     }
 
-    /// Runs probe rounds (at most a virtual minute) until an event matches; returns it.
+    /// Feeds probe rounds until an event matches; returns it.
     async fn until(
         &mut self,
         primary_up: bool,
@@ -164,47 +222,27 @@ impl Running {
         what: &str,
         pred: impl Fn(&Event) -> bool,
     ) -> TestResult<Event> {
-        for _ in 0..600 {
-            let start = self.collect()?;
-            if let Some(e) = self.seen[start..].iter().find(|e| pred(e)) {
-                return Ok(e.clone());
-            }
-            self.round(primary_up, recovery_up).await?;
-        }
-        Err(format!("no {what} within a minute; events: {:#?}", self.seen).into())
+        let wait = next_event(&mut self.events, &mut self.seen, pred);
+        probing(&self.controller, primary_up, recovery_up, what, wait).await
     }
 
+    /// Feeds probe rounds until a runbook of `kind` has finished; returns its report (and
+    /// collects the events up to it).
     async fn until_finished(
         &mut self,
         primary_up: bool,
         recovery_up: bool,
         kind: RunbookKind,
     ) -> TestResult<SwitchReport> {
-        let event = self
-            .until(
-                primary_up,
-                recovery_up,
-                "finished runbook",
-                |e| matches!(e, Event::Finished(r) if r.kind == kind),
-            )
-            .await?;
-        match event {
-            Event::Finished(report) => Ok(report),
-            other => Err(format!("not a report: {other:?}").into()),
-        }
+        let wait = async { Ok(self.controller.wait_for_runbook(|r| r.kind == kind).await?) };
+        let report = probing(&self.controller, primary_up, recovery_up, "runbook", wait).await?;
+        self.collect()?;
+        Ok(report)
     }
 
     /// Waits (without probe rounds) for an event.
     async fn next(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> TestResult<Event> {
-        let wait = async {
-            loop {
-                let e = self.events.recv().await?;
-                self.seen.push(e.clone());
-                if pred(&e) {
-                    return Ok::<_, Box<dyn StdError>>(e);
-                }
-            }
-        };
+        let wait = next_event(&mut self.events, &mut self.seen, pred);
         tokio::time::timeout(Duration::from_secs(3600), wait)
             .await
             .map_err(|_| format!("no {what} within an hour"))?
@@ -363,7 +401,7 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(rig.store.path())?)?;
     assert_eq!(file["journal"]["epoch"], 2);
     assert_eq!(file["revision"], stored.revision);
-    assert_eq!(d.handle.view().epoch, Epoch::new(2));
+    assert_eq!(d.controller.view().epoch, Epoch::new(2));
 
     // The home site is healthy again; failback is manual (the default), so the election only
     // recommends it until an operator asks.
@@ -377,8 +415,10 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
         )
     })
     .await?;
-    assert_eq!(d.handle.view().active.as_str(), "recovery");
-    d.handle.command(Command::Failback { force: false }).await?;
+    assert_eq!(d.controller.view().active.as_str(), "recovery");
+    d.controller
+        .command(Command::Failback { force: false })
+        .await?;
     let failback = d.until_finished(true, true, RunbookKind::Failback).await?;
     assert_eq!(failback.outcome, Outcome::Completed);
     assert_eq!(failback.to, Some("primary".parse()?));
@@ -391,7 +431,7 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
     );
     assert_eq!(rig.published(), addresses(PRIMARY)?);
     assert_eq!(rig.repl.primaries(&"db".parse()?), vec!["primary".parse()?]);
-    let view = d.handle.view();
+    let view = d.controller.view();
     assert_eq!(
         (view.active.as_str(), view.epoch),
         ("primary", Epoch::new(3))
@@ -400,8 +440,8 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
     assert!(rig.dns.stale_attempts().is_empty());
     assert!(rig.repl.stale_attempts().is_empty());
 
-    d.handle.shutdown();
-    d.task.await??;
+    d.controller.shutdown();
+    d.controller.stopped().await?;
     Ok(())
 }
 
@@ -474,11 +514,14 @@ async fn a_restarted_driver_resumes_the_runbook_without_repeating_finished_steps
     assert_eq!(first.count(is_decision), 2, "bootstrap and failover");
 
     // The controller crashes.
-    first.task.abort();
-    assert!(first.task.await.is_err_and(|e| e.is_cancelled()));
-    assert!(first.handle.is_stopped());
+    first.controller.abort();
     assert!(matches!(
-        first.handle.command(Command::Freeze).await,
+        first.controller.stopped().await,
+        Err(Error::Stopped)
+    ));
+    assert!(first.controller.is_stopped());
+    assert!(matches!(
+        first.controller.command(Command::Freeze).await,
         Err(Error::Stopped)
     ));
 
@@ -578,12 +621,7 @@ async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves(
         delay: Duration::from_secs(2),
         hang: AtomicU32::new(0),
     });
-    let mut d = rig
-        .start_with(
-            rig.backends_with(slow, Arc::new(rig.store.clone())),
-            DriverOptions::default(),
-        )
-        .await?;
+    let mut d = rig.start_with(rig.builder().dns(slow)).await?;
     d.next("switch_dns started", |e| {
         matches!(
             e,
@@ -595,8 +633,8 @@ async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves(
     })
     .await?;
 
-    d.handle.shutdown();
-    (&mut d.task).await??;
+    d.controller.shutdown();
+    d.controller.stopped().await?;
 
     // The step in flight finished and was recorded; verify_dns never ran.
     d.collect()?;
@@ -627,14 +665,32 @@ async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves(
     assert_eq!(done, vec![StepName::SwitchDns]);
 
     // The handle knows.
-    assert!(d.handle.is_stopped());
-    d.handle.stopped().await;
+    assert!(d.controller.is_stopped());
+    d.controller.stopped().await?;
+    // Waits end at once, with what was published last.
+    let boot = d
+        .controller
+        .wait_for_runbook(|r| r.kind == RunbookKind::Bootstrap);
+    assert!(matches!(boot.await, Err(Error::Stopped)));
     assert!(matches!(
-        d.handle.command(Command::Freeze).await,
+        d.controller
+            .wait_for(|v| v.epoch == Epoch::new(1) && v.runbook.is_none())
+            .await,
+        Err(Error::Stopped)
+    ));
+    assert_eq!(
+        d.controller
+            .wait_for(|v| v.epoch == Epoch::new(1))
+            .await?
+            .epoch,
+        Epoch::new(1)
+    );
+    assert!(matches!(
+        d.controller.command(Command::Freeze).await,
         Err(Error::Stopped)
     ));
     assert!(matches!(
-        d.handle
+        d.controller
             .report(ProbeReport {
                 site: "primary".parse()?,
                 probe: "web".parse()?,
@@ -646,7 +702,7 @@ async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves(
         Err(Error::Stopped)
     ));
     assert!(matches!(
-        d.handle.subscribe().recv().await,
+        d.controller.subscribe().recv().await,
         Err(broadcast::error::RecvError::Closed)
     ));
 
@@ -678,12 +734,7 @@ async fn a_hanging_backend_is_cut_off_at_the_step_timeout_and_retried() -> TestR
         delay: Duration::ZERO,
         hang: AtomicU32::new(1),
     });
-    let mut d = rig
-        .start_with(
-            rig.backends_with(hanging, Arc::new(rig.store.clone())),
-            DriverOptions::default(),
-        )
-        .await?;
+    let mut d = rig.start_with(rig.builder().dns(hanging)).await?;
     let retry = d
         .next("switch_dns retry", |e| {
             matches!(
@@ -709,12 +760,7 @@ async fn a_hanging_backend_is_cut_off_at_the_step_timeout_and_retried() -> TestR
 async fn a_panicking_backend_holds_the_runbook_and_the_driver_goes_on() -> TestResult {
     let rig = Rig::new()?;
     let buggy = Arc::new(PanickingDns(rig.dns.clone()));
-    let mut d = rig
-        .start_with(
-            rig.backends_with(buggy, Arc::new(rig.store.clone())),
-            DriverOptions::default(),
-        )
-        .await?;
+    let mut d = rig.start_with(rig.builder().dns(buggy)).await?;
     let held = d
         .next("held runbook", |e| matches!(e, Event::Held { .. }))
         .await?;
@@ -726,12 +772,24 @@ async fn a_panicking_backend_holds_the_runbook_and_the_driver_goes_on() -> TestR
         other => return Err(format!("unexpected {other:?}").into()),
     }
     // Still running: it answers commands and shows the held runbook.
-    d.handle.command(Command::Freeze).await?;
-    let view = d.handle.view();
+    d.controller.command(Command::Freeze).await?;
+    let view = d.controller.view();
     assert!(view.frozen);
     assert!(view.runbook.and_then(|r| r.held).is_some());
-    d.handle.shutdown();
-    d.task.await??;
+
+    // An operator aborts it; the wait returns the aborted runbook's report.
+    d.controller.command(Command::Resume(Resume::Abort)).await?;
+    let boot = d
+        .controller
+        .wait_for_runbook(|r| r.kind == RunbookKind::Bootstrap)
+        .await?;
+    assert_eq!(boot.outcome, Outcome::Aborted);
+    assert_eq!(
+        step_status(&boot, StepName::SwitchDns),
+        vec![StepStatus::Failed]
+    );
+    d.controller.shutdown();
+    d.controller.stopped().await?;
     Ok(())
 }
 
@@ -742,12 +800,7 @@ async fn an_action_does_not_run_until_its_journal_is_saved() -> TestResult {
         inner: rig.store.clone(),
         fail_saves: AtomicU32::new(2),
     });
-    let mut d = rig
-        .start_with(
-            rig.backends_with(Arc::new(rig.dns.clone()), flaky),
-            DriverOptions::default(),
-        )
-        .await?;
+    let mut d = rig.start_with(rig.builder().store(flaky)).await?;
     let boot = d.until_finished(true, true, RunbookKind::Bootstrap).await?;
     assert_eq!(boot.outcome, Outcome::Completed);
 
@@ -796,14 +849,14 @@ async fn the_driver_stops_when_another_controller_writes_the_store() -> TestResu
     other.save(&stored.journal, Some(stored.revision)).await?;
 
     // The next change of the journal cannot be saved over it.
-    d.handle.command(Command::Freeze).await?;
-    match d.task.await? {
+    d.controller.command(Command::Freeze).await?;
+    match d.controller.stopped().await {
         Err(Error::Backend(BackendError::Conflict(msg))) => {
             assert!(msg.contains("another controller"), "{msg}");
         }
         other => return Err(format!("expected a conflict, got {other:?}").into()),
     }
-    assert!(d.handle.is_stopped());
+    assert!(d.controller.is_stopped());
     let kept = rig.stored().await?;
     assert_eq!(kept.revision, stored.revision + 1);
     assert!(
@@ -819,12 +872,16 @@ async fn a_refused_command_returns_the_reason() -> TestResult {
     let mut d = rig.start().await?;
     d.until_finished(true, true, RunbookKind::Bootstrap).await?;
 
-    match d.handle.command(Command::Failback { force: false }).await {
+    match d
+        .controller
+        .command(Command::Failback { force: false })
+        .await
+    {
         Err(Error::Refused(r)) => assert!(r.reason.contains("already active"), "{r}"),
         other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
     match d
-        .handle
+        .controller
         .command(Command::Failover {
             to: Some("nowhere".parse()?),
             force: false,
@@ -837,11 +894,11 @@ async fn a_refused_command_returns_the_reason() -> TestResult {
     d.round(true, true).await?;
     d.collect()?;
     assert_eq!(d.count(|e| matches!(e, Event::Refused(_))), 2);
-    assert_eq!(d.handle.view().epoch, Epoch::new(1));
+    assert_eq!(d.controller.view().epoch, Epoch::new(1));
 
     // An accepted command answers Ok.
-    d.handle.command(Command::Freeze).await?;
-    assert!(d.handle.view().frozen);
+    d.controller.command(Command::Freeze).await?;
+    assert!(d.controller.view().frozen);
     Ok(())
 }
 
@@ -861,7 +918,7 @@ async fn a_controller_without_a_journal_adopts_what_the_dns_publishes() -> TestR
     d.collect()?;
 
     assert_eq!(d.count(is_decision), 0, "{:?}", d.seen);
-    let view = d.handle.view();
+    let view = d.controller.view();
     assert_eq!(
         (view.active.as_str(), view.epoch),
         ("recovery", Epoch::new(5))
@@ -875,59 +932,261 @@ async fn a_controller_without_a_journal_adopts_what_the_dns_publishes() -> TestR
 }
 
 #[tokio::test(start_paused = true)]
-async fn replication_status_is_polled_into_the_view() -> TestResult {
+async fn replication_status_is_polled_into_the_view_and_published() -> TestResult {
     let rig = Rig::new()?;
-    rig.repl.set_lag(
-        &"db".parse()?,
-        &"recovery".parse()?,
-        Some(Duration::from_secs(3)),
-    );
-    let options = DriverOptions {
-        replication_poll: Some(Duration::from_secs(1)),
-        ..DriverOptions::default()
-    };
-    let mut d = rig.start_with(rig.backends(), options).await?;
+    let db: ResourceId = "db".parse()?;
+    let recovery: SiteId = "recovery".parse()?;
+    rig.repl
+        .set_lag(&db, &recovery, Some(Duration::from_secs(3)));
+    let mut d = rig
+        .start_with(rig.builder().replication_poll(Duration::from_secs(1)))
+        .await?;
     d.until_finished(true, true, RunbookKind::Bootstrap).await?;
-    for _ in 0..20 {
-        d.round(true, true).await?;
-    }
-    let view = d.handle.view();
-    let recovery = view
+    let lag_of = |v: &idns_core::ServiceView| {
+        v.sites
+            .iter()
+            .find(|s| s.id == recovery)
+            .map(|s| (s.lag, s.health))
+    };
+    let wait = async {
+        Ok(d.controller
+            .wait_for(|v| lag_of(v) == Some((Some(Duration::from_secs(3)), Health::Up)))
+            .await?)
+    };
+    probing(&d.controller, true, true, "lag in the view", wait).await?;
+
+    // What the election was fed is what the controller publishes: no second poller needed.
+    let published = d.controller.replication_status();
+    let read = published.get(&db).ok_or("db's status is published")?;
+    let site = read
+        .status
         .sites
         .iter()
-        .find(|s| s.id.as_str() == "recovery")
-        .ok_or("recovery in the view")?;
-    assert_eq!(recovery.lag, Some(Duration::from_secs(3)));
-    assert_eq!(recovery.health, Health::Up);
-    let polls = rig
-        .repl
-        .calls()
+        .find(|s| s.site == recovery)
+        .ok_or("recovery in the status")?;
+    assert_eq!(site.lag, Some(Duration::from_secs(3)));
+    assert!(read.at > SystemTime::UNIX_EPOCH);
+
+    // One poller: every second, one read per resource.
+    let polls = |rig: &Rig| {
+        rig.repl
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, ReplCall::Status(_)))
+            .count()
+    };
+    let before = polls(&rig);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let read = polls(&rig) - before;
+    assert!((4..=6).contains(&read), "{read} reads in 5 s");
+
+    // A new lag shows in the next read.
+    rig.repl
+        .set_lag(&db, &recovery, Some(Duration::from_secs(1)));
+    let wait = async {
+        Ok(d.controller
+            .wait_for(|v| lag_of(v) == Some((Some(Duration::from_secs(1)), Health::Up)))
+            .await?)
+    };
+    probing(&d.controller, true, true, "the new lag", wait).await?;
+    let read = d.controller.replication_status();
+    let lag = read[&db]
+        .status
+        .sites
         .iter()
-        .filter(|c| matches!(c, ReplCall::Status(_)))
-        .count();
-    assert!(polls >= 2, "polled {polls} times in two seconds");
+        .find(|s| s.site == recovery)
+        .and_then(|s| s.lag);
+    assert_eq!(lag, Some(Duration::from_secs(1)));
     Ok(())
 }
 
 #[tokio::test(start_paused = true)]
-async fn resources_without_a_replication_backend_are_refused_at_start() -> TestResult {
+async fn without_polling_no_status_is_read_or_published() -> TestResult {
     let rig = Rig::new()?;
-    let backends = Backends {
-        replication: None,
-        ..rig.backends()
+    let mut d = rig.start().await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(d.controller.replication_status().is_empty());
+    assert!(
+        !rig.repl
+            .calls()
+            .iter()
+            .any(|c| matches!(c, ReplCall::Status(_)))
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_needs_its_backends_and_sane_knobs() -> TestResult {
+    let rig = Rig::new()?;
+    let path_of = |result: Result<Controller, Error>| match result {
+        Err(Error::Config(e)) => Ok(e.errors[0].path.clone()),
+        Err(other) => Err(format!("expected a config error, got {other}")),
+        Ok(_) => Err("started".to_owned()),
     };
-    match Driver::start(rig.cfg.clone(), backends, DriverOptions::default()).await {
-        Err(Error::Config(e)) => assert_eq!(e.errors[0].path, "resources"),
-        Err(other) => return Err(format!("expected a config error, got {other}").into()),
-        Ok(_) => return Err("started without a replication backend".into()),
+    let no_replication = Controller::builder(rig.cfg.clone())
+        .dns(rig.dns.clone())
+        .store(rig.store.clone());
+    assert_eq!(path_of(no_replication.start().await)?, "resources");
+    let no_dns = Controller::builder(rig.cfg.clone())
+        .replication(rig.repl.clone())
+        .store(rig.store.clone());
+    assert_eq!(path_of(no_dns.start().await)?, "dns");
+    let no_store = Controller::builder(rig.cfg.clone())
+        .dns(rig.dns.clone())
+        .replication(rig.repl.clone());
+    assert_eq!(path_of(no_store.start().await)?, "store");
+    assert_eq!(path_of(rig.builder().inbox(0).start().await)?, "inbox");
+    assert_eq!(
+        path_of(rig.builder().event_capacity(0).start().await)?,
+        "events"
+    );
+    assert_eq!(
+        path_of(rig.builder().replication_poll(Duration::ZERO).start().await)?,
+        "replication_poll"
+    );
+    assert_eq!(
+        path_of(rig.builder().save_retry(Duration::ZERO).start().await)?,
+        "save_retry"
+    );
+    // Nothing was started or saved.
+    assert!(rig.store.load().await?.is_none());
+    assert!(
+        rig.dns
+            .calls()
+            .iter()
+            .all(|c| !matches!(c, DnsCall::Apply(..)))
+    );
+    Ok(())
+}
+
+/// A replication backend whose background work counts how many run at a time.
+#[derive(Debug)]
+struct Background {
+    inner: MemoryReplication,
+    running: watch::Sender<usize>,
+    started: AtomicU32,
+}
+
+/// Counts a background run down when it is dropped.
+struct CountDown(watch::Sender<usize>);
+
+impl Drop for CountDown {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
-    let zero = DriverOptions {
-        inbox: 0,
-        ..DriverOptions::default()
-    };
-    assert!(matches!(
-        Driver::start(rig.cfg.clone(), rig.backends(), zero).await,
-        Err(Error::Config(_))
-    ));
+}
+
+#[async_trait]
+impl ReplicationBackend for Background {
+    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
+        self.inner.status(resource).await
+    }
+
+    async fn fence(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.inner.fence(resource, site, ctx).await
+    }
+
+    async fn promote(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        ctx: &OpContext,
+    ) -> Result<Promoted, BackendError> {
+        self.inner.promote(resource, site, ctx).await
+    }
+
+    async fn reprotect(
+        &self,
+        resource: &ResourceId,
+        primary: &SiteId,
+        wait: bool,
+        ctx: &OpContext,
+    ) -> Result<(), BackendError> {
+        self.inner.reprotect(resource, primary, wait, ctx).await
+    }
+
+    async fn integrity(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+        request: &IntegrityRequest,
+        ctx: &OpContext,
+    ) -> Result<IntegrityReport, BackendError> {
+        self.inner.integrity(resource, site, request, ctx).await
+    }
+
+    async fn run(&self, resource: &ResourceId) -> Result<(), BackendError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.running.send_modify(|n| *n += 1);
+        let _running = CountDown(self.running.clone());
+        // Like continuous replication: a pass now and then, until the controller stops.
+        loop {
+            self.inner.sync(resource);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backends_background_work_runs_while_the_controller_runs() -> TestResult {
+    let rig = Rig::new()?;
+    let (running, mut watching) = watch::channel(0);
+    let backend = Arc::new(Background {
+        inner: rig.repl.clone(),
+        running,
+        started: AtomicU32::new(0),
+    });
+
+    // Started once per resource with the controller, stopped with its graceful shutdown.
+    let mut d = rig
+        .start_with(rig.builder().replication(backend.clone()))
+        .await?;
+    within("background work", watching.wait_for(|n| *n == 1)).await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    d.controller.shutdown();
+    d.controller.stopped().await?;
+    assert_eq!(
+        *watching.borrow(),
+        0,
+        "stopped before the controller says it has"
+    );
+    assert_eq!(backend.started.load(Ordering::SeqCst), 1);
+
+    // And when the controller is aborted, as a crash would.
+    let d = rig
+        .start_with(rig.builder().replication(backend.clone()))
+        .await?;
+    within("background work", watching.wait_for(|n| *n == 1)).await?;
+    d.controller.abort();
+    within(
+        "the end of the background work",
+        watching.wait_for(|n| *n == 0),
+    )
+    .await?;
+    assert!(matches!(d.controller.stopped().await, Err(Error::Stopped)));
+    assert_eq!(backend.started.load(Ordering::SeqCst), 2);
+
+    // The paths of old do not start it: whoever calls them runs it by hand.
+    let (old, task) = idns_core::runtime::Driver::start(
+        rig.cfg.clone(),
+        idns_core::runtime::Backends {
+            dns: Arc::new(rig.dns.clone()),
+            replication: Some(backend.clone()),
+            store: Arc::new(rig.store.clone()),
+        },
+        idns_core::runtime::DriverOptions::default(),
+    )
+    .await?;
+    old.wait_for(|v| v.runbook.is_none()).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(backend.started.load(Ordering::SeqCst), 2);
+    old.shutdown();
+    task.await??;
     Ok(())
 }

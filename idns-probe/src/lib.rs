@@ -22,8 +22,10 @@
 //! - **The [`Scheduler`]**: runs any set of probes at their intervals — spread start times,
 //!   seeded jitter, a hard timeout per attempt, a global bound on checks in flight, one heap of
 //!   deadlines instead of a task per probe — and sends each [`ProbeReport`](idns_core::ProbeReport)
-//!   to a [`ReportSink`] (a tokio channel, or any async closure via [`sink_fn`], such as the core
-//!   driver's `Handle::report`). Probes can be added and removed while it runs.
+//!   to a [`ReportSink`]: `idns-core`'s controller itself (feature `controller`, on by
+//!   default), a tokio channel, or any async closure via [`sink_fn`]. Probes can be added and
+//!   removed while it runs. [`spawn_probes`] runs every probe of a controller's service
+//!   into it.
 //!
 //! What it does not do: decide anything. Rise/fall counting, `down_after`, quorum and the choice
 //! of the active site belong to `idns-core`'s election; a probe only reports what one attempt
@@ -69,7 +71,8 @@
 //! assert_eq!(recovery.status, ProbeStatus::Down);
 //! assert_eq!(recovery.reason, "connection refused by 127.0.0.1:1");
 //!
-//! // Run them on schedule, reports into a channel (a controller passes its driver's handle).
+//! // Run them on schedule, reports into a channel (or straight into a controller:
+//! // `Scheduler::spawn(options, controller.clone(), probes)`).
 //! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
 //! let options = idns_probe::SchedulerOptions::new("local".parse()?);
 //! let (handle, task) = idns_probe::Scheduler::spawn(options, tx, probes);
@@ -115,6 +118,8 @@ pub use dns::{DnsProbe, DnsSpec};
 pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};
 pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions, SchedulerStats};
+#[cfg(feature = "controller")]
+pub use sink::spawn_probes;
 pub use sink::{FnSink, ReportSink, SinkClosed, sink_fn};
 pub use spec::{
     AliasSpec, CheckSpec, ScheduledProbe, TIMEOUT_GRACE, Target, build_probe, probes_for_service,

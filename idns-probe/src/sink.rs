@@ -1,25 +1,34 @@
-//! Where the scheduler sends its reports: a channel, a closure, or the core driver's handle.
+//! Where the scheduler sends its reports: a controller, a channel, or a closure.
 
 use std::future::Future;
 
 use async_trait::async_trait;
 use idns_core::ProbeReport;
 use tokio::sync::mpsc;
+#[cfg(feature = "controller")]
+use {
+    crate::scheduler::{Scheduler, SchedulerHandle, SchedulerOptions},
+    idns_core::runtime::Controller,
+    idns_core::{ConfigError, ObserverId},
+    tokio::task::JoinHandle,
+};
 
 /// The receiving end of [`ProbeReport`]s. The scheduler stops when a sink says it is closed.
 ///
-/// Implemented for tokio `mpsc` senders; wrap anything else — such as `idns-core`'s
-/// `runtime::Handle::report` — in [`sink_fn`]:
+/// Implemented for `idns-core`'s `runtime::Controller` (feature `controller`, on by default),
+/// so a scheduler reports straight into a controller and stops once the controller has
+/// stopped ([`spawn_probes`] does the whole set-up); for tokio `mpsc` senders; and, for
+/// anything else, async closures wrapped in [`sink_fn`]:
 ///
 /// ```
-/// use idns_core::runtime::Handle;
+/// use idns_core::ProbeReport;
 ///
-/// fn sink_for(handle: Handle) -> impl idns_probe::ReportSink {
-///     idns_probe::sink_fn(move |report| {
-///         let handle = handle.clone();
-///         async move { handle.report(report).await }
-///     })
-/// }
+/// let sink = idns_probe::sink_fn(|report: ProbeReport| async move {
+///     tracing::info!(site = %report.site, status = ?report.outcome.status, "probe report");
+///     Ok::<(), std::convert::Infallible>(())
+/// });
+/// # fn is_sink(_: &impl idns_probe::ReportSink) {}
+/// # is_sink(&sink);
 /// ```
 #[async_trait]
 pub trait ReportSink: Send + Sync + 'static {
@@ -31,6 +40,38 @@ pub trait ReportSink: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the report sink is closed: {0}")]
 pub struct SinkClosed(pub String);
+
+/// The paved path: `Scheduler::spawn(options, controller.clone(), probes)`, or
+/// [`spawn_probes`].
+#[cfg(feature = "controller")]
+#[async_trait]
+impl ReportSink for Controller {
+    async fn report(&self, report: ProbeReport) -> Result<(), SinkClosed> {
+        Controller::report(self, report)
+            .await
+            .map_err(|e| SinkClosed(e.to_string()))
+    }
+}
+
+/// Runs every probe of the controller's service ([`probes_for_service`]) as `observer`,
+/// reporting into the controller, on a [`Scheduler`] seeded with the service's seed.
+///
+/// Returns the scheduler's handle and task, as [`Scheduler::spawn`] does: the scheduler runs
+/// while the handle is kept (or until [`SchedulerHandle::shutdown`]) and stops by itself,
+/// with [`Error::SinkClosed`](crate::Error::SinkClosed), once the controller has stopped.
+/// Fails when a probe's check cannot be built.
+///
+/// [`probes_for_service`]: crate::probes_for_service
+#[cfg(feature = "controller")]
+pub fn spawn_probes(
+    controller: &Controller,
+    observer: ObserverId,
+) -> Result<(SchedulerHandle, JoinHandle<Result<(), crate::Error>>), ConfigError> {
+    let cfg = controller.config();
+    let probes = crate::probes_for_service(cfg)?;
+    let options = SchedulerOptions::new(observer).seed(cfg.seed());
+    Ok(Scheduler::spawn(options, controller.clone(), probes))
+}
 
 #[async_trait]
 impl ReportSink for mpsc::Sender<ProbeReport> {

@@ -1,27 +1,31 @@
-//! [`Driver`]: runs one service's [`Election`] on tokio, and the [`Handle`] that feeds it.
+//! The driver loop of a [`Controller`]: runs one service's [`Election`] on tokio.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::pending;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{self, JoinError, JoinHandle, JoinSet};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::controller::{Controller, PolledStatus, REPORTS_KEPT, Reply, Request, Shared};
 use crate::config::ServiceConfig;
 use crate::dns::DnsBackend;
-use crate::election::{Command, Election, Input, StepDone, StepOutput};
-use crate::error::{BackendError, ConfigError, Error, Refused};
-use crate::event::Event;
+use crate::election::{Election, Input, StepDone, StepOutput};
+use crate::error::{BackendError, ConfigError, Error, Problems, Refused};
+use crate::event::{Event, SwitchReport};
+use crate::id::ResourceId;
 use crate::journal::Journal;
-use crate::probe::ProbeReport;
-use crate::replication::{ReplicationBackend, ReplicationReport};
+use crate::replication::ReplicationBackend;
 use crate::runbook::{Action, Step, StepId};
 use crate::store::StateStore;
 use crate::view::ServiceView;
 
 /// The backends a [`Driver`] executes actions on, and where it keeps the journal.
+///
+/// Kept for programs written before [`Controller::builder`]; hand the backends to the
+/// builder instead.
 #[derive(Debug, Clone)]
 pub struct Backends {
     /// Publishes the service's name (`switch_dns`, `verify_dns`); also read once at start by a
@@ -34,15 +38,27 @@ pub struct Backends {
     pub store: Arc<dyn StateStore>,
 }
 
+/// How a driver is started: by the builder (which owns the background work), or by a
+/// program written before it.
+#[derive(Debug, Default)]
+pub(super) struct Start {
+    /// Run [`ReplicationBackend::run`] for every resource while the driver runs.
+    pub(super) background: bool,
+    /// The event channel, when someone subscribed before the start.
+    pub(super) events: Option<broadcast::Sender<Event>>,
+}
+
 /// The knobs of a [`Driver`]; [`Default`] suits most services.
+///
+/// Kept for programs written before [`Controller::builder`], whose setters these are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverOptions {
     /// Poll [`ReplicationBackend::status`] of every resource this often and feed the lag to
     /// the election (the RPO guard needs it). `None` (the default): replication reports come
-    /// only through [`Handle::replication`].
+    /// only through [`Controller::replication`].
     pub replication_poll: Option<Duration>,
     /// How many reports and commands may wait for the driver before
-    /// [`Handle::report`] waits for room (default 1024).
+    /// [`Controller::report`] waits for room (default 1024).
     pub inbox: usize,
     /// How many events a slow subscriber may fall behind before it misses some (default
     /// 1024; see [`broadcast::Receiver`]).
@@ -65,142 +81,28 @@ impl Default for DriverOptions {
 
 impl DriverOptions {
     fn validate(&self) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
-        let mut check = |ok: bool, path: &str, value: String, problem: &str| {
-            if !ok {
-                errors.extend(ConfigError::single(path, value, problem).errors);
-            }
-        };
-        if let Some(d) = self.replication_poll {
-            check(
-                !d.is_zero(),
+        let mut problems = Problems::default();
+        if let Some(d) = self.replication_poll.filter(|d| d.is_zero()) {
+            problems.push(
                 "replication_poll",
-                humantime::format_duration(d).to_string(),
+                humantime::format_duration(d),
                 "must be longer than zero",
             );
         }
-        check(
-            self.inbox > 0,
-            "inbox",
-            self.inbox.to_string(),
-            "must be at least 1",
-        );
-        check(
-            self.events > 0,
-            "events",
-            self.events.to_string(),
-            "must be at least 1",
-        );
-        check(
-            !self.save_retry.is_zero(),
-            "save_retry",
-            humantime::format_duration(self.save_retry).to_string(),
-            "must be longer than zero",
-        );
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { errors })
+        if self.inbox == 0 {
+            problems.push("inbox", self.inbox, "must be at least 1");
         }
-    }
-}
-
-/// What a [`Handle`] sends the driver.
-#[derive(Debug)]
-enum Request {
-    /// A probe or replication report.
-    Report(Input),
-    /// An operator command and where its answer goes.
-    Command(Command, Reply),
-}
-
-/// Where the answer to a command goes.
-type Reply = oneshot::Sender<Result<(), Refused>>;
-
-/// Talks to a running [`Driver`]: feeds it reports and commands, reads its view, subscribes
-/// to its events, stops it. Cheap to clone; every clone talks to the same driver.
-///
-/// Every method fails with [`Error::Stopped`] (or returns at once) when the driver has
-/// stopped; none waits forever for a driver that is gone.
-#[derive(Debug, Clone)]
-pub struct Handle {
-    inbox: mpsc::Sender<Request>,
-    events: broadcast::WeakSender<Event>,
-    view: watch::Receiver<ServiceView>,
-    shutdown: Arc<watch::Sender<bool>>,
-}
-
-impl Handle {
-    /// Feeds a probe's report. Waits while the inbox is full (backpressure).
-    pub async fn report(&self, report: ProbeReport) -> Result<(), Error> {
-        self.send(Request::Report(Input::Probe(report))).await
-    }
-
-    /// Feeds a replica's role and lag (on top of, or instead of,
-    /// [`DriverOptions::replication_poll`]).
-    pub async fn replication(&self, report: ReplicationReport) -> Result<(), Error> {
-        self.send(Request::Report(Input::Replication(report))).await
-    }
-
-    /// Gives the election an operator command and waits for its answer:
-    /// [`Error::Refused`] with the reason when it declines. Once accepted, the command's
-    /// runbook runs in the background; follow it with [`subscribe`](Self::subscribe) or
-    /// [`watch`](Self::watch).
-    pub async fn command(&self, command: Command) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Command(command, tx)).await?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(Error::Refused(refused)),
-            Err(_) => Err(Error::Stopped),
+        if self.events == 0 {
+            problems.push("events", self.events, "must be at least 1");
         }
-    }
-
-    /// The election's current view (the last one, once the driver has stopped).
-    pub fn view(&self) -> ServiceView {
-        self.view.borrow().clone()
-    }
-
-    /// The view as a [`watch`] channel, to wait for a change or a condition
-    /// ([`watch::Receiver::wait_for`]).
-    pub fn watch(&self) -> watch::Receiver<ServiceView> {
-        self.view.clone()
-    }
-
-    /// The election's events from now on. A subscriber that falls more than
-    /// [`DriverOptions::events`] behind gets [`broadcast::error::RecvError::Lagged`]; once
-    /// the driver has stopped, `recv` returns [`broadcast::error::RecvError::Closed`].
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        match self.events.upgrade() {
-            Some(tx) => tx.subscribe(),
-            // The driver is gone: a receiver whose sender is gone too, closed at once.
-            None => broadcast::channel(1).1,
+        if self.save_retry.is_zero() {
+            problems.push(
+                "save_retry",
+                humantime::format_duration(self.save_retry),
+                "must be longer than zero",
+            );
         }
-    }
-
-    /// Asks the driver to stop gracefully: it takes no more reports or commands, lets the
-    /// action in flight finish (within its timeout) and feeds its result, saves the journal,
-    /// starts nothing further and returns `Ok`. Returns at once; await the driver's task, or
-    /// [`stopped`](Self::stopped), to know it has finished.
-    ///
-    /// Dropping every handle has the same effect.
-    pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Waits until the driver has stopped (gracefully, with an error, or aborted).
-    pub async fn stopped(&self) {
-        let mut view = self.view.clone();
-        while view.changed().await.is_ok() {}
-    }
-
-    /// Whether the driver has stopped.
-    pub fn is_stopped(&self) -> bool {
-        self.view.has_changed().is_err()
-    }
-
-    async fn send(&self, request: Request) -> Result<(), Error> {
-        self.inbox.send(request).await.map_err(|_| Error::Stopped)
+        problems.finish()
     }
 }
 
@@ -231,13 +133,13 @@ impl Clock {
     }
 }
 
-/// Runs one service's [`Election`] on tokio, like quinn's `ConnectionDriver` runs a
-/// connection: a thin loop around the sans-IO state machine.
+/// The loop of a [`Controller`]: runs one service's [`Election`] on tokio, like quinn's
+/// `ConnectionDriver` runs a connection — a thin loop around the sans-IO state machine.
 ///
-/// - **Inputs**: probe and replication reports and operator commands arrive through a
-///   cloneable [`Handle`]; replication status is polled when
-///   [`DriverOptions::replication_poll`] says so. The driver does not run probes: whoever
-///   runs them sends their reports to the handle.
+/// - **Inputs**: probe and replication reports and operator commands arrive through the
+///   [`Controller`]; replication status is polled when
+///   [`DriverOptions::replication_poll`] says so, and published. The driver does not run
+///   probes: whoever runs them sends their reports to the controller.
 /// - **Actions**: before executing an action, the journal is saved to the
 ///   [`StateStore`] whenever it changed, so a restarted controller resumes the same runbook
 ///   and never repeats a finished step. A failed save does not execute the action: it fails
@@ -247,8 +149,13 @@ impl Clock {
 ///   ([`BackendError::Timeout`]); the backend is given a little less
 ///   ([`Action::context`](crate::Action::context)), so a backend that waits reports what it
 ///   found before it is cut off. Retries and backoff are the election's.
-/// - **Outputs**: every event is logged and broadcast ([`Handle::subscribe`]); the current
-///   [`ServiceView`] is published in a watch channel ([`Handle::view`]).
+/// - **Outputs**: every event is logged and broadcast ([`Controller::subscribe`]); the
+///   current [`ServiceView`] ([`Controller::view`]), the reports of finished runbooks
+///   ([`Controller::wait_for_runbook`]), the polled replication status
+///   ([`Controller::replication_status`]) and, at the end, the driver's result
+///   ([`Controller::stopped`]) are published in watch channels.
+/// - **Background work**: when started by [`Controller::builder`], the replication
+///   backend's [`run`](ReplicationBackend::run) for each resource, stopped with the driver.
 /// - **Time**: tokio's clock, so tests run in paused virtual time; the wall clock is read
 ///   once at start.
 ///
@@ -260,55 +167,12 @@ impl Clock {
 /// fails the start.
 ///
 /// # Stopping
-/// [`Handle::shutdown`], or dropping every handle, stops the driver gracefully and `run`
-/// returns `Ok`. Aborting its task stops it at once; the journal saved before the last action
-/// lets the next driver resume.
+/// [`Controller::shutdown`], or dropping every controller, stops the driver gracefully and
+/// `run` returns `Ok`. Aborting its task stops it at once; the journal saved before the last
+/// action lets the next driver resume.
 ///
-/// # Example
-/// ```
-/// use std::sync::Arc;
-/// use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore};
-/// use idns_core::test_util::MemoryDns;
-/// use idns_core::{Epoch, RecordSet, ServiceConfig};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let cfg = ServiceConfig::from_toml(r#"
-///     name = "app.example.com"
-///     zone = "example.com"
-///     [[sites]]
-///     id = "primary"
-///     priority = 1
-///     addresses = ["192.0.2.1"]
-///     probes = [{ id = "web" }]
-///     [[sites]]
-///     id = "recovery"
-///     priority = 2
-///     addresses = ["198.51.100.1"]
-///     probes = [{ id = "web" }]
-/// "#)?;
-/// let dns = MemoryDns::new(&[cfg.zone().clone()]);
-/// let dir = tempfile::tempdir()?;
-/// let backends = Backends {
-///     dns: Arc::new(dns.clone()),
-///     replication: None,
-///     store: Arc::new(FileStore::new(dir.path().join("app.json"))),
-/// };
-/// let (handle, task) = Driver::start(cfg, backends, DriverOptions::default()).await?;
-///
-/// // Without a journal, the driver publishes the home site at epoch 1.
-/// let mut view = handle.watch();
-/// view.wait_for(|v| v.epoch == Epoch::new(1) && v.runbook.is_none()).await?;
-/// assert_eq!(
-///     dns.records(&"app.example.com".parse()?),
-///     RecordSet::Addresses(vec!["192.0.2.1".parse()?])
-/// );
-///
-/// handle.shutdown();
-/// task.await??;
-/// # Ok(())
-/// # }
-/// ```
+/// Public only for programs written before [`Controller::builder`], which replaces
+/// [`Driver::new`], [`Driver::start`] and [`Driver::run`].
 #[derive(Debug)]
 pub struct Driver {
     election: Election,
@@ -319,6 +183,12 @@ pub struct Driver {
     shutdown: watch::Receiver<bool>,
     events: broadcast::Sender<Event>,
     view: watch::Sender<ServiceView>,
+    /// The reports of the last finished runbooks.
+    reports: watch::Sender<VecDeque<SwitchReport>>,
+    /// The last status read of each resource.
+    replication: watch::Sender<BTreeMap<ResourceId, PolledStatus>>,
+    /// How the driver ended.
+    end: watch::Sender<Option<Result<(), Error>>>,
     /// The store's revision of the last save (or load).
     revision: Option<u64>,
     /// The election's journal version that the store holds.
@@ -329,34 +199,48 @@ pub struct Driver {
     running: JoinSet<StepDone>,
     running_ids: HashMap<task::Id, StepId>,
     /// A replication status poll in progress.
-    polls: JoinSet<Vec<ReplicationReport>>,
+    polls: JoinSet<Vec<(ResourceId, PolledStatus)>>,
+    /// Whether to run the replication backend's background work.
+    start_background: bool,
+    /// The replication backend's background work, one task per resource.
+    background: JoinSet<(ResourceId, Result<(), BackendError>)>,
 }
 
 impl Driver {
-    /// Loads the journal (or adopts what the DNS publishes), starts the election and spawns
-    /// the driver on the current tokio runtime. Returns the handle and the driver's task,
-    /// which ends with `Ok` after a graceful shutdown and with the error that stopped it
-    /// otherwise.
-    ///
-    /// Events produced before [`Handle::subscribe`] is called are not seen by that
-    /// subscriber; to see every event from the first, use [`new`](Self::new), subscribe, then
-    /// spawn [`run`](Self::run).
+    /// Loads the journal and spawns the driver; replaced by [`Controller::builder`] and
+    /// [`ControllerBuilder::start`](super::ControllerBuilder::start). Unlike the builder, it
+    /// does not run the replication backend's background work.
     pub async fn start(
         cfg: ServiceConfig,
         backends: Backends,
         options: DriverOptions,
-    ) -> Result<(Handle, JoinHandle<Result<(), Error>>), Error> {
-        let (driver, handle) = Self::new(cfg, backends, options).await?;
-        Ok((handle, tokio::spawn(driver.run())))
+    ) -> Result<(Controller, JoinHandle<Result<(), Error>>), Error> {
+        let (driver, controller) = Self::new(cfg, backends, options).await?;
+        let task = tokio::spawn(driver.run());
+        controller.set_task(task.abort_handle());
+        Ok((controller, task))
     }
 
-    /// Like [`start`](Self::start), without spawning: run the returned driver with
-    /// [`run`](Self::run) on the executor of your choice.
+    /// Loads the journal and returns the driver to [`run`](Self::run), and its controller;
+    /// replaced by [`Controller::builder`] (subscribe on the builder to see every event from
+    /// the first). Unlike the builder, it does not run the replication backend's background
+    /// work.
     pub async fn new(
         cfg: ServiceConfig,
         backends: Backends,
         options: DriverOptions,
-    ) -> Result<(Driver, Handle), Error> {
+    ) -> Result<(Driver, Controller), Error> {
+        Self::prepare(cfg, backends, options, Start::default()).await
+    }
+
+    /// Loads the journal (or adopts what the DNS publishes), starts the election, and makes
+    /// the driver and its controller.
+    pub(super) async fn prepare(
+        cfg: ServiceConfig,
+        backends: Backends,
+        options: DriverOptions,
+        start: Start,
+    ) -> Result<(Driver, Controller), Error> {
         options.validate()?;
         if !cfg.resources().is_empty() && backends.replication.is_none() {
             let list: Vec<&str> = cfg.resources().iter().map(|r| r.as_str()).collect();
@@ -374,7 +258,7 @@ impl Driver {
             Some(s) => Some(s.journal.clone()),
             None => adopt(&cfg, backends.dns.as_ref()).await?,
         };
-        let election = Election::new(cfg, journal, clock.origin.into_std(), clock.wall)?;
+        let election = Election::new(cfg.clone(), journal, clock.origin.into_std(), clock.wall)?;
         // The store already holds this journal unless the election changed it on the way in
         // (or it was adopted from the DNS): then the first pass saves it.
         let saved_version = stored
@@ -389,15 +273,27 @@ impl Driver {
         );
 
         let (inbox_tx, inbox) = mpsc::channel(options.inbox);
-        let (events, _) = broadcast::channel(options.events);
+        let events = start
+            .events
+            .unwrap_or_else(|| broadcast::channel(options.events).0);
         let (view, view_rx) = watch::channel(election.view().clone());
+        let (reports, reports_rx) = watch::channel(VecDeque::new());
+        let (replication, replication_rx) = watch::channel(BTreeMap::new());
+        let (end, end_rx) = watch::channel(None);
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let handle = Handle {
-            inbox: inbox_tx,
-            events: events.downgrade(),
-            view: view_rx,
-            shutdown: Arc::new(shutdown_tx),
-        };
+        let controller = Controller::new(
+            inbox_tx,
+            Shared {
+                config: cfg,
+                events: events.downgrade(),
+                view: view_rx,
+                reports: reports_rx,
+                replication: replication_rx,
+                end: end_rx,
+                shutdown: shutdown_tx,
+                task: OnceLock::new(),
+            },
+        );
         let driver = Driver {
             election,
             backends,
@@ -407,26 +303,53 @@ impl Driver {
             shutdown,
             events,
             view,
+            reports,
+            replication,
+            end,
             revision,
             saved_version,
             save_retry_at: None,
             running: JoinSet::new(),
             running_ids: HashMap::new(),
             polls: JoinSet::new(),
+            start_background: start.background,
+            background: JoinSet::new(),
         };
-        Ok((driver, handle))
+        Ok((driver, controller))
     }
 
     /// Runs the loop until a graceful shutdown (`Ok`) or an error that stops the driver: a
     /// [`BackendError::Conflict`] from the store, or a failed final save.
     pub async fn run(mut self) -> Result<(), Error> {
+        self.spawn_background();
         let result = self.run_loop().await;
+        // The background work stops with the driver.
+        self.background.shutdown().await;
         let service = self.election.config().name();
         match &result {
             Ok(()) => tracing::info!(%service, "driver stopped"),
             Err(e) => tracing::error!(%service, error = %e, "driver stopped"),
         }
+        self.end.send_replace(Some(result.clone()));
         result
+    }
+
+    /// Starts the replication backend's background work, once per resource.
+    fn spawn_background(&mut self) {
+        let Some(replication) = self.backends.replication.clone() else {
+            return;
+        };
+        if !self.start_background {
+            return;
+        }
+        for resource in self.election.config().resources() {
+            let replication = replication.clone();
+            let resource = resource.clone();
+            self.background.spawn(async move {
+                let result = replication.run(&resource).await;
+                (resource, result)
+            });
+        }
     }
 
     async fn run_loop(&mut self) -> Result<(), Error> {
@@ -460,15 +383,14 @@ impl Driver {
                 () = sleep_until(save_retry), if save_retry.is_some() => self.save_retry_at = None,
                 Some(joined) = self.polls.join_next(), if !stopping && !self.polls.is_empty() => {
                     match joined {
-                        Ok(reports) => {
-                            for r in reports {
-                                self.feed(Input::Replication(r));
-                            }
-                        }
+                        Ok(polled) => self.on_polled(polled),
                         Err(e) => tracing::warn!(error = %e, "replication status poll failed"),
                     }
                 }
                 () = tick(&mut poll), if !stopping && self.polls.is_empty() => self.spawn_poll(),
+                Some(joined) = self.background.join_next(), if !self.background.is_empty() => {
+                    log_background(joined);
+                }
                 // Last, so that a flood of reports cannot hold back timers and step results.
                 request = self.inbox.recv(), if !stopping => match request {
                     Some(request) => reply = self.on_request(request),
@@ -510,6 +432,23 @@ impl Driver {
                 let now = self.clock.now();
                 let result = self.election.handle(Input::Command(command), now);
                 Some((reply, result))
+            }
+        }
+    }
+
+    /// Publishes the status read by a poll and feeds it to the election.
+    fn on_polled(&mut self, polled: Vec<(ResourceId, PolledStatus)>) {
+        if polled.is_empty() {
+            return;
+        }
+        self.replication.send_modify(|map| {
+            for (resource, read) in &polled {
+                map.insert(resource.clone(), read.clone());
+            }
+        });
+        for (_, read) in polled {
+            for report in read.status.reports(read.at) {
+                self.feed(Input::Replication(report));
             }
         }
     }
@@ -655,17 +594,20 @@ impl Driver {
         let resources = self.election.config().resources().to_vec();
         let clock = self.clock;
         self.polls.spawn(async move {
-            let mut reports = Vec::new();
-            for resource in &resources {
-                match tokio::time::timeout(limit, replication.status(resource)).await {
-                    Ok(Ok(status)) => reports.extend(status.reports(clock.wall(Instant::now()))),
+            let mut polled = Vec::new();
+            for resource in resources {
+                match tokio::time::timeout(limit, replication.status(&resource)).await {
+                    Ok(Ok(status)) => {
+                        let read = PolledStatus::new(status, clock.wall(Instant::now()));
+                        polled.push((resource, read));
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(%resource, error = %e, "replication status failed");
                     }
                     Err(_) => tracing::warn!(%resource, "replication status timed out"),
                 }
             }
-            reports
+            polled
         });
     }
 
@@ -674,6 +616,14 @@ impl Driver {
         let service = self.election.config().name().clone();
         while let Some(event) = self.election.poll_event() {
             log_event(&service, &event);
+            if let Event::Finished(report) = &event {
+                self.reports.send_modify(|kept| {
+                    if kept.len() >= REPORTS_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(report.clone());
+                });
+            }
             // An error only means nobody is subscribed.
             let _ = self.events.send(event);
         }
@@ -768,6 +718,19 @@ async fn tick(interval: &mut Option<Interval>) {
             i.tick().await;
         }
         None => pending().await,
+    }
+}
+
+/// Logs the end of a resource's background work (the default has none and ends at once).
+fn log_background(joined: Result<(ResourceId, Result<(), BackendError>), JoinError>) {
+    match joined {
+        Ok((resource, Ok(()))) => {
+            tracing::debug!(%resource, "replication background work finished");
+        }
+        Ok((resource, Err(e))) => {
+            tracing::error!(%resource, error = %e, "replication background work stopped");
+        }
+        Err(e) => tracing::error!(error = %e, "replication background work failed"),
     }
 }
 

@@ -185,7 +185,9 @@ impl ImageReplication {
     /// Continuous mode: a pass every `interval` (from the configuration), forever. Failed
     /// passes are logged and retried at the next interval; status reports the age of the
     /// newest complete checkpoint as each replica's lag. Returns only for an unknown
-    /// resource; stop it by dropping or aborting the task that runs it.
+    /// resource; stop it by dropping or aborting the task that runs it. A controller built
+    /// with this backend runs it for every resource
+    /// ([`ReplicationBackend::run`]); do not spawn it by hand as well.
     pub async fn run_continuous(&self, resource: &ResourceId) -> Result<(), BackendError> {
         let interval = self
             .inner
@@ -1112,5 +1114,11 @@ impl ReplicationBackend for ImageReplication {
             integrity_now(inner, cfg, &site, &r, &c, cancel)
         })
         .await
+    }
+
+    /// Continuous replication ([`run_continuous`](Self::run_continuous)): a controller runs
+    /// it for each resource while it runs.
+    async fn run(&self, resource: &ResourceId) -> Result<(), BackendError> {
+        self.run_continuous(resource).await
     }
 }
