@@ -1,16 +1,22 @@
 //! Events: what the election reports happened, for logs, metrics and reports.
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
 use crate::error::Refused;
+use crate::health::Health;
 use crate::id::{ObserverId, ProbeId, SiteId};
-use crate::reason::{Health, Reason};
+use crate::reason::{Reason, explain};
 use crate::runbook::{Phase, RunbookKind, StepId, StepName, StepRecord, StepStatus};
 
 /// Something that happened. Drained with [`Election::poll_event`](crate::Election::poll_event).
+///
+/// Its `Display` is the one wording every log, narration and report prints, e.g.
+/// `decision: failover primary -> recovery at epoch 2: site primary down: …` or
+/// `done     promote app-data at recovery (12.5 ms)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -60,6 +66,9 @@ pub enum Event {
         epoch: Epoch,
         /// Whether an operator forced it.
         forced: bool,
+        /// What caused it: the election itself, or an operator's command.
+        #[serde(default)]
+        trigger: Trigger,
         /// The reason chain.
         reasons: Vec<Reason>,
     },
@@ -125,6 +134,34 @@ pub enum Event {
     },
 }
 
+/// What caused a [`Event::Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The election, from what it was told (health, lag, timers), or a bootstrap.
+    #[default]
+    Election,
+    /// An operator's [`Command`](crate::Command).
+    Command,
+}
+
+impl Trigger {
+    /// The name, as serde spells it: `election`, `command`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Election => "election",
+            Trigger::Command => "command",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// How a runbook ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +170,22 @@ pub enum Outcome {
     Completed,
     /// Stopped by a step's policy or an operator.
     Aborted,
+}
+
+impl Outcome {
+    /// The name, as serde spells it: `completed`, `aborted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The measured result of one runbook: RTO per phase, RPO, every step.
@@ -194,4 +247,123 @@ pub struct PhaseTime {
     /// Its duration.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+}
+
+/// Milliseconds with `decimals` digits: `12.5 ms`.
+fn ms(d: Duration, decimals: usize) -> String {
+    format!("{:.*} ms", decimals, d.as_secs_f64() * 1000.0)
+}
+
+fn site_or_dash(site: &Option<SiteId>) -> &str {
+    site.as_ref().map_or("-", |s| s.as_str())
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::ProbeChanged {
+                site,
+                probe,
+                observer,
+                health,
+                reason,
+            } => {
+                write!(f, "probe {probe} of {site} is {health} at {observer}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Event::ObserverChanged { observer, live } => write!(
+                f,
+                "observer {observer} {}",
+                if *live {
+                    "reports again"
+                } else {
+                    "is silent: its reports no longer count"
+                }
+            ),
+            Event::SiteChanged {
+                site, to, reasons, ..
+            } => write!(f, "site {site} is {to}: {}", explain(reasons)),
+            Event::Decision {
+                kind,
+                from,
+                to,
+                epoch,
+                forced,
+                reasons,
+                ..
+            } => write!(
+                f,
+                "decision: {kind} {} -> {} at epoch {epoch}{}: {}",
+                site_or_dash(from),
+                site_or_dash(to),
+                if *forced { " (forced)" } else { "" },
+                explain(reasons)
+            ),
+            Event::Blocked { reasons } => write!(f, "waiting: {}", explain(reasons)),
+            Event::Recommendation { kind, to, reasons } => {
+                write!(f, "recommendation: {kind} to {to}: {}", explain(reasons))
+            }
+            Event::StepStarted {
+                id, description, ..
+            } => {
+                write!(f, "{:<8} {description}", "started")?;
+                if id.attempt > 1 {
+                    write!(f, " (attempt {})", id.attempt)?;
+                }
+                Ok(())
+            }
+            Event::StepRetry {
+                name, delay, error, ..
+            } => write!(
+                f,
+                "retry {name} in {}: {error}",
+                humantime::format_duration(Duration::from_millis(
+                    delay.as_millis().min(u128::from(u64::MAX)) as u64
+                ))
+            ),
+            Event::StepFinished { record, .. } => {
+                write!(
+                    f,
+                    "{:<8} {} ({})",
+                    record.status,
+                    record.description,
+                    ms(record.duration, 1)
+                )?;
+                if !record.detail.is_empty() {
+                    write!(f, ": {}", record.detail)?;
+                }
+                Ok(())
+            }
+            Event::Held { name, reason, .. } => write!(
+                f,
+                "HELD at {name}: {reason} (an operator must resume: retry, skip or abort)"
+            ),
+            Event::Finished(r) => {
+                write!(
+                    f,
+                    "{} {}: RTO {}",
+                    r.kind,
+                    if r.outcome == Outcome::Completed {
+                        "finished"
+                    } else {
+                        "ABORTED"
+                    },
+                    ms(r.rto, 0)
+                )?;
+                if let Some(rpo) = r.rpo {
+                    write!(f, ", RPO {}", ms(rpo, 0))?;
+                }
+                write!(f, " (epoch {})", r.epoch)
+            }
+            Event::Refused(r) => write!(f, "refused: {r}"),
+            Event::Frozen { frozen } => f.write_str(if *frozen {
+                "automatic decisions frozen"
+            } else {
+                "automatic decisions resumed"
+            }),
+        }
+    }
 }

@@ -268,6 +268,7 @@ impl ServiceRuntime {
                     epoch,
                     forced,
                     reasons,
+                    ..
                 } => {
                     // A drill leaves production alone: note where it is, to check afterwards.
                     let view = self.handle.view();
@@ -461,7 +462,7 @@ impl ServiceRuntime {
         let runbook = view.runbook.as_ref().map(|v| {
             let from_journal = journal
                 .as_ref()
-                .and_then(|j| j.runbook.as_ref())
+                .and_then(|j| j.runbook())
                 .filter(|r| r.id == v.id);
             match from_journal {
                 Some(r) => runbook_status(r, v.held.clone()),

@@ -508,7 +508,7 @@ impl Driver {
             }
             Request::Command(command, reply) => {
                 let now = self.clock.now();
-                let result = self.election.handle(Input::Command(command), now);
+                let result = self.election.command(command, now);
                 Some((reply, result))
             }
         }
@@ -517,9 +517,7 @@ impl Driver {
     /// Feeds a report or a step result (never refused).
     fn feed(&mut self, input: Input) {
         let now = self.clock.now();
-        if let Err(refused) = self.election.handle(input, now) {
-            tracing::debug!(error = %refused, "input refused");
-        }
+        self.election.handle(input, now);
     }
 
     /// After every input: save and execute the actions, save what changed, publish the events

@@ -1,0 +1,1 @@
+//! Unit tests of the election: the view, the decision trigger, commands.
