@@ -367,3 +367,292 @@ impl fmt::Display for Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::health::Health;
+    use crate::journal::Serving;
+    use crate::probe::ProbeStatus;
+    use crate::replication::Role;
+    use crate::runbook::{StepName, StepStatus};
+    use crate::{Phase, Resume};
+
+    fn id<T: TryFrom<&'static str>>(s: &'static str) -> T
+    where
+        T::Error: fmt::Debug,
+    {
+        T::try_from(s).unwrap()
+    }
+
+    fn record(status: StepStatus, detail: &str) -> StepRecord {
+        StepRecord {
+            name: StepName::Promote,
+            description: "promote app-data at recovery".into(),
+            status,
+            attempts: 1,
+            duration: Duration::from_micros(12_480),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn every_event_has_one_wording() {
+        let step = StepId {
+            runbook: 2,
+            index: 1,
+            attempt: 1,
+        };
+        let report = SwitchReport {
+            runbook: 2,
+            kind: RunbookKind::Failover,
+            outcome: Outcome::Completed,
+            from: Some(id("primary")),
+            to: Some(id("recovery")),
+            epoch: Epoch::new(2),
+            forced: false,
+            decided_at: UNIX_EPOCH,
+            finished_at: UNIX_EPOCH,
+            rto: Duration::from_millis(2345),
+            phases: Vec::new(),
+            rpo: Some(Duration::from_millis(120)),
+            steps: Vec::new(),
+            reasons: Vec::new(),
+        };
+        let table: Vec<(Event, &str)> = vec![
+            (
+                Event::ProbeChanged {
+                    site: id("primary"),
+                    probe: id("http"),
+                    observer: id("east"),
+                    health: Health::Down,
+                    reason: "HTTP 503".into(),
+                },
+                "probe http of primary is down at east: HTTP 503",
+            ),
+            (
+                Event::ObserverChanged {
+                    observer: id("east"),
+                    live: false,
+                },
+                "observer east is silent: its reports no longer count",
+            ),
+            (
+                Event::ObserverChanged {
+                    observer: id("east"),
+                    live: true,
+                },
+                "observer east reports again",
+            ),
+            (
+                Event::SiteChanged {
+                    site: id("primary"),
+                    from: Health::Up,
+                    to: Health::Down,
+                    reasons: vec![Reason::Frozen],
+                },
+                "site primary is down: automatic decisions are frozen",
+            ),
+            (
+                Event::Decision {
+                    runbook: 1,
+                    kind: RunbookKind::Bootstrap,
+                    from: None,
+                    to: Some(id("primary")),
+                    epoch: Epoch::new(1),
+                    forced: false,
+                    trigger: Trigger::Election,
+                    reasons: vec![Reason::Note("no journal".into())],
+                },
+                "decision: bootstrap - -> primary at epoch 1: no journal",
+            ),
+            (
+                Event::Decision {
+                    runbook: 2,
+                    kind: RunbookKind::Failover,
+                    from: Some(id("primary")),
+                    to: Some(id("recovery")),
+                    epoch: Epoch::new(2),
+                    forced: true,
+                    trigger: Trigger::Command,
+                    reasons: vec![Reason::Operator, Reason::Forced],
+                },
+                "decision: failover primary -> recovery at epoch 2 (forced): requested by an \
+                 operator; forced by an operator",
+            ),
+            (
+                Event::Blocked {
+                    reasons: vec![Reason::Frozen],
+                },
+                "waiting: automatic decisions are frozen",
+            ),
+            (
+                Event::Recommendation {
+                    kind: RunbookKind::Failback,
+                    to: id("primary"),
+                    reasons: vec![Reason::ManualFailback],
+                },
+                "recommendation: failback to primary: failback is manual: an operator must \
+                 confirm",
+            ),
+            (
+                Event::StepStarted {
+                    id: step,
+                    name: StepName::Promote,
+                    description: "promote app-data at recovery".into(),
+                },
+                "started  promote app-data at recovery",
+            ),
+            (
+                Event::StepStarted {
+                    id: StepId { attempt: 3, ..step },
+                    name: StepName::Promote,
+                    description: "promote app-data at recovery".into(),
+                },
+                "started  promote app-data at recovery (attempt 3)",
+            ),
+            (
+                Event::StepRetry {
+                    id: step,
+                    name: StepName::SwitchDns,
+                    delay: Duration::from_micros(1_500_700),
+                    error: "refused".into(),
+                },
+                "retry switch_dns in 1s 500ms: refused",
+            ),
+            (
+                Event::StepFinished {
+                    runbook: 2,
+                    record: record(StepStatus::Done, ""),
+                },
+                "done     promote app-data at recovery (12.5 ms)",
+            ),
+            (
+                Event::StepFinished {
+                    runbook: 2,
+                    record: record(StepStatus::Failed, "after 3 attempt(s): gone"),
+                },
+                "failed   promote app-data at recovery (12.5 ms): after 3 attempt(s): gone",
+            ),
+            (
+                Event::Held {
+                    runbook: 2,
+                    name: StepName::Promote,
+                    reason: "gone".into(),
+                },
+                "HELD at promote: gone (an operator must resume: retry, skip or abort)",
+            ),
+            (
+                Event::Finished(report.clone()),
+                "failover finished: RTO 2345 ms, RPO 120 ms (epoch 2)",
+            ),
+            (
+                Event::Finished(SwitchReport {
+                    outcome: Outcome::Aborted,
+                    rpo: None,
+                    ..report
+                }),
+                "failover ABORTED: RTO 2345 ms (epoch 2)",
+            ),
+            (
+                Event::Refused(Refused {
+                    command: "failback".into(),
+                    reason: "home site primary is already active".into(),
+                }),
+                "refused: failback refused: home site primary is already active",
+            ),
+            (Event::Frozen { frozen: true }, "automatic decisions frozen"),
+            (
+                Event::Frozen { frozen: false },
+                "automatic decisions resumed",
+            ),
+        ];
+        for (event, want) in table {
+            assert_eq!(event.to_string(), want, "{event:?}");
+        }
+    }
+
+    fn serde_name<T: Serialize>(value: T) -> String {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::String(s)) => s,
+            other => panic!("not a unit variant: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_core_enums_say_their_serde_names() {
+        let mut names: Vec<(String, &str)> = Vec::new();
+        names.extend([Trigger::Election, Trigger::Command].map(|v| (serde_name(v), v.as_str())));
+        names.extend([Outcome::Completed, Outcome::Aborted].map(|v| (serde_name(v), v.as_str())));
+        names.extend(
+            [Health::Up, Health::Down, Health::Unknown].map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [ProbeStatus::Up, ProbeStatus::Down, ProbeStatus::Timeout]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Role::Primary, Role::Replica, Role::Fenced, Role::Unknown]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Serving::Active, Serving::AllSites, Serving::Withdrawn]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Resume::Retry, Resume::Skip, Resume::Abort].map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [StepStatus::Done, StepStatus::Skipped, StepStatus::Failed]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                RunbookKind::Bootstrap,
+                RunbookKind::Failover,
+                RunbookKind::Failback,
+                RunbookKind::AllDown,
+                RunbookKind::Restore,
+                RunbookKind::Drill,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                Phase::Detect,
+                Phase::Decide,
+                Phase::Fence,
+                Phase::Promote,
+                Phase::Reprotect,
+                Phase::Verify,
+                Phase::SwitchDns,
+                Phase::Propagate,
+                Phase::Cleanup,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                StepName::Fence,
+                StepName::Promote,
+                StepName::VerifyIntegrity,
+                StepName::WriteMarkers,
+                StepName::VerifyMarkers,
+                StepName::SwitchDns,
+                StepName::VerifyDns,
+                StepName::Reprotect,
+                StepName::CatchUp,
+                StepName::Cleanup,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        for (serde, as_str) in &names {
+            assert_eq!(serde, as_str);
+        }
+        assert_eq!(names.len(), 48);
+        // Display pads like a string, so columns line up.
+        assert_eq!(format!("[{:<8}]", StepStatus::Done), "[done    ]");
+    }
+}
