@@ -772,12 +772,12 @@ async fn tick(interval: &mut Option<Interval>) {
 fn log_event(service: &crate::id::DnsName, event: &Event) {
     match event {
         Event::StepRetry { .. } | Event::Held { .. } => {
-            tracing::warn!(%service, ?event, "event");
+            tracing::warn!(%service, %event, "event");
         }
         Event::ProbeChanged { .. } | Event::Decision { .. } | Event::Finished(_) => {
             // The election logs its decisions and finished runbooks itself.
-            tracing::debug!(%service, ?event, "event");
+            tracing::debug!(%service, %event, "event");
         }
-        _ => tracing::info!(%service, ?event, "event"),
+        _ => tracing::info!(%service, %event, "event"),
     }
 }
