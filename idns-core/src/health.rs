@@ -71,8 +71,6 @@ struct Cell {
     /// Last success, or the first report while there has been none (for `down_after`).
     last_ok: Option<Instant>,
     first_fail: Option<Instant>,
-    /// The last report, whatever it said.
-    last_report: Option<Instant>,
     last_reason: String,
 }
 
@@ -84,7 +82,6 @@ impl Cell {
             fails: 0,
             last_ok: None,
             first_fail: None,
-            last_report: None,
             last_reason: String::new(),
         }
     }
@@ -92,7 +89,6 @@ impl Cell {
     /// Applies one outcome; returns the new health when it changed.
     fn record(&mut self, s: &ProbeSettings, outcome: ProbeOutcome, now: Instant) -> Option<Health> {
         let before = self.health;
-        self.last_report = Some(now);
         if outcome.is_up() {
             self.last_ok = Some(now);
             self.first_fail = None;
@@ -149,6 +145,9 @@ pub(crate) struct Change {
     /// Sites whose health changed: (site index, before, after).
     pub(crate) sites: Vec<(usize, Health, Health)>,
     pub(crate) observer_back: bool,
+    /// Whether the observer's last report time moved (so [`HealthBook::next_stale`] may
+    /// have).
+    pub(crate) seen_moved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +196,10 @@ impl HealthBook {
         outcome: ProbeOutcome,
         now: Instant,
     ) -> Change {
-        let mut change = Change::default();
+        let mut change = Change {
+            seen_moved: self.seen[oi] != Some(now),
+            ..Change::default()
+        };
         self.seen[oi] = Some(now);
         if !self.live[oi] {
             self.live[oi] = true;
@@ -226,15 +228,14 @@ impl HealthBook {
         &self.sites[si].cells[pi * self.n_obs + oi].last_reason
     }
 
-    /// Whether an observer is live, and when it last reported.
-    pub(crate) fn observer(&self, oi: usize) -> (bool, Option<Instant>) {
-        (self.live[oi], self.seen[oi])
+    /// Whether an observer's reports count.
+    pub(crate) fn live(&self, oi: usize) -> bool {
+        self.live[oi]
     }
 
-    /// A probe's health at an observer, and when that observer last reported it.
-    pub(crate) fn probe(&self, si: usize, pi: usize, oi: usize) -> (Health, Option<Instant>) {
-        let c = &self.sites[si].cells[pi * self.n_obs + oi];
-        (c.health, c.last_report)
+    /// A probe's health at an observer.
+    pub(crate) fn probe(&self, si: usize, pi: usize, oi: usize) -> Health {
+        self.sites[si].cells[pi * self.n_obs + oi].health
     }
 
     /// Marks observers silent for `stale_after` as not live; returns those that changed.

@@ -1,8 +1,10 @@
 //! The election's current state, for status pages, metrics and tests.
 //!
-//! Times in the view are wall-clock [`SystemTime`]s on the election's clock (the `wall` it was
-//! started with, advanced by the `now` of each input), so the view can be serialised, and a
-//! property test can check the dwell, the hold-down and each observer's liveness from it.
+//! Times in the view are wall-clock [`SystemTime`]s, so the view can be serialised, and a
+//! property test can check the dwell, the hold-down and each observer's liveness from it. The
+//! election's own times (the last switch, the dwell, since when a site is up) are on its clock:
+//! the `wall` it was started with, advanced by the `now` of each input. A report's time is the
+//! one the report carries.
 
 use std::time::{Duration, SystemTime};
 
@@ -110,7 +112,8 @@ pub struct ProbeView {
     pub observer: ObserverId,
     /// Its health at that observer (rise and fall applied).
     pub health: Health,
-    /// When the observer last reported this probe.
+    /// When the observer last reported this probe: the report's own time
+    /// ([`ProbeReport::at`](crate::ProbeReport::at)).
     pub last_report: Option<SystemTime>,
     /// Whether the observer is live: a stale observer's results do not count.
     pub live: bool,
@@ -121,9 +124,11 @@ pub struct ProbeView {
 pub struct ObserverView {
     /// The observer.
     pub id: ObserverId,
-    /// Whether its reports count: it has reported within `stale_after`.
+    /// Whether its reports count: it has reported within `stale_after` (on the election's
+    /// clock).
     pub live: bool,
-    /// When it last reported anything.
+    /// When it last reported anything: the report's own time
+    /// ([`ProbeReport::at`](crate::ProbeReport::at)).
     pub last_report: Option<SystemTime>,
 }
 

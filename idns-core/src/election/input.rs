@@ -71,9 +71,12 @@ impl Election {
             return;
         };
         let change = self.health.record(site, si, pi, oi, r.outcome, now);
-        self.timers
-            .set_or_stop(Timer::ObserverStale, self.health.next_stale());
-        self.note_report(si, pi, oi, now);
+        if change.seen_moved || change.observer_back {
+            // Otherwise the timer already says when the next observer falls silent.
+            self.timers
+                .set_or_stop(Timer::ObserverStale, self.health.next_stale());
+        }
+        self.note_report(si, pi, oi, r.at, change.probe.is_some());
         if change.observer_back {
             self.events.push_back(Event::ObserverChanged {
                 observer: r.observer.clone(),

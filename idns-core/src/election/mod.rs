@@ -317,22 +317,24 @@ impl Election {
         t.map(|t| self.wall(t))
     }
 
-    /// Keeps a report's time in the view (the rest of the view changes only with health).
-    fn note_report(&mut self, si: usize, pi: usize, oi: usize, now: Instant) {
-        let wall = Some(self.wall(now));
+    /// Keeps a report's time in the view, and the probe's health when it changed (the rest
+    /// of the view changes only with a site's health, in `refresh_view`).
+    fn note_report(&mut self, si: usize, pi: usize, oi: usize, at: SystemTime, changed: bool) {
         let n_obs = self.view.observers.len();
         if let Some(o) = self.view.observers.get_mut(oi) {
-            o.last_report = wall;
+            o.last_report = Some(at);
         }
-        let (health, _) = self.health.probe(si, pi, oi);
+        let health = changed.then(|| self.health.probe(si, pi, oi));
         if let Some(p) = self
             .view
             .sites
             .get_mut(si)
             .and_then(|s| s.probes.get_mut(pi * n_obs + oi))
         {
-            p.last_report = wall;
-            p.health = health;
+            p.last_report = Some(at);
+            if let Some(h) = health {
+                p.health = h;
+            }
         }
     }
 
@@ -370,11 +372,7 @@ impl Election {
                 .collect();
         }
         for oi in 0..observers.len() {
-            let (live, seen) = self.health.observer(oi);
-            let last_report = self.wall_of(seen);
-            let o = &mut self.view.observers[oi];
-            o.live = live;
-            o.last_report = last_report;
+            self.view.observers[oi].live = self.health.live(oi);
         }
         if self.view.sites.len() != self.cfg.sites().len() {
             self.view.sites = self
@@ -416,10 +414,7 @@ impl Election {
             let n_obs = observers.len();
             for (c, p) in self.view.sites[si].probes.iter_mut().enumerate() {
                 let (pi, oi) = (c / n_obs.max(1), c % n_obs.max(1));
-                let (health, last) = self.health.probe(si, pi, oi);
-                p.health = health;
-                p.last_report =
-                    last.map(|t| self.origin.1 + t.saturating_duration_since(self.origin.0));
+                p.health = self.health.probe(si, pi, oi);
                 p.live = self.view.observers[oi].live;
             }
             let site = &mut self.view.sites[si];
