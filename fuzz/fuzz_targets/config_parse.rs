@@ -48,7 +48,7 @@ fn run_election(cfg: ServiceConfig) {
                 id: action.id,
                 result: Ok(StepOutput::Done),
             };
-            let _ = e.handle(Input::StepDone(done), now);
+            e.handle(Input::StepDone(done), now);
         }
         while e.poll_event().is_some() {}
     };
@@ -70,7 +70,7 @@ fn run_election(cfg: ServiceConfig) {
                         },
                         at: wall,
                     };
-                    let _ = e.handle(Input::Probe(report), now);
+                    e.handle(Input::Probe(report), now);
                     drive(&mut e, now);
                 }
             }

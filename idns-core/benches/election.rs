@@ -148,7 +148,7 @@ fn drive(e: &mut Election, now: Instant) -> u64 {
             result: Ok(output(&action)),
         };
         // Step results are never refused.
-        let _ = e.handle(Input::StepDone(done), now);
+        e.handle(Input::StepDone(done), now);
         fed += 1;
     }
     while let Some(event) = e.poll_event() {
@@ -173,10 +173,10 @@ fn warmed_up(automatic_failback: bool, origin: Instant) -> (Election, Instant) {
     for _ in 0..3 {
         now += Duration::from_secs(1);
         for input in round(|_, _, _| false) {
-            let _ = e.handle(input, now);
+            e.handle(input, now);
         }
         for s in SITES {
-            let _ = e.handle(lag(s, Duration::ZERO), now);
+            e.handle(lag(s, Duration::ZERO), now);
         }
         drive(&mut e, now);
     }
@@ -232,7 +232,7 @@ fn steady(c: &mut Criterion, origin: Instant) {
                     for round in batch {
                         now += Duration::from_secs(1);
                         for input in round {
-                            let _ = e.handle(input, now);
+                            e.handle(input, now);
                         }
                         if e.poll_timeout().is_some_and(|t| t <= now) {
                             e.handle_timeout(now);
@@ -258,14 +258,14 @@ fn cycle(e: &mut Election, now: &mut Instant, down: &[Vec<Input>], up: &[Input])
     for round in down {
         *now += Duration::from_secs(1);
         for input in round.iter().cloned() {
-            let _ = e.handle(input, *now);
+            e.handle(input, *now);
             fed += 1;
         }
         fed += drive(e, *now);
     }
     *now += Duration::from_secs(1);
     for input in up.iter().cloned() {
-        let _ = e.handle(input, *now);
+        e.handle(input, *now);
         fed += 1;
     }
     fed += drive(e, *now);

@@ -1,16 +1,22 @@
 //! Events: what the election reports happened, for logs, metrics and reports.
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
 use crate::error::Refused;
+use crate::health::Health;
 use crate::id::{ObserverId, ProbeId, SiteId};
-use crate::reason::{Health, Reason};
+use crate::reason::{Reason, explain};
 use crate::runbook::{Phase, RunbookKind, StepId, StepName, StepRecord, StepStatus};
 
 /// Something that happened. Drained with [`Election::poll_event`](crate::Election::poll_event).
+///
+/// Its `Display` is the one wording every log, narration and report prints, e.g.
+/// `decision: failover primary -> recovery at epoch 2: site primary down: …` or
+/// `done     promote app-data at recovery (12.5 ms)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -60,6 +66,9 @@ pub enum Event {
         epoch: Epoch,
         /// Whether an operator forced it.
         forced: bool,
+        /// What caused it: the election itself, or an operator's command.
+        #[serde(default)]
+        trigger: Trigger,
         /// The reason chain.
         reasons: Vec<Reason>,
     },
@@ -125,6 +134,34 @@ pub enum Event {
     },
 }
 
+/// What caused a [`Event::Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The election, from what it was told (health, lag, timers), or a bootstrap.
+    #[default]
+    Election,
+    /// An operator's [`Command`](crate::Command).
+    Command,
+}
+
+impl Trigger {
+    /// The name, as serde spells it: `election`, `command`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Election => "election",
+            Trigger::Command => "command",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// How a runbook ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +170,22 @@ pub enum Outcome {
     Completed,
     /// Stopped by a step's policy or an operator.
     Aborted,
+}
+
+impl Outcome {
+    /// The name, as serde spells it: `completed`, `aborted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The measured result of one runbook: RTO per phase, RPO, every step.
@@ -194,4 +247,412 @@ pub struct PhaseTime {
     /// Its duration.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+}
+
+/// Milliseconds with `decimals` digits: `12.5 ms`.
+fn ms(d: Duration, decimals: usize) -> String {
+    format!("{:.*} ms", decimals, d.as_secs_f64() * 1000.0)
+}
+
+fn site_or_dash(site: &Option<SiteId>) -> &str {
+    site.as_ref().map_or("-", |s| s.as_str())
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::ProbeChanged {
+                site,
+                probe,
+                observer,
+                health,
+                reason,
+            } => {
+                write!(f, "probe {probe} of {site} is {health} at {observer}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Event::ObserverChanged { observer, live } => write!(
+                f,
+                "observer {observer} {}",
+                if *live {
+                    "reports again"
+                } else {
+                    "is silent: its reports no longer count"
+                }
+            ),
+            Event::SiteChanged {
+                site, to, reasons, ..
+            } => write!(f, "site {site} is {to}: {}", explain(reasons)),
+            Event::Decision {
+                kind,
+                from,
+                to,
+                epoch,
+                forced,
+                reasons,
+                ..
+            } => write!(
+                f,
+                "decision: {kind} {} -> {} at epoch {epoch}{}: {}",
+                site_or_dash(from),
+                site_or_dash(to),
+                if *forced { " (forced)" } else { "" },
+                explain(reasons)
+            ),
+            Event::Blocked { reasons } => write!(f, "waiting: {}", explain(reasons)),
+            Event::Recommendation { kind, to, reasons } => {
+                write!(f, "recommendation: {kind} to {to}: {}", explain(reasons))
+            }
+            Event::StepStarted {
+                id, description, ..
+            } => {
+                write!(f, "{:<8} {description}", "started")?;
+                if id.attempt > 1 {
+                    write!(f, " (attempt {})", id.attempt)?;
+                }
+                Ok(())
+            }
+            Event::StepRetry {
+                name, delay, error, ..
+            } => write!(
+                f,
+                "retry {name} in {}: {error}",
+                humantime::format_duration(Duration::from_millis(
+                    delay.as_millis().min(u128::from(u64::MAX)) as u64
+                ))
+            ),
+            Event::StepFinished { record, .. } => {
+                write!(
+                    f,
+                    "{:<8} {} ({})",
+                    record.status,
+                    record.description,
+                    ms(record.duration, 1)
+                )?;
+                if !record.detail.is_empty() {
+                    write!(f, ": {}", record.detail)?;
+                }
+                Ok(())
+            }
+            Event::Held { name, reason, .. } => write!(
+                f,
+                "HELD at {name}: {reason} (an operator must resume: retry, skip or abort)"
+            ),
+            Event::Finished(r) => {
+                write!(
+                    f,
+                    "{} {}: RTO {}",
+                    r.kind,
+                    if r.outcome == Outcome::Completed {
+                        "finished"
+                    } else {
+                        "ABORTED"
+                    },
+                    ms(r.rto, 0)
+                )?;
+                if let Some(rpo) = r.rpo {
+                    write!(f, ", RPO {}", ms(rpo, 0))?;
+                }
+                write!(f, " (epoch {})", r.epoch)
+            }
+            Event::Refused(r) => write!(f, "refused: {r}"),
+            Event::Frozen { frozen } => f.write_str(if *frozen {
+                "automatic decisions frozen"
+            } else {
+                "automatic decisions resumed"
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::health::Health;
+    use crate::journal::Serving;
+    use crate::probe::ProbeStatus;
+    use crate::replication::Role;
+    use crate::runbook::{StepName, StepStatus};
+    use crate::{Phase, Resume};
+
+    fn id<T: TryFrom<&'static str>>(s: &'static str) -> T
+    where
+        T::Error: fmt::Debug,
+    {
+        T::try_from(s).unwrap()
+    }
+
+    fn record(status: StepStatus, detail: &str) -> StepRecord {
+        StepRecord {
+            name: StepName::Promote,
+            description: "promote app-data at recovery".into(),
+            status,
+            attempts: 1,
+            duration: Duration::from_micros(12_480),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn every_event_has_one_wording() {
+        let step = StepId {
+            runbook: 2,
+            index: 1,
+            attempt: 1,
+        };
+        let report = SwitchReport {
+            runbook: 2,
+            kind: RunbookKind::Failover,
+            outcome: Outcome::Completed,
+            from: Some(id("primary")),
+            to: Some(id("recovery")),
+            epoch: Epoch::new(2),
+            forced: false,
+            decided_at: UNIX_EPOCH,
+            finished_at: UNIX_EPOCH,
+            rto: Duration::from_millis(2345),
+            phases: Vec::new(),
+            rpo: Some(Duration::from_millis(120)),
+            steps: Vec::new(),
+            reasons: Vec::new(),
+        };
+        let table: Vec<(Event, &str)> = vec![
+            (
+                Event::ProbeChanged {
+                    site: id("primary"),
+                    probe: id("http"),
+                    observer: id("east"),
+                    health: Health::Down,
+                    reason: "HTTP 503".into(),
+                },
+                "probe http of primary is down at east: HTTP 503",
+            ),
+            (
+                Event::ObserverChanged {
+                    observer: id("east"),
+                    live: false,
+                },
+                "observer east is silent: its reports no longer count",
+            ),
+            (
+                Event::ObserverChanged {
+                    observer: id("east"),
+                    live: true,
+                },
+                "observer east reports again",
+            ),
+            (
+                Event::SiteChanged {
+                    site: id("primary"),
+                    from: Health::Up,
+                    to: Health::Down,
+                    reasons: vec![Reason::Frozen],
+                },
+                "site primary is down: automatic decisions are frozen",
+            ),
+            (
+                Event::Decision {
+                    runbook: 1,
+                    kind: RunbookKind::Bootstrap,
+                    from: None,
+                    to: Some(id("primary")),
+                    epoch: Epoch::new(1),
+                    forced: false,
+                    trigger: Trigger::Election,
+                    reasons: vec![Reason::Note("no journal".into())],
+                },
+                "decision: bootstrap - -> primary at epoch 1: no journal",
+            ),
+            (
+                Event::Decision {
+                    runbook: 2,
+                    kind: RunbookKind::Failover,
+                    from: Some(id("primary")),
+                    to: Some(id("recovery")),
+                    epoch: Epoch::new(2),
+                    forced: true,
+                    trigger: Trigger::Command,
+                    reasons: vec![Reason::Operator, Reason::Forced],
+                },
+                "decision: failover primary -> recovery at epoch 2 (forced): requested by an \
+                 operator; forced by an operator",
+            ),
+            (
+                Event::Blocked {
+                    reasons: vec![Reason::Frozen],
+                },
+                "waiting: automatic decisions are frozen",
+            ),
+            (
+                Event::Recommendation {
+                    kind: RunbookKind::Failback,
+                    to: id("primary"),
+                    reasons: vec![Reason::ManualFailback],
+                },
+                "recommendation: failback to primary: failback is manual: an operator must \
+                 confirm",
+            ),
+            (
+                Event::StepStarted {
+                    id: step,
+                    name: StepName::Promote,
+                    description: "promote app-data at recovery".into(),
+                },
+                "started  promote app-data at recovery",
+            ),
+            (
+                Event::StepStarted {
+                    id: StepId { attempt: 3, ..step },
+                    name: StepName::Promote,
+                    description: "promote app-data at recovery".into(),
+                },
+                "started  promote app-data at recovery (attempt 3)",
+            ),
+            (
+                Event::StepRetry {
+                    id: step,
+                    name: StepName::SwitchDns,
+                    delay: Duration::from_micros(1_500_700),
+                    error: "refused".into(),
+                },
+                "retry switch_dns in 1s 500ms: refused",
+            ),
+            (
+                Event::StepFinished {
+                    runbook: 2,
+                    record: record(StepStatus::Done, ""),
+                },
+                "done     promote app-data at recovery (12.5 ms)",
+            ),
+            (
+                Event::StepFinished {
+                    runbook: 2,
+                    record: record(StepStatus::Failed, "after 3 attempt(s): gone"),
+                },
+                "failed   promote app-data at recovery (12.5 ms): after 3 attempt(s): gone",
+            ),
+            (
+                Event::Held {
+                    runbook: 2,
+                    name: StepName::Promote,
+                    reason: "gone".into(),
+                },
+                "HELD at promote: gone (an operator must resume: retry, skip or abort)",
+            ),
+            (
+                Event::Finished(report.clone()),
+                "failover finished: RTO 2345 ms, RPO 120 ms (epoch 2)",
+            ),
+            (
+                Event::Finished(SwitchReport {
+                    outcome: Outcome::Aborted,
+                    rpo: None,
+                    ..report
+                }),
+                "failover ABORTED: RTO 2345 ms (epoch 2)",
+            ),
+            (
+                Event::Refused(Refused {
+                    command: "failback".into(),
+                    reason: "home site primary is already active".into(),
+                }),
+                "refused: failback refused: home site primary is already active",
+            ),
+            (Event::Frozen { frozen: true }, "automatic decisions frozen"),
+            (
+                Event::Frozen { frozen: false },
+                "automatic decisions resumed",
+            ),
+        ];
+        for (event, want) in table {
+            assert_eq!(event.to_string(), want, "{event:?}");
+        }
+    }
+
+    fn serde_name<T: Serialize>(value: T) -> String {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::String(s)) => s,
+            other => panic!("not a unit variant: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_core_enums_say_their_serde_names() {
+        let mut names: Vec<(String, &str)> = Vec::new();
+        names.extend([Trigger::Election, Trigger::Command].map(|v| (serde_name(v), v.as_str())));
+        names.extend([Outcome::Completed, Outcome::Aborted].map(|v| (serde_name(v), v.as_str())));
+        names.extend(
+            [Health::Up, Health::Down, Health::Unknown].map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [ProbeStatus::Up, ProbeStatus::Down, ProbeStatus::Timeout]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Role::Primary, Role::Replica, Role::Fenced, Role::Unknown]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Serving::Active, Serving::AllSites, Serving::Withdrawn]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [Resume::Retry, Resume::Skip, Resume::Abort].map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [StepStatus::Done, StepStatus::Skipped, StepStatus::Failed]
+                .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                RunbookKind::Bootstrap,
+                RunbookKind::Failover,
+                RunbookKind::Failback,
+                RunbookKind::AllDown,
+                RunbookKind::Restore,
+                RunbookKind::Drill,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                Phase::Detect,
+                Phase::Decide,
+                Phase::Fence,
+                Phase::Promote,
+                Phase::Reprotect,
+                Phase::Verify,
+                Phase::SwitchDns,
+                Phase::Propagate,
+                Phase::Cleanup,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        names.extend(
+            [
+                StepName::Fence,
+                StepName::Promote,
+                StepName::VerifyIntegrity,
+                StepName::WriteMarkers,
+                StepName::VerifyMarkers,
+                StepName::SwitchDns,
+                StepName::VerifyDns,
+                StepName::Reprotect,
+                StepName::CatchUp,
+                StepName::Cleanup,
+            ]
+            .map(|v| (serde_name(v), v.as_str())),
+        );
+        for (serde, as_str) in &names {
+            assert_eq!(serde, as_str);
+        }
+        assert_eq!(names.len(), 48);
+        // Display pads like a string, so columns line up.
+        assert_eq!(format!("[{:<8}]", StepStatus::Done), "[done    ]");
+    }
 }

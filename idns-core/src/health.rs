@@ -1,21 +1,67 @@
 //! Health bookkeeping: per-probe rise/fall counters at each observer, each observer's verdict
-//! on each site, and the site's health by observer quorum.
-//!
-//! Rules:
-//! - A probe at one observer turns up after `rise` successes in a row, and down after `fall`
-//!   failures (in a row, or net with leaky counting), or when no attempt has succeeded for
-//!   `down_after`. With `ignore_down_response`, failures do not count; only `down_after` does.
-//! - An observer's verdict on a site combines its probes by the site's [`HealthRule`]. An
-//!   observer silent for `stale_after` has no verdict (its reports stop: that says nothing
-//!   about the site).
-//! - A site is down when at least `quorum` observers say down and fewer than `quorum` say up;
-//!   up in the mirror case; unknown otherwise (not enough data, or disputed).
+//! on each site, and the site's health by observer quorum. The rules are documented on
+//! [`Health`].
 
 use std::time::{Duration, Instant};
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
 use crate::config::{Counting, HealthRule, ProbeSettings, ServiceConfig, Site};
 use crate::probe::ProbeOutcome;
-use crate::reason::{Health, Reason};
+use crate::reason::Reason;
+
+/// Health of a probe or site, as the election sees it.
+///
+/// # How health is judged
+/// - **A probe at one observer** turns up after `rise` successes in a row, and down after
+///   `fall` failures (in a row with [`Counting::Consecutive`], or net with
+///   [`Counting::Leaky`], where each success takes one failure back), or when no attempt has
+///   succeeded for `down_after`. With `ignore_down_response`, failures do not count; only
+///   `down_after` does. Until it has crossed a threshold it is unknown.
+/// - **An observer's verdict on a site** combines that site's probes at that observer by the
+///   site's [`HealthRule`]: with `k` probes required up (all, any, or at least `k`), the
+///   verdict is up when `k` probes are up, down when fewer than `k` can still be up (too many
+///   are down), unknown otherwise.
+/// - **Silent observers abstain.** An observer whose last report of anything is
+///   `stale_after` old is not live: it has no verdict until it reports again (silence says
+///   nothing about the sites it probes).
+/// - **The quorum rule.** A site is down when at least `quorum` live observers say down and
+///   fewer than `quorum` say up; up in the mirror case; unknown otherwise (not enough data,
+///   or disputed). With one observer and a quorum of one, the site's health is that
+///   observer's verdict.
+/// - **What the election does with it**: a failover needs the active site down (unknown is
+///   not enough); a site is eligible as a target only when up (and within the RPO budget).
+///   [`ServiceView`](crate::ServiceView) shows each site's health, the time it came up and
+///   every probe's last report at every observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Alive.
+    Up,
+    /// Dead.
+    Down,
+    /// Not known yet, disputed between observers, or the observers are silent.
+    Unknown,
+}
+
+impl Health {
+    /// The name, as serde spells it: `up`, `down`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Cell {
@@ -99,6 +145,9 @@ pub(crate) struct Change {
     /// Sites whose health changed: (site index, before, after).
     pub(crate) sites: Vec<(usize, Health, Health)>,
     pub(crate) observer_back: bool,
+    /// Whether the observer's last report time moved (so [`HealthBook::next_stale`] may
+    /// have).
+    pub(crate) seen_moved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +196,10 @@ impl HealthBook {
         outcome: ProbeOutcome,
         now: Instant,
     ) -> Change {
-        let mut change = Change::default();
+        let mut change = Change {
+            seen_moved: self.seen[oi] != Some(now),
+            ..Change::default()
+        };
         self.seen[oi] = Some(now);
         if !self.live[oi] {
             self.live[oi] = true;
@@ -174,6 +226,16 @@ impl HealthBook {
     /// The reason of the last failure of a probe at an observer.
     pub(crate) fn last_reason(&self, si: usize, pi: usize, oi: usize) -> &str {
         &self.sites[si].cells[pi * self.n_obs + oi].last_reason
+    }
+
+    /// Whether an observer's reports count.
+    pub(crate) fn live(&self, oi: usize) -> bool {
+        self.live[oi]
+    }
+
+    /// A probe's health at an observer.
+    pub(crate) fn probe(&self, si: usize, pi: usize, oi: usize) -> Health {
+        self.sites[si].cells[pi * self.n_obs + oi].health
     }
 
     /// Marks observers silent for `stale_after` as not live; returns those that changed.

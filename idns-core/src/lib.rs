@@ -57,7 +57,7 @@
 //!             published.push((change.epoch, change.records.to_string()));
 //!         }
 //!         let done = StepDone { id: action.id, result: Ok(StepOutput::Done) };
-//!         e.handle(Input::StepDone(done), now).expect("step results are never refused");
+//!         e.handle(Input::StepDone(done), now);
 //!     }
 //! };
 //! step(&mut election, t0);
@@ -76,7 +76,7 @@
 //!             },
 //!             at: SystemTime::now(),
 //!         };
-//!         election.handle(Input::Probe(report), now).expect("reports are never refused");
+//!         election.handle(Input::Probe(report), now);
 //!     }
 //!     step(&mut election, now);
 //! }
@@ -128,11 +128,12 @@ pub use dns::{
 pub use election::{Command, Election, Input, Resume, StepDone, StepOutput};
 pub use epoch::Epoch;
 pub use error::{BackendError, ConfigError, Error, FieldError, InvalidId, Refused};
-pub use event::{Event, Outcome, PhaseTime, SwitchReport};
+pub use event::{Event, Outcome, PhaseTime, SwitchReport, Trigger};
+pub use health::Health;
 pub use id::{DnsName, ObserverId, ProbeId, ResourceId, SiteId};
 pub use journal::{JOURNAL_VERSION, Journal, Serving};
 pub use probe::{Probe, ProbeOutcome, ProbeReport, ProbeStatus};
-pub use reason::{Health, Reason, explain};
+pub use reason::{Reason, explain};
 pub use replication::{
     IntegrityReport, IntegrityRequest, Manifest, ManifestEntry, Mismatch, OpContext, Promoted,
     ReplicationBackend, ReplicationReport, ReplicationStatus, Role, SiteReplication,
@@ -142,4 +143,4 @@ pub use runbook::{
     StepPolicy, StepRecord, StepStatus,
 };
 pub use store::{StateStore, Stored};
-pub use view::{RunbookView, ServiceView, SiteView};
+pub use view::{ObserverView, ProbeView, RunbookView, ServiceView, SiteView};

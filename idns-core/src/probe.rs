@@ -31,6 +31,23 @@ pub enum ProbeStatus {
     Timeout,
 }
 
+impl ProbeStatus {
+    /// The name, as serde spells it: `up`, `down`, `timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeStatus::Up => "up",
+            ProbeStatus::Down => "down",
+            ProbeStatus::Timeout => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeOutcome {

@@ -10,29 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AllDownPolicy;
+use crate::health::Health;
 use crate::id::{ObserverId, ProbeId, SiteId};
-
-/// Health of a probe or site, as the election sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Alive.
-    Up,
-    /// Dead.
-    Down,
-    /// Not known yet, disputed between observers, or the observers are silent.
-    Unknown,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Unknown => "unknown",
-        })
-    }
-}
 
 /// One link of a reason chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -153,14 +153,21 @@ pub enum Role {
     Unknown,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Role {
+    /// The name, as serde spells it: `primary`, `replica`, `fenced`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Role::Primary => "primary",
             Role::Replica => "replica",
             Role::Fenced => "fenced",
             Role::Unknown => "unknown",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::replication::{IntegrityRequest, OpContext};
 /// The steps a runbook can list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepName {
     /// Stop the old site's copies from taking writes.
     Fence,
@@ -53,7 +54,7 @@ impl StepName {
         }
     }
 
-    /// The name as configuration files spell it.
+    /// The name as configuration files (and serde) spell it: `switch_dns`.
     pub fn as_str(self) -> &'static str {
         match self {
             StepName::Fence => "fence",
@@ -72,7 +73,7 @@ impl StepName {
 
 impl fmt::Display for StepName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -100,9 +101,27 @@ pub enum Phase {
     Cleanup,
 }
 
+impl Phase {
+    /// The name as serde, metrics and JSON spell it: `switch_dns`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Detect => "detect",
+            Phase::Decide => "decide",
+            Phase::Fence => "fence",
+            Phase::Promote => "promote",
+            Phase::Reprotect => "reprotect",
+            Phase::Verify => "verify",
+            Phase::SwitchDns => "switch_dns",
+            Phase::Propagate => "propagate",
+            Phase::Cleanup => "cleanup",
+        }
+    }
+}
+
+/// In words, for people: `switch DNS` (where [`Phase::as_str`] says `switch_dns`).
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Phase::Detect => "detect",
             Phase::Decide => "decide",
             Phase::Fence => "fence",
@@ -180,6 +199,7 @@ impl StepPolicy {
 /// Why a runbook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunbookKind {
     /// First publication of the home site by a controller with no journal.
     Bootstrap,
@@ -195,9 +215,24 @@ pub enum RunbookKind {
     Drill,
 }
 
+impl RunbookKind {
+    /// The name as serde, metrics and JSON spell it: `all_down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunbookKind::Bootstrap => "bootstrap",
+            RunbookKind::Failover => "failover",
+            RunbookKind::Failback => "failback",
+            RunbookKind::AllDown => "all_down",
+            RunbookKind::Restore => "restore",
+            RunbookKind::Drill => "drill",
+        }
+    }
+}
+
+/// In words, for people: `all-down` (where [`RunbookKind::as_str`] says `all_down`).
 impl fmt::Display for RunbookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             RunbookKind::Bootstrap => "bootstrap",
             RunbookKind::Failover => "failover",
             RunbookKind::Failback => "failback",
@@ -211,6 +246,7 @@ impl fmt::Display for RunbookKind {
 /// One concrete thing for a backend to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Step {
     /// `ReplicationBackend::fence`.
     Fence {
@@ -301,7 +337,9 @@ impl fmt::Display for Step {
 }
 
 /// Identifies one attempt of one step of one runbook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Ordered as the election hands attempts out: by runbook, then step, then attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StepId {
     /// The runbook (unique per service, never reused).
     pub runbook: u64,
@@ -380,6 +418,23 @@ pub enum StepStatus {
     Skipped,
     /// It failed and the runbook stopped.
     Failed,
+}
+
+impl StepStatus {
+    /// The name, as serde spells it: `done`, `skipped`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Done => "done",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// A finished step, for the journal and the report.

@@ -396,8 +396,8 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
 
     // The journal on disk says so, both as the store reads it and as plain JSON.
     let stored = rig.stored().await?;
-    assert_eq!(stored.journal.epoch, Epoch::new(2));
-    assert_eq!(stored.journal.active.as_str(), "recovery");
+    assert_eq!(stored.journal.epoch(), Epoch::new(2));
+    assert_eq!(stored.journal.active().as_str(), "recovery");
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(rig.store.path())?)?;
     assert_eq!(file["journal"]["epoch"], 2);
     assert_eq!(file["revision"], stored.revision);
@@ -436,7 +436,7 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
         (view.active.as_str(), view.epoch),
         ("primary", Epoch::new(3))
     );
-    assert_eq!(rig.stored().await?.journal.epoch, Epoch::new(3));
+    assert_eq!(rig.stored().await?.journal.epoch(), Epoch::new(3));
     assert!(rig.dns.stale_attempts().is_empty());
     assert!(rig.repl.stale_attempts().is_empty());
 
@@ -526,7 +526,7 @@ async fn a_restarted_driver_resumes_the_runbook_without_repeating_finished_steps
     ));
 
     let stored = rig.stored().await?;
-    let runbook = stored.journal.runbook.as_ref().ok_or("mid-way")?;
+    let runbook = stored.journal.runbook().ok_or("mid-way")?;
     assert_eq!(
         (runbook.kind, runbook.epoch),
         (RunbookKind::Failover, Epoch::new(2))
@@ -609,7 +609,7 @@ async fn a_restarted_driver_resumes_the_runbook_without_repeating_finished_steps
         .collect();
     assert_eq!(accepted, vec![Epoch::new(1), Epoch::new(2)]);
     assert_eq!(rig.published(), addresses(RECOVERY)?);
-    assert!(rig.stored().await?.journal.runbook.is_none());
+    assert!(rig.stored().await?.journal.runbook().is_none());
     Ok(())
 }
 
@@ -660,7 +660,7 @@ async fn graceful_shutdown_finishes_the_step_in_flight_starts_nothing_and_saves(
     );
     assert_eq!(rig.published(), addresses(PRIMARY)?);
     let stored = rig.stored().await?;
-    let runbook = stored.journal.runbook.as_ref().ok_or("bootstrap mid-way")?;
+    let runbook = stored.journal.runbook().ok_or("bootstrap mid-way")?;
     let done: Vec<StepName> = runbook.done.iter().map(|s| s.name).collect();
     assert_eq!(done, vec![StepName::SwitchDns]);
 
@@ -833,7 +833,7 @@ async fn an_action_does_not_run_until_its_journal_is_saved() -> TestResult {
         .filter(|c| matches!(c, DnsCall::Apply(..)))
         .count();
     assert_eq!(applies, 1);
-    assert!(rig.stored().await?.journal.runbook.is_none());
+    assert!(rig.stored().await?.journal.runbook().is_none());
     Ok(())
 }
 
@@ -860,7 +860,7 @@ async fn the_driver_stops_when_another_controller_writes_the_store() -> TestResu
     let kept = rig.stored().await?;
     assert_eq!(kept.revision, stored.revision + 1);
     assert!(
-        !kept.journal.frozen,
+        !kept.journal.frozen(),
         "the other controller's journal stands"
     );
     Ok(())
@@ -925,8 +925,8 @@ async fn a_controller_without_a_journal_adopts_what_the_dns_publishes() -> TestR
     );
     assert!(view.runbook.is_none());
     let stored = rig.stored().await?;
-    assert_eq!(stored.journal.epoch, Epoch::new(5));
-    assert_eq!(stored.journal.active.as_str(), "recovery");
+    assert_eq!(stored.journal.epoch(), Epoch::new(5));
+    assert_eq!(stored.journal.active().as_str(), "recovery");
     assert_eq!(rig.published(), addresses(RECOVERY)?);
     Ok(())
 }

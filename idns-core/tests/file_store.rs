@@ -38,10 +38,24 @@ fn journal() -> Result<Journal, Box<dyn Error>> {
     let election = Election::new(config()?, None, now, wall)?;
     let journal = election.journal().clone();
     assert!(
-        journal.runbook.is_some(),
+        journal.runbook().is_some(),
         "the bootstrap runbook is in the journal"
     );
     Ok(journal)
+}
+
+/// The same journal as another controller would have written it, at another epoch (with no
+/// runbook in progress when `runbook` is false). Only the election changes a journal, so the
+/// test edits its serde form, as a file on disk would differ.
+fn at_epoch(j: &Journal, epoch: u64, runbook: bool) -> Result<Journal, Box<dyn Error>> {
+    let mut value = serde_json::to_value(j)?;
+    value["epoch"] = epoch.into();
+    if !runbook {
+        value["runbook"] = serde_json::Value::Null;
+    }
+    let other: Journal = serde_json::from_value(value)?;
+    assert_eq!(other.epoch(), Epoch::new(epoch));
+    Ok(other)
 }
 
 /// Writes a file as a crash or a person would, behind the store's back.
@@ -63,9 +77,7 @@ async fn a_saved_journal_loads_back_identical_with_its_revision() -> TestResult 
     assert_eq!(loaded.revision, 1);
     assert_eq!(loaded.journal, first);
 
-    let mut second = first.clone();
-    second.epoch = Epoch::new(7);
-    second.runbook = None;
+    let second = at_epoch(&first, 7, false)?;
     assert_eq!(store.save(&second, Some(1)).await?, 2);
     let loaded = FileStore::new(store.path()).load().await?.ok_or("saved")?;
     assert_eq!(loaded.revision, 2);
@@ -92,8 +104,7 @@ async fn a_save_with_a_stale_revision_is_a_conflict_and_changes_nothing() -> Tes
     assert_eq!(ours.save(&j, None).await?, 1);
 
     // Another controller takes over the file.
-    let mut taken = j.clone();
-    taken.epoch = Epoch::new(5);
+    let taken = at_epoch(&j, 5, true)?;
     assert_eq!(theirs.save(&taken, Some(1)).await?, 2);
 
     for expected in [Some(1), None, Some(3)] {
@@ -165,8 +176,7 @@ async fn a_partial_temporary_file_left_by_a_crash_does_not_affect_load_or_save()
     let loaded = store.load().await?.ok_or("the target is intact")?;
     assert_eq!((loaded.revision, &loaded.journal), (1, &j));
 
-    let mut next = j.clone();
-    next.epoch = Epoch::new(2);
+    let next = at_epoch(&j, 2, true)?;
     assert_eq!(store.save(&next, Some(1)).await?, 2);
     let loaded = store.load().await?.ok_or("saved")?;
     assert_eq!((loaded.revision, &loaded.journal), (2, &next));

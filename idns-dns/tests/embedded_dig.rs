@@ -260,6 +260,7 @@ fn failover(runbook: u64, finished: bool) -> Event {
             to,
             epoch: Epoch::new(2),
             forced: false,
+            trigger: idns_core::Trigger::Election,
             reasons: vec![],
         };
     }

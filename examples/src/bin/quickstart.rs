@@ -26,7 +26,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
 use idns_core::{
     Command, Event, Health, Outcome, Phase, RunbookKind, ServiceConfig, StepName, StepStatus,
-    SwitchReport, explain,
+    SwitchReport,
 };
 use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_probe::{Scheduler, SchedulerOptions, probes_for_service, sink_fn};
@@ -319,62 +319,17 @@ async fn narrate(mut rx: broadcast::Receiver<Event>, say: Narrator) {
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        match event {
-            Event::SiteChanged {
-                site, to, reasons, ..
-            } => {
-                say.say(format!("site {site} is {to}: {}", explain(&reasons)));
+        match &event {
+            Event::SiteChanged { .. }
+            | Event::Decision { .. }
+            | Event::Recommendation { .. }
+            | Event::Blocked { .. }
+            | Event::Finished(_) => say.say(event.to_string()),
+            Event::StepFinished { .. } | Event::StepRetry { .. } | Event::Held { .. } => {
+                say.say(format!("  {event}"))
             }
-            Event::Decision {
-                kind,
-                from,
-                to,
-                epoch,
-                reasons,
-                ..
-            } => say.say(format!(
-                "decision: {kind} {} -> {} at epoch {epoch}: {}",
-                from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                to.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                explain(&reasons)
-            )),
-            Event::StepFinished { record, .. } => {
-                let mut line = format!(
-                    "  {:<8} {} ({:.1} ms)",
-                    format!("{:?}", record.status).to_lowercase(),
-                    record.description,
-                    record.duration.as_secs_f64() * 1000.0
-                );
-                if !record.detail.is_empty() {
-                    let _ = write!(line, ": {}", record.detail);
-                }
-                say.say(line);
-            }
-            Event::StepRetry {
-                name, delay, error, ..
-            } => say.say(format!("  retry {name} in {delay:?}: {error}")),
-            Event::Held { name, reason, .. } => say.say(format!(
-                "  HELD at {name}: {reason} (an operator must resume)"
-            )),
-            Event::Recommendation { kind, to, reasons } => say.say(format!(
-                "recommendation: {kind} to {to}: {}",
-                explain(&reasons)
-            )),
-            Event::Blocked { reasons } => say.say(format!("waiting: {}", explain(&reasons))),
-            Event::Finished(r) => say.say(format!(
-                "{} {}: RTO {:.0} ms{}",
-                r.kind,
-                if r.outcome == Outcome::Completed {
-                    "finished"
-                } else {
-                    "ABORTED"
-                },
-                r.rto.as_secs_f64() * 1000.0,
-                r.rpo
-                    .map(|p| format!(", RPO {:.0} ms", p.as_secs_f64() * 1000.0))
-                    .unwrap_or_default()
-            )),
-            // Refused commands are the caller's to report.
+            // Probe changes and step starts are too fine for the story; refused commands are
+            // the caller's to report.
             _ => {}
         }
     }

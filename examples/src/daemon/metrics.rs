@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 
 use idns_core::{Health, ProbeStatus, Role};
 
-use super::service::{LATENCY_BUCKETS, ServiceRuntime, phase_label};
+use super::service::{LATENCY_BUCKETS, ServiceRuntime};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -245,7 +245,7 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                     &labels(&[
                         ("service", svc),
                         ("kind", kind),
-                        ("phase", phase_label(p.phase)),
+                        ("phase", p.phase.as_str()),
                     ]),
                     r.phase(p.phase).as_secs_f64(),
                 );

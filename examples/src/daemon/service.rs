@@ -2,16 +2,15 @@
 //! seen of it (probe results, replication status, finished runbooks), for the API and metrics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use idns_core::runtime::{FileStore, Handle};
 use idns_core::{
-    Epoch, Event, Health, Journal, ObserverId, Outcome, ProbeId, ProbeOutcome, ProbeReport,
-    ProbeStatus, ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId,
-    StateStore, StepName, StepRecord, StepStatus, SwitchReport, explain,
+    Epoch, Event, Health, Journal, ObserverId, ProbeId, ProbeOutcome, ProbeReport,
+    ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore,
+    StepName, StepRecord, StepStatus, SwitchReport,
 };
 use idns_replication::{Operation, Progress};
 use tokio::sync::broadcast;
@@ -268,6 +267,7 @@ impl ServiceRuntime {
                     epoch,
                     forced,
                     reasons,
+                    ..
                 } => {
                     // A drill leaves production alone: note where it is, to check afterwards.
                     let view = self.handle.view();
@@ -301,7 +301,7 @@ impl ServiceRuntime {
                 }
                 Event::Finished(r) => {
                     *o.finished
-                        .entry((r.kind.to_string(), outcome(r.outcome).to_owned()))
+                        .entry((r.kind.to_string(), r.outcome.as_str().to_owned()))
                         .or_default() += 1;
                     let running = o.running.take().filter(|x| x.runbook == r.runbook);
                     let ctx = self.report_context(r, running);
@@ -403,7 +403,7 @@ impl ServiceRuntime {
                     format!(
                         "{}: {}{}",
                         s.description,
-                        step_status(s.status),
+                        s.status.as_str(),
                         if s.detail.is_empty() {
                             String::new()
                         } else {
@@ -461,7 +461,7 @@ impl ServiceRuntime {
         let runbook = view.runbook.as_ref().map(|v| {
             let from_journal = journal
                 .as_ref()
-                .and_then(|j| j.runbook.as_ref())
+                .and_then(|j| j.runbook())
                 .filter(|r| r.id == v.id);
             match from_journal {
                 Some(r) => runbook_status(r, v.held.clone()),
@@ -497,7 +497,7 @@ impl ServiceRuntime {
                     .map(|((_, probe, observer), p)| ProbeDetail {
                         probe: probe.to_string(),
                         observer: observer.to_string(),
-                        status: probe_status(p.outcome.status).to_owned(),
+                        status: p.outcome.status.as_str().to_owned(),
                         health: p.health.map(|h| h.to_string()),
                         latency_seconds: p.outcome.latency.as_secs_f64(),
                         reason: p.outcome.reason.clone(),
@@ -589,7 +589,7 @@ fn step_info(rec: &StepRecord) -> StepInfo {
     StepInfo {
         name: rec.name.to_string(),
         description: rec.description.clone(),
-        status: step_status(rec.status).to_owned(),
+        status: rec.status.as_str().to_owned(),
         attempts: rec.attempts,
         seconds: Some(rec.duration.as_secs_f64()),
         detail: rec.detail.clone(),
@@ -601,7 +601,7 @@ pub fn summary(r: &SwitchReport) -> ReportSummary {
     ReportSummary {
         runbook: r.runbook,
         kind: r.kind.to_string(),
-        outcome: outcome(r.outcome).to_owned(),
+        outcome: r.outcome.as_str().to_owned(),
         from: r.from.as_ref().map(ToString::to_string),
         to: r.to.as_ref().map(ToString::to_string),
         epoch: r.epoch.get(),
@@ -614,52 +614,12 @@ pub fn summary(r: &SwitchReport) -> ReportSummary {
             .phases
             .iter()
             .map(|p| PhaseInfo {
-                phase: phase_label(p.phase).to_owned(),
+                phase: p.phase.as_str().to_owned(),
                 seconds: p.duration.as_secs_f64(),
             })
             .collect(),
         steps: r.steps.iter().map(step_info).collect(),
         reasons: r.reasons.clone(),
-    }
-}
-
-/// A phase as metrics and JSON name it (snake case, no spaces).
-pub fn phase_label(p: idns_core::Phase) -> &'static str {
-    use idns_core::Phase as P;
-    match p {
-        P::Detect => "detect",
-        P::Decide => "decide",
-        P::Fence => "fence",
-        P::Promote => "promote",
-        P::Reprotect => "reprotect",
-        P::Verify => "verify",
-        P::SwitchDns => "switch_dns",
-        P::Propagate => "propagate",
-        P::Cleanup => "cleanup",
-    }
-}
-
-/// `completed` or `aborted`.
-pub fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Completed => "completed",
-        Outcome::Aborted => "aborted",
-    }
-}
-
-fn step_status(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Done => "done",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Failed => "failed",
-    }
-}
-
-fn probe_status(s: ProbeStatus) -> &'static str {
-    match s {
-        ProbeStatus::Up => "up",
-        ProbeStatus::Down => "down",
-        ProbeStatus::Timeout => "timeout",
     }
 }
 
@@ -683,110 +643,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// An event in words, as a log line.
+/// An event in words, as a log line: the election's own wording.
 pub fn describe(event: &Event) -> String {
-    match event {
-        Event::ProbeChanged {
-            site,
-            probe,
-            observer,
-            health,
-            reason,
-        } => {
-            let mut s = format!("probe {probe} of {site} is {health} at {observer}");
-            if !reason.is_empty() {
-                let _ = write!(s, ": {reason}");
-            }
-            s
-        }
-        Event::ObserverChanged { observer, live } => format!(
-            "observer {observer} {}",
-            if *live {
-                "reports again"
-            } else {
-                "is silent: its reports no longer count"
-            }
-        ),
-        Event::SiteChanged {
-            site, to, reasons, ..
-        } => format!("site {site} is {to}: {}", explain(reasons)),
-        Event::Decision {
-            kind,
-            from,
-            to,
-            epoch,
-            forced,
-            reasons,
-            ..
-        } => format!(
-            "decision: {kind} {} -> {} at epoch {epoch}{}: {}",
-            from.as_ref().map_or("-".to_owned(), ToString::to_string),
-            to.as_ref().map_or("-".to_owned(), ToString::to_string),
-            if *forced { " (forced)" } else { "" },
-            explain(reasons)
-        ),
-        Event::Blocked { reasons } => format!("waiting: {}", explain(reasons)),
-        Event::Recommendation { kind, to, reasons } => {
-            format!("recommendation: {kind} to {to}: {}", explain(reasons))
-        }
-        Event::StepStarted {
-            id, description, ..
-        } => {
-            if id.attempt > 1 {
-                format!("started {description} (attempt {})", id.attempt)
-            } else {
-                format!("started {description}")
-            }
-        }
-        Event::StepRetry {
-            name, delay, error, ..
-        } => format!(
-            "retry {name} in {}: {error}",
-            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-        ),
-        Event::StepFinished { record, .. } => {
-            let mut s = format!(
-                "{} {} ({})",
-                step_status(record.status),
-                record.description,
-                ms(record.duration)
-            );
-            if !record.detail.is_empty() {
-                let _ = write!(s, ": {}", record.detail);
-            }
-            s
-        }
-        Event::Held { name, reason, .. } => {
-            format!("HELD at {name}: {reason} (resume with idnsctl resume: retry, skip or abort)")
-        }
-        Event::Finished(r) => {
-            let mut s = format!(
-                "{} {} at epoch {}: RTO {}",
-                r.kind,
-                if r.outcome == Outcome::Completed {
-                    "finished"
-                } else {
-                    "ABORTED"
-                },
-                r.epoch,
-                ms(r.rto)
-            );
-            if let Some(rpo) = r.rpo {
-                let _ = write!(s, ", RPO {}", ms(rpo));
-            }
-            s
-        }
-        Event::Refused(r) => format!("refused: {r}"),
-        Event::Frozen { frozen } => if *frozen {
-            "automatic decisions frozen"
-        } else {
-            "automatic decisions resumed"
-        }
-        .to_owned(),
-        other => format!("{other:?}"),
-    }
+    event.to_string()
 }

@@ -101,7 +101,7 @@ impl Run {
             outcome,
             at: self.wall_now(),
         });
-        let _ = self.e.handle(input, self.now);
+        self.e.handle(input, self.now);
     }
 
     fn lag(&mut self, site: &str, role: Role, lag: Duration) {
@@ -112,11 +112,11 @@ impl Run {
             lag: Some(lag),
             at: self.wall_now(),
         });
-        let _ = self.e.handle(input, self.now);
+        self.e.handle(input, self.now);
     }
 
     fn command(&mut self, c: Command) {
-        if let Err(e) = self.e.handle(idns_core::Input::Command(c), self.now) {
+        if let Err(e) = self.e.command(c, self.now) {
             panic!("command refused: {e}");
         }
     }
@@ -128,7 +128,7 @@ impl Run {
                 let (cost, result) = backend(&a);
                 self.now += cost;
                 let done = StepDone { id: a.id, result };
-                let _ = self.e.handle(idns_core::Input::StepDone(done), self.now);
+                self.e.handle(idns_core::Input::StepDone(done), self.now);
             }
             while let Some(ev) = self.e.poll_event() {
                 if let Event::Finished(r) = &ev {
@@ -231,6 +231,7 @@ fn healthy(a: &Action) -> (Duration, Result<StepOutput, BackendError>) {
         Step::SwitchDns { .. } => (ms(3), Ok(StepOutput::Done)),
         Step::VerifyDns { .. } => (ms(2), Ok(propagation())),
         Step::Reprotect { .. } => (ms(30), Ok(StepOutput::Done)),
+        _ => (ms(1), Ok(StepOutput::Done)),
     }
 }
 

@@ -430,7 +430,7 @@ impl Driver {
             }
             Request::Command(command, reply) => {
                 let now = self.clock.now();
-                let result = self.election.handle(Input::Command(command), now);
+                let result = self.election.command(command, now);
                 Some((reply, result))
             }
         }
@@ -456,9 +456,7 @@ impl Driver {
     /// Feeds a report or a step result (never refused).
     fn feed(&mut self, input: Input) {
         let now = self.clock.now();
-        if let Err(refused) = self.election.handle(input, now) {
-            tracing::debug!(error = %refused, "input refused");
-        }
+        self.election.handle(input, now);
     }
 
     /// After every input: save and execute the actions, save what changed, publish the events
@@ -737,12 +735,12 @@ fn log_background(joined: Result<(ResourceId, Result<(), BackendError>), JoinErr
 fn log_event(service: &crate::id::DnsName, event: &Event) {
     match event {
         Event::StepRetry { .. } | Event::Held { .. } => {
-            tracing::warn!(%service, ?event, "event");
+            tracing::warn!(%service, %event, "event");
         }
         Event::ProbeChanged { .. } | Event::Decision { .. } | Event::Finished(_) => {
             // The election logs its decisions and finished runbooks itself.
-            tracing::debug!(%service, ?event, "event");
+            tracing::debug!(%service, %event, "event");
         }
-        _ => tracing::info!(%service, ?event, "event"),
+        _ => tracing::info!(%service, %event, "event"),
     }
 }

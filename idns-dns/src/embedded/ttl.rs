@@ -279,7 +279,7 @@ impl TtlAdvisor {
 mod tests {
     use std::time::SystemTime;
 
-    use idns_core::{Epoch, SwitchReport};
+    use idns_core::{Epoch, SwitchReport, Trigger};
 
     use super::*;
 
@@ -304,6 +304,7 @@ mod tests {
             to: Some(site(to)),
             epoch: Epoch::new(2),
             forced: false,
+            trigger: Trigger::Election,
             reasons: vec![],
         }
     }
@@ -402,6 +403,7 @@ mod tests {
                 to: None,
                 epoch: Epoch::new(3),
                 forced: false,
+                trigger: Trigger::Election,
                 reasons: vec![],
             },
             t0,

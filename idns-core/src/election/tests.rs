@@ -1,0 +1,318 @@
+//! Unit tests of the election as a property-test author uses it: the view's times and
+//! liveness, the decision's trigger, commands that are refused, and forking an election.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::event::Outcome;
+use crate::health::Health;
+use crate::probe::{ProbeOutcome, ProbeReport};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn config(extra: &str) -> ServiceConfig {
+    ServiceConfig::from_toml(&format!(
+        r#"
+        name = "www.example.com"
+        zone = "example.com"
+        [observers]
+        ids = ["o1", "o2"]
+        quorum = 1
+        stale_after = "10s"
+        [policy]
+        min_dwell = "60s"
+        {extra}
+        [[sites]]
+        id = "a"
+        priority = 1
+        addresses = ["192.0.2.1"]
+        probes = [{{ id = "http", interval = "1s", rise = 1, fall = 1 }}]
+        [[sites]]
+        id = "b"
+        priority = 2
+        addresses = ["192.0.2.2"]
+        probes = [{{ id = "http", interval = "1s", rise = 1, fall = 1 }}]
+        "#
+    ))
+    .unwrap()
+}
+
+/// An election in virtual time whose backend always succeeds at once.
+struct Rig {
+    e: Election,
+    t0: Instant,
+    wall0: SystemTime,
+    events: Vec<Event>,
+}
+
+impl Rig {
+    fn new(extra: &str) -> Rig {
+        // Only an origin: every time in these tests is an offset from it.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + S(1_700_000_000);
+        let e = Election::new(config(extra), None, t0, wall0).unwrap();
+        let mut rig = Rig {
+            e,
+            t0,
+            wall0,
+            events: Vec::new(),
+        };
+        rig.drive(0);
+        rig
+    }
+
+    fn at(&self, secs: u64) -> Instant {
+        self.t0 + S(secs)
+    }
+
+    fn wall(&self, secs: u64) -> SystemTime {
+        self.wall0 + S(secs)
+    }
+
+    fn drive(&mut self, secs: u64) {
+        let now = self.at(secs);
+        while let Some(a) = self.e.poll_action() {
+            let done = StepDone {
+                id: a.id,
+                result: Ok(StepOutput::Done),
+            };
+            self.e.handle(Input::StepDone(done), now);
+        }
+        self.events
+            .extend(std::iter::from_fn(|| self.e.poll_event()));
+    }
+
+    fn report(&mut self, site: &str, observer: &str, up: bool, secs: u64) {
+        let outcome = if up {
+            ProbeOutcome::up(Duration::ZERO)
+        } else {
+            ProbeOutcome::down(Duration::ZERO, "refused")
+        };
+        let report = ProbeReport {
+            site: site.parse().unwrap(),
+            probe: "http".parse().unwrap(),
+            observer: observer.parse().unwrap(),
+            outcome,
+            at: self.wall(secs),
+        };
+        self.e.handle(Input::Probe(report), self.at(secs));
+        self.drive(secs);
+    }
+
+    fn decisions(&self) -> Vec<(RunbookKind, Trigger)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Decision { kind, trigger, .. } => Some((*kind, *trigger)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn the_view_tells_the_last_switch_and_the_dwell_left() {
+    let mut r = Rig::new("");
+    let v = r.e.view();
+    assert_eq!(
+        (v.last_switch, v.dwell_until),
+        (None, None),
+        "a bootstrap is no switch"
+    );
+    assert_eq!(v.dwell_left(r.wall(0)), Duration::ZERO);
+
+    r.report("b", "o1", true, 1);
+    r.report("a", "o1", false, 2);
+    let v = r.e.view();
+    assert_eq!(v.active.as_str(), "b");
+    assert_eq!(v.last_switch, Some(r.wall(2)));
+    assert_eq!(v.dwell_until, Some(r.wall(62)));
+    assert_eq!(v.dwell_left(r.wall(12)), S(50));
+    assert_eq!(v.dwell_left(r.wall(70)), Duration::ZERO);
+}
+
+#[test]
+fn the_view_tells_how_long_each_site_has_been_up() {
+    let mut r = Rig::new("");
+    assert_eq!(r.e.view().home().map(|s| s.id.as_str()), Some("a"));
+    assert_eq!(r.e.view().sites[0].up_since, None);
+    r.report("a", "o1", true, 3);
+    r.report("a", "o1", true, 5);
+    let home = r.e.view().home().unwrap();
+    assert_eq!(home.health, Health::Up);
+    assert_eq!(home.up_since, Some(r.wall(3)), "up since the first success");
+    assert_eq!(home.up_for(r.wall(10)), Some(S(7)));
+    r.report("a", "o1", false, 6);
+    let home = r.e.view().home().unwrap();
+    assert_eq!((home.up_since, home.up_for(r.wall(10))), (None, None));
+}
+
+#[test]
+fn the_view_tells_each_observers_liveness_and_last_report() {
+    let mut r = Rig::new("");
+    let v = r.e.view();
+    assert_eq!(v.observers.len(), 2);
+    assert!(
+        v.observers
+            .iter()
+            .all(|o| !o.live && o.last_report.is_none())
+    );
+    assert_eq!(v.sites[0].probes.len(), 2, "one per probe and observer");
+
+    r.report("a", "o1", true, 1);
+    r.report("b", "o1", true, 4);
+    let v = r.e.view();
+    assert!(v.observers[0].live);
+    assert_eq!(v.observers[0].last_report, Some(r.wall(4)));
+    assert!(!v.observers[1].live);
+    let a_o1 = &v.sites[0].probes[0];
+    assert_eq!(
+        (a_o1.probe.as_str(), a_o1.observer.as_str()),
+        ("http", "o1")
+    );
+    assert_eq!(
+        (a_o1.health, a_o1.last_report, a_o1.live),
+        (Health::Up, Some(r.wall(1)), true)
+    );
+    let a_o2 = &v.sites[0].probes[1];
+    assert_eq!(
+        (a_o2.health, a_o2.last_report, a_o2.live),
+        (Health::Unknown, None, false)
+    );
+
+    // Silent for `stale_after`: the observer no longer counts, and the view says so.
+    let stale = r.e.poll_timeout().unwrap();
+    assert_eq!(stale, r.at(14));
+    r.e.handle_timeout(stale);
+    let v = r.e.view();
+    assert!(!v.observers[0].live);
+    assert_eq!(v.observers[0].last_report, Some(r.wall(4)));
+    assert!(!v.sites[0].probes[0].live);
+    assert_eq!(v.sites[0].probes[0].last_report, Some(r.wall(1)));
+}
+
+#[test]
+fn a_decision_says_whether_the_election_or_a_command_caused_it() {
+    let mut r = Rig::new("");
+    r.report("a", "o1", true, 1);
+    r.report("b", "o1", true, 1);
+    r.e.command(
+        Command::Failover {
+            to: None,
+            force: true,
+        },
+        r.at(2),
+    )
+    .unwrap();
+    r.drive(2);
+    r.report("b", "o1", false, 70);
+    assert_eq!(
+        r.decisions(),
+        [
+            (RunbookKind::Bootstrap, Trigger::Election),
+            (RunbookKind::Failover, Trigger::Command),
+            (RunbookKind::Failover, Trigger::Election),
+        ]
+    );
+    assert_eq!(r.e.view().active.as_str(), "a");
+}
+
+#[test]
+fn a_refused_command_changes_nothing_and_says_why() {
+    let mut r = Rig::new("");
+    let version = r.e.journal_version();
+    let journal = r.e.journal().clone();
+    let view = r.e.view().clone();
+    let refused =
+        r.e.command(Command::Failback { force: false }, r.at(1))
+            .unwrap_err();
+    assert_eq!(refused.command, "failback");
+    assert!(refused.reason.contains("already active"), "{refused}");
+    assert_eq!(r.e.journal_version(), version);
+    assert_eq!(*r.e.journal(), journal);
+    assert_eq!(*r.e.view(), view);
+    assert_eq!(r.e.poll_event(), Some(Event::Refused(refused)));
+    assert_eq!(r.e.poll_action(), None);
+}
+
+#[test]
+fn unknown_reports_and_stale_results_are_ignored() {
+    let mut r = Rig::new("");
+    let view = r.e.view().clone();
+    let version = r.e.journal_version();
+    r.report("nowhere", "o1", false, 1);
+    r.report("a", "stranger", false, 1);
+    r.e.handle(
+        Input::StepDone(StepDone {
+            id: StepId {
+                runbook: 99,
+                index: 0,
+                attempt: 1,
+            },
+            result: Ok(StepOutput::Done),
+        }),
+        r.at(1),
+    );
+    assert_eq!(*r.e.view(), view);
+    assert_eq!(r.e.journal_version(), version);
+    assert_eq!(r.e.poll_event(), None);
+}
+
+#[test]
+fn a_cloned_election_goes_its_own_way() {
+    let mut r = Rig::new("");
+    r.report("a", "o1", true, 1);
+    r.report("b", "o1", true, 1);
+    let mut fork = r.e.clone();
+    r.report("a", "o1", false, 2);
+    assert_eq!(r.e.view().active.as_str(), "b");
+    assert_eq!(fork.view().active.as_str(), "a", "the fork saw none of it");
+    fork.command(Command::Freeze, r.at(2)).unwrap();
+    assert!(fork.journal().frozen());
+    assert!(!r.e.journal().frozen());
+    let finished = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Finished(s) if s.outcome == Outcome::Completed))
+        .count();
+    assert_eq!(finished, 2, "bootstrap and failover");
+}
+
+#[test]
+fn the_journal_changes_with_every_step_attempt_and_only_then() {
+    let mut r = Rig::new("");
+    r.report("a", "o1", true, 1);
+    r.report("b", "o1", true, 1);
+    let quiet = r.e.journal_version();
+    // Reports that change no decision leave the journal alone.
+    r.report("a", "o1", true, 2);
+    r.report("b", "o2", true, 2);
+    assert_eq!(r.e.journal_version(), quiet);
+    // A decision changes it before its first action goes out.
+    r.e.command(
+        Command::Failover {
+            to: None,
+            force: true,
+        },
+        r.at(3),
+    )
+    .unwrap();
+    let decided = r.e.journal_version();
+    assert_ne!(decided, quiet);
+    let action = r.e.poll_action().unwrap();
+    assert_eq!(action.id.attempt, 1);
+    assert_eq!(r.e.journal().runbook().map(|rb| rb.attempt), Some(1));
+}
+
+#[test]
+fn step_ids_order_by_runbook_then_step_then_attempt() {
+    let id = |runbook, index, attempt| StepId {
+        runbook,
+        index,
+        attempt,
+    };
+    let mut ids = vec![id(2, 0, 1), id(1, 1, 1), id(1, 0, 2), id(1, 0, 1)];
+    ids.sort();
+    assert_eq!(ids, [id(1, 0, 1), id(1, 0, 2), id(1, 1, 1), id(2, 0, 1)]);
+}
