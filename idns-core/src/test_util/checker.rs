@@ -15,6 +15,8 @@ use crate::id::SiteId;
 use crate::journal::Journal;
 use crate::reason::{Health, Reason};
 use crate::runbook::{Action, RunbookKind, Step, StepId};
+use crate::test_util::Trace;
+use crate::test_util::trace::Entry;
 
 /// Which invariant a run broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +79,9 @@ impl fmt::Display for Violation {
 }
 
 impl std::error::Error for Violation {}
+
+/// A DNS write of the service's name: its epoch and the site it publishes.
+type Write = (Epoch, Option<SiteId>);
 
 /// Lines of trace a [`Violation`] carries.
 const TRACE_TAIL: usize = 40;
@@ -143,18 +148,18 @@ const TRACE_TAIL: usize = 40;
 pub struct Checker {
     config: ServiceConfig,
     origin: Instant,
-    /// Time of the latest call, from the origin.
-    now: Duration,
+    /// The time of the latest call.
+    clock: Instant,
     /// `None` while the controller is down.
     election: Option<Election>,
     /// The journal as the driver persisted it: before each action, and after each input.
     persisted: Option<Journal>,
     saved_version: Option<u64>,
-    /// The action handed out and not yet answered.
-    outstanding: Option<Action>,
+    /// The action handed out and not yet answered, with the DNS write it makes, if any.
+    outstanding: Option<(StepId, Option<Write>)>,
     actions: VecDeque<Action>,
     events: Vec<(Duration, Event)>,
-    trace: Vec<(Duration, String)>,
+    trace: Trace,
     trace_reports: bool,
     seen: Seen,
     violation: Option<Violation>,
@@ -177,7 +182,7 @@ impl fmt::Debug for Checker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Checker")
             .field("service", self.config.name())
-            .field("now", &self.now)
+            .field("now", &self.elapsed())
             .field("running", &self.election.is_some())
             .field("violation", &self.violation.as_ref().map(|v| v.invariant))
             .finish_non_exhaustive()
@@ -199,14 +204,14 @@ impl Checker {
         Self {
             config,
             origin,
-            now: Duration::ZERO,
+            clock: origin,
             election: None,
             persisted: None,
             saved_version: None,
             outstanding: None,
             actions: VecDeque::new(),
             events: Vec::new(),
-            trace: Vec::new(),
+            trace: Trace::default(),
             trace_reports: true,
             seen: Seen::default(),
             violation: None,
@@ -244,9 +249,9 @@ impl Checker {
         &self.events
     }
 
-    /// The whole trace, one line per entry, each with its time from the origin.
-    pub fn trace(&self) -> Vec<String> {
-        self.trace.iter().map(|(t, l)| trace_line(*t, l)).collect()
+    /// Everything traced so far.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
     }
 
     /// Inputs the election was fed (reports, commands, step results).
@@ -262,19 +267,20 @@ impl Checker {
     /// checks. A result for the outstanding action
     /// that succeeded counts as carried out (a DNS write is checked against the epoch's
     /// owner). While the controller is down the input is lost, as it would be.
+    #[inline]
     pub fn handle(&mut self, input: Input, now: Instant) -> Result<(), Violation> {
-        let input = match input {
-            Input::Command(c) => return self.command(c, now).map(|_| ()),
-            other => other,
-        };
-        self.at(now);
+        if let Input::Command(c) = input {
+            return self.command(c, now).map(|_| ());
+        }
+        self.clock = now;
         if self.election.is_none() {
             return self.result();
         }
         match &input {
             Input::StepDone(done) => self.step_done(done),
-            Input::Probe(_) | Input::Replication(_) if self.trace_reports => {
-                self.note(format!("report {input:?}"))
+            _ if self.trace_reports => {
+                let at = self.elapsed();
+                self.trace.push(at, Entry::Input(input.clone()));
             }
             _ => {}
         }
@@ -378,6 +384,11 @@ impl Checker {
     // Outputs
     // ----------------------------------------------------------------------------------------
 
+    /// Whether [`poll_action`](Self::poll_action) has something.
+    pub(crate) fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -386,7 +397,7 @@ impl Checker {
     /// Declares that the result of action `id` will never come (the call hung): it no longer
     /// counts as outstanding, and the election's watchdog is expected to give up on it.
     pub fn abandon(&mut self, id: StepId) {
-        if self.outstanding.as_ref().is_some_and(|a| a.id == id) {
+        if self.outstanding.as_ref().is_some_and(|(o, _)| *o == id) {
             self.outstanding = None;
         }
     }
@@ -407,21 +418,25 @@ impl Checker {
     /// A backend carried out `action`, whether or not its result comes back: a DNS write of
     /// the service's name is checked against the site its epoch belongs to.
     pub(crate) fn applied(&mut self, action: &Action) {
-        if let Step::SwitchDns { change } = &action.step
-            && change.name == *self.config.name()
-        {
-            self.check_owner(change.epoch, change.site.clone(), "DNS write");
+        if let Some(write) = self.dns_write(action) {
+            self.check_write(write);
         }
     }
 
     /// Adds a line to the trace at the time of the latest call.
     pub(crate) fn note(&mut self, line: impl Into<String>) {
-        self.trace.push((self.now, line.into()));
+        let at = self.elapsed();
+        self.trace.push(at, Entry::Text(line.into()));
     }
 
     /// Sets the time of the next trace lines and checks.
     pub(crate) fn at(&mut self, now: Instant) {
-        self.now = now.saturating_duration_since(self.origin);
+        self.clock = now;
+    }
+
+    /// The time of the latest call, from the origin.
+    fn elapsed(&self) -> Duration {
+        self.clock.saturating_duration_since(self.origin)
     }
 
     /// Records a violation found outside the election (a backend's own bookkeeping).
@@ -430,22 +445,17 @@ impl Checker {
             return;
         }
         self.note(format!("VIOLATION {invariant}: {detail}"));
-        let tail = self.trace.len().saturating_sub(TRACE_TAIL);
         self.violation = Some(Violation {
             invariant,
-            at: self.now,
+            at: self.elapsed(),
             detail,
-            trace: self.trace[tail..]
-                .iter()
-                .map(|(t, l)| trace_line(*t, l))
-                .collect(),
+            trace: self.trace.tail(TRACE_TAIL),
         });
     }
 
     /// The whole run: events, trace, and the number of inputs.
-    pub(crate) fn into_parts(self) -> (Vec<(Duration, Event)>, Vec<String>, u64) {
-        let trace = self.trace();
-        (self.events, trace, self.inputs)
+    pub(crate) fn into_parts(self) -> (Vec<(Duration, Event)>, Trace, u64) {
+        (self.events, self.trace, self.inputs)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -460,65 +470,87 @@ impl Checker {
     }
 
     fn step_done(&mut self, done: &StepDone) {
-        let line = match &done.result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.to_string(),
-        };
+        let at = self.elapsed();
+        let error = done.result.as_ref().err().cloned();
         match self.outstanding.take() {
-            Some(action) if action.id == done.id => {
-                self.note(format!("done {} {}: {line}", action.id, action.step));
-                if done.result.is_ok() {
-                    self.applied(&action);
+            Some((id, write)) if id == done.id => {
+                let ok = error.is_none();
+                self.trace.push(at, Entry::Done { id, error });
+                if let Some(write) = write.filter(|_| ok) {
+                    self.check_write(write);
                 }
             }
             other => {
                 self.outstanding = other;
-                self.note(format!("done {} (not outstanding): {line}", done.id));
+                self.note(format!("result of {}, which is not outstanding", done.id));
+                self.trace.push(at, Entry::Done { id: done.id, error });
             }
         }
     }
 
-    /// Drains actions (persisting the journal first) and events, checking each.
+    /// The DNS write of the service's name an action makes, if it makes one.
+    fn dns_write(&self, action: &Action) -> Option<Write> {
+        match &action.step {
+            Step::SwitchDns { change } if change.name == *self.config.name() => {
+                Some((change.epoch, change.site.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn check_write(&mut self, (epoch, site): Write) {
+        self.check_owner(epoch, site, "DNS write");
+    }
+
+    /// Drains actions (persisting the journal first) and events, checking each. Only the
+    /// election's answers to this one input are drained, and checking them never calls the
+    /// election: the journal version is the same throughout.
+    #[inline]
     fn pump(&mut self, resumed: Option<&Journal>) {
-        let mut first_after_restart = resumed.is_some();
-        loop {
-            let Some(e) = self.election.as_mut() else {
-                return;
-            };
-            let action = e.poll_action();
-            let version = e.journal_version();
-            if let Some(action) = action {
-                if self.saved_version != Some(version) {
-                    self.persisted = Some(e.journal().clone());
-                    self.saved_version = Some(version);
-                }
-                if first_after_restart {
-                    first_after_restart = false;
-                    if let Some(j) = resumed
-                        && let Some(rb) = &j.runbook
-                        && rb.id == action.id.runbook
-                        && (action.id.index as usize) < rb.done.len()
-                    {
-                        self.violate(
-                            Invariant::ReplayMismatch,
-                            format!("finished step {} was emitted again", action.id),
-                        );
-                    }
-                }
-                self.on_action(action);
-                continue;
-            }
-            if self.saved_version != Some(version) {
-                self.persisted = Some(e.journal().clone());
-                self.saved_version = Some(version);
-            }
-            let Some(ev) = e.poll_event() else {
-                break;
-            };
-            self.check_event(&ev);
-            self.events.push((self.now, ev));
+        let Some(e) = self.election.as_mut() else {
+            return;
+        };
+        let action = e.poll_action();
+        let version = e.journal_version();
+        if self.saved_version != Some(version) {
+            self.persisted = Some(e.journal().clone());
+            self.saved_version = Some(version);
+        }
+        if let Some(action) = action {
+            self.take_actions(action, resumed);
+        }
+        if let Some(event) = self.election.as_mut().and_then(|e| e.poll_event()) {
+            self.take_events(event);
         }
         self.check_view();
+    }
+
+    fn take_actions(&mut self, first: Action, resumed: Option<&Journal>) {
+        if let Some(j) = resumed
+            && let Some(rb) = &j.runbook
+            && rb.id == first.id.runbook
+            && (first.id.index as usize) < rb.done.len()
+        {
+            self.violate(
+                Invariant::ReplayMismatch,
+                format!("finished step {} was emitted again", first.id),
+            );
+        }
+        let mut next = Some(first);
+        while let Some(action) = next {
+            self.on_action(action);
+            next = self.election.as_mut().and_then(|e| e.poll_action());
+        }
+    }
+
+    fn take_events(&mut self, first: Event) {
+        let at = self.elapsed();
+        let mut next = Some(first);
+        while let Some(event) = next {
+            self.check_event(&event, at);
+            self.events.push((at, event));
+            next = self.election.as_mut().and_then(|e| e.poll_event());
+        }
     }
 
     /// An action the election emitted: checked, traced, outstanding and queued.
@@ -530,11 +562,9 @@ impl Checker {
             );
         }
         self.check_action(&action);
-        self.note(format!(
-            "action {} [{}] {}",
-            action.id, action.epoch, action.step
-        ));
-        self.outstanding = Some(action.clone());
+        let at = self.elapsed();
+        self.trace.push(at, Entry::Action(action.clone()));
+        self.outstanding = Some((action.id, self.dns_write(&action)));
         self.actions.push_back(action);
     }
 
@@ -568,10 +598,10 @@ impl Checker {
         }
     }
 
-    fn check_event(&mut self, ev: &Event) {
+    fn check_event(&mut self, ev: &Event, now: Duration) {
         match ev {
             Event::SiteChanged { site, to, .. } if *site == self.config.home().id => {
-                self.seen.home_up_since = (*to == Health::Up).then_some(self.now);
+                self.seen.home_up_since = (*to == Health::Up).then_some(now);
             }
             Event::Decision {
                 kind,
@@ -580,13 +610,14 @@ impl Checker {
                 forced,
                 reasons,
                 ..
-            } => self.check_decision(*kind, to.clone(), *epoch, *forced, reasons),
+            } => self.check_decision(now, *kind, to.clone(), *epoch, *forced, reasons),
             _ => {}
         }
     }
 
     fn check_decision(
         &mut self,
+        now: Duration,
         kind: RunbookKind,
         to: Option<SiteId>,
         epoch: Epoch,
@@ -624,15 +655,15 @@ impl Checker {
         // Dwell: measured against the previous switch, forced or not.
         if !forced
             && let Some(prev) = self.seen.last_switch
-            && self.now.saturating_sub(prev) < min_dwell
+            && now.saturating_sub(prev) < min_dwell
         {
             let detail = format!(
                 "{kind} {:.3}s after the previous switch, minimum dwell {min_dwell:?}",
-                (self.now - prev).as_secs_f64(),
+                (now - prev).as_secs_f64(),
             );
             self.violate(Invariant::DwellViolated, detail);
         }
-        self.seen.last_switch = Some(self.now);
+        self.seen.last_switch = Some(now);
         if kind == RunbookKind::Failback && !operator {
             if failback == FailbackMode::Manual {
                 self.violate(
@@ -642,7 +673,7 @@ impl Checker {
             } else if self
                 .seen
                 .home_up_since
-                .is_none_or(|t| self.now.saturating_sub(t) < hold_down)
+                .is_none_or(|t| now.saturating_sub(t) < hold_down)
             {
                 let detail = format!(
                     "automatic failback with the home site up since {:?}, hold-down {hold_down:?}",
@@ -692,10 +723,6 @@ impl Checker {
     }
 }
 
-fn trace_line(at: Duration, line: &str) -> String {
-    format!("{:>10.3}s {line}", at.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,7 +763,8 @@ mod tests {
         } else {
             Vec::new()
         };
-        c.check_decision(kind, to.map(site_id), Epoch::new(2), forced, &reasons);
+        let now = c.elapsed();
+        c.check_decision(now, kind, to.map(site_id), Epoch::new(2), forced, &reasons);
     }
 
     #[test]
@@ -756,7 +784,7 @@ mod tests {
             ..ServiceShape::default()
         });
         c.seen.last_switch = Some(Duration::ZERO);
-        c.now = Duration::from_secs(10);
+        c.clock = c.origin + Duration::from_secs(10);
         decide(&mut c, RunbookKind::Failover, None, false, true);
         assert_eq!(broken(&c), Some(Invariant::DwellViolated));
 

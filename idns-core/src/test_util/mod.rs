@@ -17,10 +17,12 @@ mod memory_dns;
 mod memory_replication;
 pub mod servers;
 pub mod sim;
+mod trace;
 
 pub use checker::{Checker, Invariant, Violation};
 pub use memory_dns::{DnsCall, DnsFaults, MemoryDns};
 pub use memory_replication::{MemoryReplication, ReplCall, ReplFaults};
+pub use trace::Trace;
 
 /// A short, stable checksum (FNV-1a, 64 bit, as hex) for test data.
 pub fn checksum(data: &[u8]) -> String {

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::dns::RecordSet;
 use crate::election::{Input, StepDone, StepOutput};
 use crate::error::BackendError;
-use crate::id::SiteId;
+use crate::id::{ObserverId, ProbeId, SiteId};
 use crate::probe::{ProbeOutcome, ProbeReport};
 use crate::replication::{ReplicationReport, Role};
 use crate::runbook::{Action, Step};
@@ -41,10 +41,29 @@ pub use scenario::{Scenario, ServiceShape, WorldEvent, observer_id, site_id};
 
 struct World {
     alive: Vec<bool>,
-    blocked: Vec<Vec<bool>>,
+    /// `blocked[observer * sites + site]`.
+    blocked: Vec<bool>,
     silent: Vec<bool>,
     lag: Vec<Option<Duration>>,
     hang: u32,
+}
+
+/// One observer's runs of one probe of one site.
+struct Tick {
+    /// The next run, in virtual nanoseconds.
+    at: u64,
+    every: u64,
+    si: usize,
+    pi: usize,
+    oi: usize,
+    site: SiteId,
+    probe: ProbeId,
+    observer: ObserverId,
+}
+
+/// Virtual time in nanoseconds: the simulator's clock, cheap to compare and add.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The simulator. Build it from a [`Scenario`] and [`run`](Self::run) it.
@@ -52,22 +71,39 @@ pub struct Simulator {
     sc: Scenario,
     rng: ChaCha8Rng,
     origin: Instant,
-    now: Duration,
+    /// Virtual time, in nanoseconds from the origin.
+    now: u64,
+    /// `now` on the monotonic and the wall clock, computed once per step.
+    clock: (Instant, SystemTime),
+    /// The wall-clock time of the origin.
+    wall_origin: SystemTime,
+    end: u64,
     /// The election behind its invariant checks; down between a crash and its restart.
     checker: Checker,
-    restart_at: Option<Duration>,
+    /// When the controller starts again (`u64::MAX`: it runs, or never will).
+    restart_at: u64,
     dns: MemoryDns,
     repl: MemoryReplication,
     world: World,
-    /// Next tick of each (site, probe, observer).
-    ticks: Vec<(Duration, usize, usize, usize)>,
+    ticks: Vec<Tick>,
+    /// The ticks due in this step (a buffer kept between steps).
+    due: Vec<usize>,
+    /// The earliest run of `ticks`.
+    next_tick: u64,
+    /// When the election's next timer fires, as of the end of the last step.
+    next_timer: u64,
+    /// The last timer converted to virtual time, and what it converted to.
+    timer_seen: Option<(Instant, u64)>,
     /// The timed-out outcome of each probe, `[site][probe]`, built once.
     timeouts: Vec<Vec<ProbeOutcome>>,
     /// The outcome of a probe of a dead site.
     refused: ProbeOutcome,
-    next_repl_report: Duration,
-    in_flight: Option<(Action, Duration)>,
-    script: VecDeque<(Duration, WorldEvent)>,
+    next_repl_report: u64,
+    repl_every: u64,
+    in_flight: Option<(Action, u64)>,
+    /// When the action in flight completes (`u64::MAX`: none is).
+    in_flight_at: u64,
+    script: VecDeque<(u64, WorldEvent)>,
     /// Sites holding the primary copy, `[resource][site]`; `None` after a replication step.
     primaries: Option<Vec<Vec<bool>>>,
 }
@@ -76,7 +112,7 @@ impl fmt::Debug for Simulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Simulator")
             .field("seed", &self.sc.seed)
-            .field("now", &self.now)
+            .field("now", &Duration::from_nanos(self.now))
             .finish_non_exhaustive()
     }
 }
@@ -103,21 +139,34 @@ impl Simulator {
         let mut ticks = Vec::new();
         for (si, s) in cfg.sites().iter().enumerate() {
             for (pi, p) in s.probes.iter().enumerate() {
-                for oi in 0..n_obs {
+                for (oi, observer) in cfg.observers().ids.iter().enumerate() {
                     // Spread the first runs over one interval, as a scheduler does.
                     let offset = rng.random_range(0..p.interval.as_millis().max(1) as u64);
-                    ticks.push((Duration::from_millis(offset), si, pi, oi));
+                    ticks.push(Tick {
+                        at: nanos(Duration::from_millis(offset)),
+                        every: nanos(p.interval),
+                        si,
+                        pi,
+                        oi,
+                        site: s.id.clone(),
+                        probe: p.id.clone(),
+                        observer: observer.clone(),
+                    });
                 }
             }
         }
         let world = World {
             alive: vec![true; sites.len()],
-            blocked: vec![vec![false; sites.len()]; n_obs],
+            blocked: vec![false; sites.len() * n_obs],
             silent: vec![false; n_obs],
             lag: vec![Some(Duration::ZERO); sites.len()],
             hang: 0,
         };
-        let script = sc.script.iter().cloned().collect();
+        let script = sc
+            .script
+            .iter()
+            .map(|(t, e)| (nanos(*t), e.clone()))
+            .collect();
         let timeouts = cfg
             .sites()
             .iter()
@@ -129,22 +178,33 @@ impl Simulator {
             })
             .collect();
         let origin = virtual_origin();
+        let next_tick = ticks.iter().map(|t| t.at).min().unwrap_or(u64::MAX);
+        let repl_every = nanos(cfg.sites()[0].probes[0].interval);
         let mut checker = Checker::stopped(cfg.clone(), origin);
         checker.trace_reports(false);
         Simulator {
             rng,
             origin,
-            now: Duration::ZERO,
+            now: 0,
+            clock: (origin, SystemTime::UNIX_EPOCH + WALL_ORIGIN),
+            wall_origin: SystemTime::UNIX_EPOCH + WALL_ORIGIN,
+            end: nanos(sc.duration),
             checker,
-            restart_at: Some(Duration::ZERO),
+            restart_at: 0,
             dns,
             repl,
             world,
             ticks,
+            due: Vec::new(),
+            next_tick,
+            next_timer: u64::MAX,
+            timer_seen: None,
             timeouts,
             refused: ProbeOutcome::down(Duration::from_millis(1), "connection refused"),
-            next_repl_report: Duration::ZERO,
+            next_repl_report: 0,
+            repl_every,
             in_flight: None,
+            in_flight_at: u64::MAX,
             script,
             primaries: None,
             sc,
@@ -152,11 +212,19 @@ impl Simulator {
     }
 
     fn instant(&self) -> Instant {
-        self.origin + self.now
+        self.clock.0
     }
 
     fn wall(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + WALL_ORIGIN + self.now
+        self.clock.1
+    }
+
+    fn set_now(&mut self, now: u64) {
+        if now != self.now {
+            self.now = now;
+            let d = Duration::from_nanos(now);
+            self.clock = (self.origin + d, self.wall_origin + d);
+        }
     }
 
     fn log(&mut self, line: impl Into<String>) {
@@ -178,14 +246,14 @@ impl Simulator {
     /// Runs the scenario to its end, or to the first violation.
     pub fn run(mut self) -> SimOutcome {
         while self.checker.violation().is_none() {
-            let next = self.next_time();
-            let Some(t) = next.filter(|t| *t <= self.sc.duration) else {
+            let t = self.next_time();
+            if t == u64::MAX || t > self.end {
                 break;
-            };
-            self.now = self.now.max(t);
+            }
+            self.set_now(self.now.max(t));
             self.step();
         }
-        self.now = self.now.min(self.sc.duration);
+        self.set_now(self.now.min(self.end));
         self.final_checks();
         let violation: Option<Violation> = self.checker.violation().cloned();
         let journal = self.checker.election().map(|e| e.journal().clone());
@@ -197,31 +265,24 @@ impl Simulator {
             trace,
             journal,
             inputs,
-            simulated: self.now,
+            simulated: Duration::from_nanos(self.now),
             dns: self.dns,
             replication: self.repl,
         }
     }
 
-    fn next_time(&self) -> Option<Duration> {
-        let mut t: Option<Duration> = None;
-        let mut consider = |c: Option<Duration>| {
-            if let Some(c) = c {
-                t = Some(t.map_or(c, |t| t.min(c)));
-            }
-        };
-        consider(self.script.front().map(|(t, _)| *t));
-        consider(self.restart_at);
-        if let Some(e) = self.checker.election() {
-            consider(self.ticks.iter().map(|t| t.0).min());
-            consider(Some(self.next_repl_report));
-            consider(self.in_flight.as_ref().map(|(_, t)| *t));
-            consider(
-                e.poll_timeout()
-                    .map(|at| at.saturating_duration_since(self.origin)),
-            );
+    /// The time of the next step (`u64::MAX`: nothing will ever happen).
+    fn next_time(&self) -> u64 {
+        let script = self.script.front().map_or(u64::MAX, |(t, _)| *t);
+        let t = script.min(self.restart_at);
+        if self.running() {
+            t.min(self.next_tick)
+                .min(self.next_repl_report)
+                .min(self.in_flight_at)
+                .min(self.next_timer)
+        } else {
+            t
         }
-        t
     }
 
     fn step(&mut self) {
@@ -231,47 +292,64 @@ impl Simulator {
                 self.world_event(ev);
             }
         }
-        if self.restart_at.is_some_and(|t| t <= now) {
-            self.restart_at = None;
+        if self.restart_at <= now {
+            self.restart_at = u64::MAX;
             self.restart();
         }
         if !self.running() {
+            self.next_timer = u64::MAX;
             return;
         }
-        if self.in_flight.as_ref().is_some_and(|(_, t)| *t <= now)
+        if self.in_flight_at <= now
             && let Some((action, _)) = self.in_flight.take()
         {
+            self.in_flight_at = u64::MAX;
             let result = self.execute(&action);
             self.feed(Input::StepDone(StepDone {
                 id: action.id,
                 result,
             }));
         }
-        for i in 0..self.ticks.len() {
-            if self.ticks[i].0 > now {
-                continue;
+        if self.next_tick <= now {
+            // Every tick due runs now, in tick order (after a restart several may be
+            // overdue).
+            let mut next = u64::MAX;
+            let mut due = std::mem::take(&mut self.due);
+            for (i, tick) in self.ticks.iter_mut().enumerate() {
+                if tick.at <= now {
+                    tick.at = now.saturating_add(tick.every);
+                    due.push(i);
+                }
+                next = next.min(tick.at);
             }
-            let (_, si, pi, oi) = self.ticks[i];
-            let interval = self.sc.config.sites()[si].probes[pi].interval;
-            self.ticks[i].0 = now + interval;
-            self.probe(si, pi, oi);
+            self.next_tick = next;
+            for &i in &due {
+                self.probe(i);
+            }
+            due.clear();
+            self.due = due;
         }
         if self.next_repl_report <= now {
-            let every = self.sc.config.sites()[0].probes[0].interval;
-            self.next_repl_report = now + every;
+            self.next_repl_report = now.saturating_add(self.repl_every);
             self.replication_reports();
         }
         let at = self.instant();
-        let due = self
-            .checker
-            .election()
-            .and_then(|e| e.poll_timeout())
-            .is_some_and(|t| t <= at);
-        if due {
+        let mut timer = self.checker.election().and_then(|e| e.poll_timeout());
+        if timer.is_some_and(|t| t <= at) {
             // A violation is kept by the checker; the run loop stops on it.
             let _ = self.checker.handle_timeout(at);
             self.take_actions();
+            timer = self.checker.election().and_then(|e| e.poll_timeout());
         }
+        self.next_timer = match (timer, self.timer_seen) {
+            (None, _) => u64::MAX,
+            (Some(t), Some((seen, at))) if t == seen => at,
+            (Some(t), _) => {
+                let at = nanos(t.saturating_duration_since(self.origin));
+                self.timer_seen = Some((t, at));
+                at
+            }
+        };
     }
 
     fn world_event(&mut self, ev: WorldEvent) {
@@ -279,8 +357,10 @@ impl Simulator {
         match ev {
             WorldEvent::Kill(s) => self.world.alive[s] = false,
             WorldEvent::Revive(s) => self.world.alive[s] = true,
-            WorldEvent::Partition(o, s) => self.world.blocked[o][s] = true,
-            WorldEvent::Heal(o, s) => self.world.blocked[o][s] = false,
+            WorldEvent::Partition(o, s) => {
+                self.world.blocked[o * self.world.alive.len() + s] = true
+            }
+            WorldEvent::Heal(o, s) => self.world.blocked[o * self.world.alive.len() + s] = false,
             WorldEvent::Silence(o) => self.world.silent[o] = true,
             WorldEvent::Unsilence(o) => self.world.silent[o] = false,
             WorldEvent::Lag(s, lag) => self.world.lag[s] = lag,
@@ -321,6 +401,7 @@ impl Simulator {
         }
         self.checker.crash();
         // An action in flight may or may not have taken effect before the crash.
+        self.in_flight_at = u64::MAX;
         if let Some((action, _)) = self.in_flight.take()
             && self.rng.random_bool(0.5)
         {
@@ -332,7 +413,7 @@ impl Simulator {
                 action.id
             ));
         }
-        self.restart_at = Some(self.now + after);
+        self.restart_at = self.now.saturating_add(nanos(after));
     }
 
     fn restart(&mut self) {
@@ -343,7 +424,14 @@ impl Simulator {
 
     /// Takes the actions the last input produced: each runs after a random latency, unless
     /// the backend hangs.
+    #[inline(always)]
     fn take_actions(&mut self) {
+        if self.checker.has_actions() {
+            self.start_actions();
+        }
+    }
+
+    fn start_actions(&mut self) {
         while let Some(action) = self.checker.poll_action() {
             let lo = self.sc.step_latency.0.as_millis() as u64;
             let hi = self.sc.step_latency.1.as_millis().max(1) as u64;
@@ -355,7 +443,9 @@ impl Simulator {
                 self.checker.abandon(action.id);
                 continue;
             }
-            self.in_flight = Some((action, self.now + latency));
+            let at = self.now.saturating_add(nanos(latency));
+            self.in_flight = Some((action, at));
+            self.in_flight_at = at;
         }
     }
 
@@ -395,22 +485,23 @@ impl Simulator {
         }
     }
 
-    fn probe(&mut self, si: usize, pi: usize, oi: usize) {
+    fn probe(&mut self, i: usize) {
+        let tick = &self.ticks[i];
+        let (si, pi, oi) = (tick.si, tick.pi, tick.oi);
         if self.world.silent[oi] {
             return;
         }
-        let outcome = if self.world.blocked[oi][si] {
+        let outcome = if self.world.blocked[oi * self.world.alive.len() + si] {
             self.timeouts[si][pi].clone()
         } else if self.world.alive[si] {
             ProbeOutcome::up(Duration::from_millis(2))
         } else {
             self.refused.clone()
         };
-        let site = &self.sc.config.sites()[si];
         let report = ProbeReport {
-            site: site.id.clone(),
-            probe: site.probes[pi].id.clone(),
-            observer: self.sc.config.observers().ids[oi].clone(),
+            site: tick.site.clone(),
+            probe: tick.probe.clone(),
+            observer: tick.observer.clone(),
             outcome,
             at: self.wall(),
         };
@@ -418,9 +509,10 @@ impl Simulator {
     }
 
     fn replication_reports(&mut self) {
-        let cfg = &self.sc.config;
-        let primaries = self.primaries.get_or_insert_with(|| {
-            cfg.resources()
+        if self.primaries.is_none() {
+            let cfg = &self.sc.config;
+            let primaries = cfg
+                .resources()
                 .iter()
                 .map(|r| {
                     let primaries = self.repl.primaries(r);
@@ -429,30 +521,30 @@ impl Simulator {
                         .map(|s| primaries.contains(&s.id))
                         .collect()
                 })
-                .collect()
-        });
-        let mut reports = Vec::with_capacity(primaries.len() * cfg.sites().len());
-        let at = SystemTime::UNIX_EPOCH + WALL_ORIGIN + self.now;
-        for (r, primary) in cfg.resources().iter().zip(primaries.iter()) {
-            for (si, site) in cfg.sites().iter().enumerate() {
-                reports.push(ReplicationReport {
-                    resource: r.clone(),
-                    site: site.id.clone(),
-                    role: if primary[si] {
+                .collect();
+            self.primaries = Some(primaries);
+        }
+        let at = self.wall();
+        for ri in 0..self.sc.config.resources().len() {
+            for si in 0..self.sc.config.sites().len() {
+                let primary = self.primaries.as_ref().is_some_and(|p| p[ri][si]);
+                let report = ReplicationReport {
+                    resource: self.sc.config.resources()[ri].clone(),
+                    site: self.sc.config.sites()[si].id.clone(),
+                    role: if primary {
                         Role::Primary
                     } else {
                         Role::Replica
                     },
                     lag: self.world.lag[si],
                     at,
-                });
+                };
+                self.feed(Input::Replication(report));
             }
-        }
-        for report in reports {
-            self.feed(Input::Replication(report));
         }
     }
 
+    #[inline]
     fn feed(&mut self, input: Input) {
         let at = self.instant();
         // A violation is kept by the checker; the run loop stops on it.

@@ -6,7 +6,7 @@ use crate::event::Event;
 use crate::id::SiteId;
 use crate::journal::Journal;
 use crate::runbook::RunbookKind;
-use crate::test_util::{MemoryDns, MemoryReplication, Violation};
+use crate::test_util::{MemoryDns, MemoryReplication, Trace, Violation};
 
 /// The result of a run.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct SimOutcome {
     /// Every event the election emitted, with its virtual time.
     pub events: Vec<(Duration, Event)>,
     /// The trace of what happened (world events, actions, restarts).
-    pub trace: Vec<String>,
+    pub trace: Trace,
     /// The final journal.
     pub journal: Option<Journal>,
     /// Inputs fed to the election.
@@ -42,9 +42,8 @@ impl SimOutcome {
             )),
             None => out.push_str(": no violation\n"),
         }
-        let tail = self.trace.len().saturating_sub(40);
-        for line in &self.trace[tail..] {
-            out.push_str(line);
+        for line in self.trace.tail(40) {
+            out.push_str(&line);
             out.push('\n');
         }
         out
