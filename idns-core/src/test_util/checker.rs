@@ -39,7 +39,8 @@ pub enum Invariant {
     /// A restart from the journal did not reach the same state, switched again, or
     /// re-emitted a finished step; or a report or step result was refused.
     ReplayMismatch,
-    /// An action was emitted while another was still outstanding.
+    /// An action was emitted while another was still outstanding (handed out, neither
+    /// answered nor past its timeout).
     TwoActionsInFlight,
 }
 
@@ -98,7 +99,8 @@ const TRACE_TAIL: usize = 40;
 /// - an unforced switch goes only to an up site within the RPO budget, never inside the
 ///   minimum dwell, and fails back only as the policy allows ([`Invariant::IneligibleTarget`],
 ///   [`Invariant::DwellViolated`], [`Invariant::FailbackPolicy`]);
-/// - at most one action is outstanding ([`Invariant::TwoActionsInFlight`]);
+/// - at most one action is outstanding: a new one comes only after the last was answered
+///   or its timeout passed ([`Invariant::TwoActionsInFlight`]);
 /// - a restart from the journal persisted before each action reaches the same state and never
 ///   repeats a finished step ([`Invariant::ReplayMismatch`]).
 ///
@@ -155,8 +157,9 @@ pub struct Checker {
     /// The journal as the driver persisted it: before each action, and after each input.
     persisted: Option<Journal>,
     saved_version: Option<u64>,
-    /// The action handed out and not yet answered, with the DNS write it makes, if any.
-    outstanding: Option<(StepId, Option<Write>)>,
+    /// The action handed out and not yet answered: its id, the DNS write it makes, if any,
+    /// and when its timeout ends.
+    outstanding: Option<(StepId, Option<Write>, Option<Instant>)>,
     actions: VecDeque<Action>,
     events: Vec<(Duration, Event)>,
     trace: Trace,
@@ -397,7 +400,7 @@ impl Checker {
     /// Declares that the result of action `id` will never come (the call hung): it no longer
     /// counts as outstanding, and the election's watchdog is expected to give up on it.
     pub fn abandon(&mut self, id: StepId) {
-        if self.outstanding.as_ref().is_some_and(|(o, _)| *o == id) {
+        if self.outstanding.as_ref().is_some_and(|(o, _, _)| *o == id) {
             self.outstanding = None;
         }
     }
@@ -473,7 +476,7 @@ impl Checker {
         let at = self.elapsed();
         let error = done.result.as_ref().err().cloned();
         match self.outstanding.take() {
-            Some((id, write)) if id == done.id => {
+            Some((id, write, _)) if id == done.id => {
                 let ok = error.is_none();
                 self.trace.push(at, Entry::Done { id, error });
                 if let Some(write) = write.filter(|_| ok) {
@@ -555,7 +558,12 @@ impl Checker {
 
     /// An action the election emitted: checked, traced, outstanding and queued.
     fn on_action(&mut self, action: Action) {
-        if self.outstanding.is_some() {
+        // An action past its timeout may be given up by the election's watchdog.
+        if self
+            .outstanding
+            .as_ref()
+            .is_some_and(|(_, _, end)| end.is_none_or(|end| self.clock < end))
+        {
             self.violate(
                 Invariant::TwoActionsInFlight,
                 format!("{} emitted while another action was outstanding", action.id),
@@ -564,7 +572,8 @@ impl Checker {
         self.check_action(&action);
         let at = self.elapsed();
         self.trace.push(at, Entry::Action(action.clone()));
-        self.outstanding = Some((action.id, self.dns_write(&action)));
+        let end = self.clock.checked_add(action.timeout);
+        self.outstanding = Some((action.id, self.dns_write(&action), end));
         self.actions.push_back(action);
     }
 
