@@ -256,10 +256,10 @@ pub(super) fn validate_probe(
             "must be more than zero",
         );
     }
-    at_most(p, &format!("{path}.interval"), pr.interval, DAY);
-    at_most(p, &format!("{path}.timeout"), pr.timeout, DAY);
+    at_most(p, format_args!("{path}.interval"), pr.interval, DAY);
+    at_most(p, format_args!("{path}.timeout"), pr.timeout, DAY);
     if let Some(d) = pr.down_after {
-        at_most(p, &format!("{path}.down_after"), d, MONTH);
+        at_most(p, format_args!("{path}.down_after"), d, MONTH);
     }
     if pr.rise == 0 {
         p.push(format!("{path}.rise"), 0, "must be at least 1");

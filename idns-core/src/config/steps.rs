@@ -136,16 +136,16 @@ pub(super) fn validate_runbook(
             max_backoff: s.max_backoff.unwrap_or(d.max_backoff),
             on_failure: s.on_failure.unwrap_or(d.on_failure),
         };
-        let sp = format!("{path}[{i}]");
+        let sp = || format!("{path}[{i}]");
         if policy.timeout.is_zero() {
-            p.push(format!("{sp}.timeout"), "0s", "must be more than zero");
+            p.push(format!("{}.timeout", sp()), "0s", "must be more than zero");
         }
-        at_most(p, &format!("{sp}.timeout"), policy.timeout, MONTH);
-        at_most(p, &format!("{sp}.backoff"), policy.backoff, DAY);
-        at_most(p, &format!("{sp}.max_backoff"), policy.max_backoff, DAY);
+        at_most(p, format_args!("{path}[{i}].timeout"), policy.timeout, MONTH);
+        at_most(p, format_args!("{path}[{i}].backoff"), policy.backoff, DAY);
+        at_most(p, format_args!("{path}[{i}].max_backoff"), policy.max_backoff, DAY);
         if policy.retries > 1000 {
             p.push(
-                format!("{sp}.retries"),
+                format!("{}.retries", sp()),
                 policy.retries,
                 "must be at most 1000",
             );
@@ -153,14 +153,14 @@ pub(super) fn validate_runbook(
         if policy.backoff.is_zero() && (policy.retries > 0 || policy.on_failure == OnFailure::Retry)
         {
             p.push(
-                format!("{sp}.backoff"),
+                format!("{}.backoff", sp()),
                 "0s",
                 "must be more than zero when retrying",
             );
         }
         if policy.max_backoff < policy.backoff {
             p.push(
-                format!("{sp}.max_backoff"),
+                format!("{}.max_backoff", sp()),
                 humantime::format_duration(policy.max_backoff),
                 "must not be shorter than backoff",
             );

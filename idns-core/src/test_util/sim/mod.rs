@@ -544,7 +544,7 @@ impl Simulator {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn feed(&mut self, input: Input) {
         let at = self.instant();
         // A violation is kept by the checker; the run loop stops on it.
