@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use idns_core::test_util::sim::{
-    Invariant, Scenario, ServiceShape, Simulator, WorldEvent, site_id,
-};
+use idns_core::test_util::Invariant;
+use idns_core::test_util::sim::{Scenario, ServiceShape, Simulator, WorldEvent, site_id};
 use idns_core::{AllDownPolicy, Command, FailbackMode, Journal, Resume};
 use proptest::prelude::*;
 

@@ -325,7 +325,7 @@ fn a_controller_killed_mid_runbook_resumes_from_its_journal() {
     let out = run(sc);
     assert!(
         out.trace
-            .iter()
+            .lines()
             .any(|l| l.contains("controller starts from journal (epoch 2"))
     );
     let sw = switches(&out);

@@ -6,17 +6,23 @@
 //!   [`ReplicationBackend`](crate::ReplicationBackend) implementation must pass.
 //! - [`servers`]: finding real server binaries, skipping (or failing, with
 //!   `IDNS_REQUIRE_SERVERS=1`) when they are missing.
+//! - [`Checker`]: an election whose every input is checked against its invariants, for
+//!   property tests of your own (any reports, commands and step results, crashes included).
 //! - [`sim`]: a deterministic simulator of sites, observers, partitions, lag, backend faults and
-//!   controller crashes in virtual time, checked against the election's invariants.
+//!   controller crashes in virtual time, checked by a [`Checker`].
 
+mod checker;
 pub mod conformance;
 mod memory_dns;
 mod memory_replication;
 pub mod servers;
 pub mod sim;
+mod trace;
 
+pub use checker::{Checker, Invariant, Violation};
 pub use memory_dns::{DnsCall, DnsFaults, MemoryDns};
 pub use memory_replication::{MemoryReplication, ReplCall, ReplFaults};
+pub use trace::Trace;
 
 /// A short, stable checksum (FNV-1a, 64 bit, as hex) for test data.
 pub fn checksum(data: &[u8]) -> String {
