@@ -15,7 +15,7 @@ fn responder() -> &'static Mutex<Responder> {
     static RESPONDER: OnceLock<Mutex<Responder>> = OnceLock::new();
     RESPONDER.get_or_init(|| {
         let zones = ["example.com".parse().unwrap(), "example.org".parse().unwrap()];
-        let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &zones);
+        let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &zones).unwrap();
         let responder = Responder::new(&config).unwrap();
         let backend = responder.backend();
         let many = (1..=60).map(|i| format!("192.0.2.{i}").parse().unwrap()).collect();

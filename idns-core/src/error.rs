@@ -30,7 +30,8 @@ pub struct InvalidId {
 pub struct FieldError {
     /// Dotted path of the field, e.g. `sites[1].probes[0].fall`.
     pub path: String,
-    /// The offending value as written (empty when the field is missing).
+    /// The offending value as written (empty when the field is missing or secret; at most
+    /// [`MAX_QUOTED`] characters of it).
     pub value: String,
     /// What is wrong.
     pub problem: String,
@@ -63,7 +64,7 @@ impl ConfigError {
         Self {
             errors: vec![FieldError {
                 path: path.into(),
-                value: value.into(),
+                value: quote(&value.into()),
                 problem: problem.into(),
             }],
         }
@@ -87,14 +88,42 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Collects field errors while a configuration is validated.
+/// Longest part of a bad value quoted in a [`FieldError`], in characters.
+pub const MAX_QUOTED: usize = 100;
+
+/// Collects every problem of a configuration while it is parsed, so the person who wrote it
+/// sees all of them at once, each with its field path and the bad value.
+///
+/// Every crate that parses configuration uses this one collector: a part that is parsed on its
+/// own (a backend's settings, a probe's check) returns a [`ConfigError`], and the caller nests
+/// it under the part's path with [`extend`](Self::extend).
+///
+/// ```
+/// use idns_core::Problems;
+///
+/// let mut p = Problems::new();
+/// p.push("listen", "", "needs at least one address");
+/// p.push("zones[1].name", "exa mple.com", "is not a valid DNS name");
+/// let nested = p.finish().unwrap_err();
+/// let mut outer = Problems::new();
+/// outer.extend("dns", nested);
+/// let err = outer.finish().unwrap_err();
+/// assert_eq!(err.errors[1].to_string(), "dns.zones[1].name = exa mple.com: is not a valid DNS name");
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Problems {
+pub struct Problems {
     errors: Vec<FieldError>,
 }
 
 impl Problems {
-    pub(crate) fn push(
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem: `path` names the field (`sites[1].probes[0].fall`), `value` is what
+    /// was written (empty when the field is missing; quoted up to [`MAX_QUOTED`] characters).
+    pub fn push(
         &mut self,
         path: impl Into<String>,
         value: impl fmt::Display,
@@ -102,12 +131,32 @@ impl Problems {
     ) {
         self.errors.push(FieldError {
             path: path.into(),
-            value: value.to_string(),
+            value: quote(&value.to_string()),
             problem: problem.into(),
         });
     }
 
-    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+    /// Records the problems of a part parsed on its own, their paths put under `prefix`
+    /// (`dns` + `zones[0].name` → `dns.zones[0].name`; an empty `prefix` keeps them as they are).
+    pub fn extend(&mut self, prefix: &str, errors: ConfigError) {
+        for mut e in errors.errors {
+            e.path = nest(prefix, &e.path);
+            self.errors.push(e);
+        }
+    }
+
+    /// The problems recorded so far.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Whether no problem was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// `Ok` when no problem was recorded, else every problem, in the order recorded.
+    pub fn finish(self) -> Result<(), ConfigError> {
         if self.errors.is_empty() {
             Ok(())
         } else {
@@ -115,6 +164,29 @@ impl Problems {
                 errors: self.errors,
             })
         }
+    }
+
+    /// `value` when no problem was recorded, else every problem.
+    pub fn finish_with<T>(self, value: T) -> Result<T, ConfigError> {
+        self.finish().map(|()| value)
+    }
+}
+
+/// `prefix.path` (`prefix[0]` when `path` is an index); either alone when the other is empty.
+fn nest(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_owned(),
+        (false, true) => prefix.to_owned(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// The first [`MAX_QUOTED`] characters of `value`, with `…` when it was longer.
+fn quote(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
     }
 }
 
@@ -196,4 +268,27 @@ pub enum Error {
     /// The driver has stopped and takes no more requests.
     #[error("the driver has stopped")]
     Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_and_paths_nest() {
+        let mut p = Problems::new();
+        p.push("url", "x".repeat(500), "is too long");
+        let mut outer = Problems::new();
+        outer.extend("check", p.finish().unwrap_err());
+        outer.extend("", ConfigError::single("[2]", "", "is missing"));
+        outer.extend("list", ConfigError::single("[2]", "", "is missing"));
+        outer.extend("dns", ConfigError::single("", "", "is wrong"));
+        let err = outer.finish().unwrap_err();
+        assert_eq!(err.errors[0].path, "check.url");
+        assert_eq!(err.errors[0].value.chars().count(), MAX_QUOTED + 1);
+        assert!(err.errors[0].value.ends_with('…'));
+        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["check.url", "[2]", "list[2]", "dns"]);
+        assert_eq!(Problems::new().finish_with(7), Ok(7));
+    }
 }

@@ -93,6 +93,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod backend_spec;
 mod config;
 mod dns;
 mod election;
@@ -106,6 +107,7 @@ mod probe;
 mod reason;
 mod replication;
 mod runbook;
+mod secret;
 mod store;
 mod timer;
 mod view;
@@ -115,6 +117,7 @@ pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
+pub use backend_spec::BackendSpec;
 pub use config::{
     AllDownPolicy, Counting, FailbackMode, FailoverMode, HealthRule, Observers, ObserversSpec,
     Policy, PolicySpec, ProbeSettings, ProbeSpec, RecordMode, RunbookSpec, ServiceConfig,
@@ -127,7 +130,9 @@ pub use dns::{
 };
 pub use election::{Command, Election, Input, Resume, StepDone, StepOutput};
 pub use epoch::Epoch;
-pub use error::{BackendError, ConfigError, Error, FieldError, InvalidId, Refused};
+pub use error::{
+    BackendError, ConfigError, Error, FieldError, InvalidId, MAX_QUOTED, Problems, Refused,
+};
 pub use event::{Event, Outcome, PhaseTime, SwitchReport, Trigger};
 pub use health::Health;
 pub use id::{DnsName, ObserverId, ProbeId, ResourceId, SiteId};
@@ -142,5 +147,6 @@ pub use runbook::{
     Action, OnFailure, Phase, PlannedStep, Runbook, RunbookKind, Step, StepId, StepName,
     StepPolicy, StepRecord, StepStatus,
 };
+pub use secret::Secret;
 pub use store::{StateStore, Stored};
 pub use view::{ObserverView, ProbeView, RunbookView, ServiceView, SiteView};

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use idns_core::{DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
-use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
+use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer, EmbeddedSpec};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,9 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if listen.is_empty() {
         listen.push("127.0.0.1:5300".parse()?);
     }
-    let mut config = EmbeddedConfig::new(listen, std::slice::from_ref(&zone));
-    config.udp_threads = threads;
-    let server = EmbeddedServer::start(config).await?;
+    let mut spec = EmbeddedSpec::new(listen, std::slice::from_ref(&zone));
+    spec.udp_threads = threads;
+    let server = EmbeddedServer::start(EmbeddedConfig::try_from(spec)?).await?;
     let backend = server.backend();
     for (name, set) in records {
         backend

@@ -12,6 +12,11 @@
 //! - [`propagation`]: asks every authoritative server directly, without caches, until all of
 //!   them answer the new records; every backend's `verify` uses it.
 //!
+//! A configuration file names a backend with one table, `{ backend = "embedded" | "rfc2136" |
+//! "powerdns", … }`: a [`DnsSpec`], checked into a [`DnsConfig`] whose
+//! [`build`](DnsConfig::build) makes the backend ([`DnsServers`] lets several services share
+//! one embedded server).
+//!
 //! Every backend implements [`DnsBackend`](idns_core::DnsBackend): it refuses a change whose
 //! fencing epoch is lower than one it has accepted for that name, accepts the same epoch again,
 //! and publishes the ownership TXT record `_idns.<name>` (`epoch=7 site=recovery`) so anyone
@@ -30,7 +35,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &["example.com".parse()?]);
+//! let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &["example.com".parse()?])?;
 //! let server = EmbeddedServer::start(config).await?;
 //! println!("serving on {:?} (UDP) and {:?} (TCP)", server.udp_addrs(), server.tcp_addrs());
 //! let dns = server.backend();
@@ -58,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
 pub mod embedded;
 mod error;
 #[cfg(feature = "powerdns")]
@@ -65,9 +71,12 @@ pub mod powerdns;
 pub mod propagation;
 #[cfg(feature = "rfc2136")]
 pub mod rfc2136;
-mod secret;
+mod servers;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod ttl;
 
+pub use config::{DnsConfig, DnsSpec};
 pub use error::Error;
-pub use secret::Secret;
+pub use servers::{Dns, DnsServers};
+pub use ttl::{InvalidTtl, Ttl};

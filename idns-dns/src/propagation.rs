@@ -26,17 +26,18 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use idns_core::{
-    BackendError, ConfigError, DnsName, FieldError, Propagation, RecordSet, ServerAnswer,
+    BackendError, ConfigError, DnsName, Problems, Propagation, RecordSet, ServerAnswer,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-/// Which servers to check and how.
+/// Which servers to check and how, as written in a backend's configuration;
+/// [`PropagationChecker::try_from`] checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PropagationConfig {
+pub struct PropagationSpec {
     /// The authoritative servers (address and port), every one of which must answer.
     pub servers: Vec<SocketAddr>,
     /// Limit for one query (default 1 s).
@@ -56,40 +57,49 @@ fn default_poll_interval() -> Duration {
     Duration::from_millis(100)
 }
 
-impl PropagationConfig {
-    /// Checks every field; `path` is the prefix of the field paths in the error (e.g.
-    /// `propagation`).
-    pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
-        if self.query_timeout.is_zero() {
-            errors.push(FieldError {
-                path: format!("{path}.query_timeout"),
-                value: "0s".into(),
-                problem: "must be longer than zero".into(),
-            });
+impl PropagationSpec {
+    /// Checks `servers` with the default timeouts.
+    pub fn new(servers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self {
+            servers: servers.into_iter().collect(),
+            query_timeout: default_query_timeout(),
+            poll_interval: default_poll_interval(),
         }
-        for (i, s) in self.servers.iter().enumerate() {
+    }
+}
+
+impl TryFrom<PropagationSpec> for PropagationChecker {
+    type Error = ConfigError;
+
+    /// Checks every field; the error lists every problem with its field path.
+    fn try_from(spec: PropagationSpec) -> Result<Self, ConfigError> {
+        let mut p = Problems::new();
+        if spec.query_timeout.is_zero() {
+            p.push("query_timeout", "0s", "must be longer than zero");
+        }
+        for (i, s) in spec.servers.iter().enumerate() {
             if s.port() == 0 {
-                errors.push(FieldError {
-                    path: format!("{path}.servers[{i}]"),
-                    value: s.to_string(),
-                    problem: "needs a port".into(),
-                });
+                p.push(format!("servers[{i}]"), s, "needs a port");
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { errors })
-        }
+        p.finish_with(
+            PropagationChecker::new(spec.servers)
+                .with_query_timeout(spec.query_timeout)
+                .with_poll_interval(spec.poll_interval),
+        )
     }
+}
 
-    /// The checker this configuration describes.
-    pub fn checker(&self) -> PropagationChecker {
-        PropagationChecker::new(self.servers.iter().copied())
-            .with_query_timeout(self.query_timeout)
-            .with_poll_interval(self.poll_interval)
-    }
+/// Reads an optional `propagation` table into `p`, its problems under `propagation`.
+pub(crate) fn parse_optional(
+    p: &mut Problems,
+    spec: Option<PropagationSpec>,
+) -> Option<PropagationChecker> {
+    spec.and_then(|s| {
+        PropagationChecker::try_from(s)
+            .map_err(|e| p.extend("propagation", e))
+            .ok()
+    })
 }
 
 /// Asks a list of authoritative servers what a name answers (see the [module](self) docs).

@@ -254,11 +254,11 @@ impl Bind {
 
     /// The TSIG key BIND accepts updates from.
     #[cfg(feature = "rfc2136")]
-    pub fn tsig(&self) -> crate::rfc2136::TsigConfig {
-        crate::rfc2136::TsigConfig {
+    pub fn tsig(&self) -> crate::rfc2136::TsigSpec {
+        crate::rfc2136::TsigSpec {
             name: Bind::KEY_NAME.into(),
             algorithm: crate::rfc2136::TsigAlgorithmName::HmacSha256,
-            secret: crate::Secret::new(Bind::SECRET),
+            secret: idns_core::Secret::new(Bind::SECRET),
             fudge: 300,
         }
     }
@@ -266,15 +266,15 @@ impl Bind {
     /// An RFC 2136 backend configuration for this server: all its zones, the right key, a 2 s
     /// timeout.
     #[cfg(feature = "rfc2136")]
-    pub fn rfc2136_config(&self) -> crate::rfc2136::Rfc2136Config {
+    pub fn rfc2136_spec(&self) -> crate::rfc2136::Rfc2136Spec {
         let zones: Vec<idns_core::DnsName> = self
             .zones
             .iter()
             .map(|z| z.parse().expect("a zone name"))
             .collect();
-        let mut config = crate::rfc2136::Rfc2136Config::new(self.addr(), &zones, self.tsig());
-        config.timeout = Duration::from_secs(2);
-        config
+        let mut spec = crate::rfc2136::Rfc2136Spec::new(self.addr(), &zones, self.tsig());
+        spec.timeout = Duration::from_secs(2);
+        spec
     }
 }
 

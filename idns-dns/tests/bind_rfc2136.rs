@@ -10,7 +10,7 @@ use std::time::Duration;
 use idns_core::test_util::conformance::DnsSuite;
 use idns_core::{BackendError, DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
 use idns_dns::propagation::PropagationChecker;
-use idns_dns::rfc2136::Rfc2136Backend;
+use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config};
 use idns_dns::testing::Bind;
 
 const SECRET: &str = Bind::SECRET;
@@ -21,11 +21,11 @@ fn zone() -> DnsName {
 }
 
 fn backend(bind: &Bind, secret: &str) -> Rfc2136Backend {
-    let mut config = bind.rfc2136_config();
-    if let Some(tsig) = &mut config.tsig {
-        tsig.secret = idns_dns::Secret::new(secret);
+    let mut spec = bind.rfc2136_spec();
+    if let Some(tsig) = &mut spec.tsig {
+        tsig.secret = idns_core::Secret::new(secret);
     }
-    Rfc2136Backend::new(config).unwrap()
+    Rfc2136Backend::new(Rfc2136Config::try_from(spec).unwrap())
 }
 
 fn change(name: &str, records: RecordSet, epoch: u64, site: &str) -> DnsChange {

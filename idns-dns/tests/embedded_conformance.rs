@@ -7,10 +7,9 @@ use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_passes_twice() {
-    let server = EmbeddedServer::start(EmbeddedConfig::new(
-        vec!["127.0.0.1:0".parse().unwrap()],
-        &[zone()],
-    ))
+    let server = EmbeddedServer::start(
+        EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]).unwrap(),
+    )
     .await
     .unwrap();
     let suite = DnsSuite::new(zone()).unwrap();

@@ -15,7 +15,7 @@ use idns_core::{
     BackendError, DnsBackend, DnsChange, DnsName, Epoch, Event, Health, Outcome, RecordSet,
     RunbookKind, SwitchReport,
 };
-use idns_dns::embedded::{DynamicTtl, EmbeddedConfig, EmbeddedServer, TtlMode};
+use idns_dns::embedded::{DynamicTtl, EmbeddedConfig, EmbeddedServer, EmbeddedSpec, TtlMode};
 
 struct Dig {
     bin: PathBuf,
@@ -107,9 +107,11 @@ async fn start() -> Option<(EmbeddedServer, Dig)> {
 
 async fn start_with(dynamic_ttl: Option<DynamicTtl>) -> Option<(EmbeddedServer, Dig)> {
     let bin = require("dig", &[], "bind9-dnsutils")?;
-    let mut config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
-    config.dynamic_ttl = dynamic_ttl;
-    let server = EmbeddedServer::start(config).await.unwrap();
+    let mut spec = EmbeddedSpec::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
+    spec.dynamic_ttl = dynamic_ttl;
+    let server = EmbeddedServer::start(EmbeddedConfig::try_from(spec).unwrap())
+        .await
+        .unwrap();
     let dig = Dig {
         bin: Path::new(&bin).to_path_buf(),
         server: server.udp_addrs()[0],

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use idns_core::{BackendError, DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
-use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
+use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer, EmbeddedSpec};
 use idns_dns::propagation::PropagationChecker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -17,10 +17,14 @@ fn zone() -> DnsName {
     "example.com".parse().unwrap()
 }
 
-fn config() -> EmbeddedConfig {
-    let mut c = EmbeddedConfig::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
+fn config() -> EmbeddedSpec {
+    let mut c = EmbeddedSpec::new(vec!["127.0.0.1:0".parse().unwrap()], &[zone()]);
     c.udp_threads = 2;
     c
+}
+
+fn checked(spec: EmbeddedSpec) -> EmbeddedConfig {
+    EmbeddedConfig::try_from(spec).unwrap()
 }
 
 fn change(records: RecordSet, epoch: u64) -> DnsChange {
@@ -56,7 +60,7 @@ async fn udp_ask(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_garbage_gets_no_crash_and_no_oversized_answer() {
-    let server = EmbeddedServer::start(config()).await.unwrap();
+    let server = EmbeddedServer::start(checked(config())).await.unwrap();
     let addr = server.udp_addrs()[0];
     server
         .backend()
@@ -108,7 +112,7 @@ async fn udp_garbage_gets_no_crash_and_no_oversized_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_serves_several_queries_on_one_connection() {
-    let server = EmbeddedServer::start(config()).await.unwrap();
+    let server = EmbeddedServer::start(checked(config())).await.unwrap();
     let many: Vec<String> = (1..=80).map(|i| format!("192.0.2.{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     server
@@ -148,7 +152,7 @@ async fn tcp_serves_several_queries_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_a_stopped_server_as_not_current() {
-    let server = EmbeddedServer::start(config()).await.unwrap();
+    let server = EmbeddedServer::start(checked(config())).await.unwrap();
     let backend = server.backend();
     let c = change(addrs(&["192.0.2.1"]), 1);
     backend.apply(&c).await.unwrap();
@@ -168,7 +172,7 @@ async fn the_state_file_keeps_records_epochs_and_serials_across_restarts() {
     let mut cfg = config();
     cfg.state_file = Some(dir.path().join("state.json"));
     cfg.zones[0].serial = Some(1000);
-    let server = EmbeddedServer::start(cfg.clone()).await.unwrap();
+    let server = EmbeddedServer::start(checked(cfg.clone())).await.unwrap();
     server
         .backend()
         .apply(&change(addrs(&["192.0.2.5"]), 7))
@@ -176,7 +180,7 @@ async fn the_state_file_keeps_records_epochs_and_serials_across_restarts() {
         .unwrap();
     server.shutdown();
 
-    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let server = EmbeddedServer::start(checked(cfg)).await.unwrap();
     let backend = server.backend();
     let p = backend
         .read(&zone(), &"app.example.com".parse().unwrap())
@@ -212,11 +216,11 @@ async fn the_state_file_keeps_records_epochs_and_serials_across_restarts() {
     server.shutdown();
 }
 
-#[tokio::test]
-async fn invalid_configuration_names_the_field() {
+#[test]
+fn invalid_configuration_names_the_field() {
     let mut cfg = config();
     cfg.zones[0].name = "bad name".into();
-    let err = EmbeddedServer::start(cfg).await.unwrap_err().to_string();
+    let err = EmbeddedConfig::try_from(cfg).unwrap_err().to_string();
     assert!(err.contains("zones[0].name"), "{err}");
 }
 
@@ -224,7 +228,7 @@ async fn invalid_configuration_names_the_field() {
 async fn bursts_from_many_clients_get_each_their_own_answers() {
     let mut cfg = config();
     cfg.udp_threads = 1;
-    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let server = EmbeddedServer::start(checked(cfg)).await.unwrap();
     let addr = server.udp_addrs()[0];
     server
         .backend()
@@ -277,16 +281,16 @@ async fn bursts_from_many_clients_get_each_their_own_answers() {
 async fn the_checker_finds_the_name_servers_of_a_zone() {
     let mut cfg = config();
     cfg.zones[0].nameservers = vec![
-        idns_dns::embedded::NameServerConfig {
+        idns_dns::embedded::NameServerSpec {
             name: "ns1.example.com".into(),
             addresses: vec!["127.0.0.1".parse().unwrap()],
         },
-        idns_dns::embedded::NameServerConfig {
+        idns_dns::embedded::NameServerSpec {
             name: "ns2.example.com".into(),
             addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
         },
     ];
-    let server = EmbeddedServer::start(cfg).await.unwrap();
+    let server = EmbeddedServer::start(checked(cfg)).await.unwrap();
     let addr = server.udp_addrs()[0];
     let c = change(addrs(&["192.0.2.1"]), 1);
     server.backend().apply(&c).await.unwrap();

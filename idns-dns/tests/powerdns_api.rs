@@ -10,13 +10,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use idns_core::Secret;
 use idns_core::test_util::conformance::DnsSuite;
 use idns_core::test_util::servers::{free_port, require};
 use idns_core::{BackendError, DnsBackend, DnsChange, DnsName, Epoch, RecordSet};
-use idns_dns::Secret;
-use idns_dns::powerdns::{PowerDnsBackend, PowerDnsConfig};
-use idns_dns::propagation::{PropagationChecker, PropagationConfig};
-use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, TsigAlgorithmName, TsigConfig};
+use idns_dns::powerdns::{PowerDnsBackend, PowerDnsConfig, PowerDnsSpec};
+use idns_dns::propagation::{PropagationChecker, PropagationSpec};
+use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, Rfc2136Spec, TsigAlgorithmName, TsigSpec};
 
 const API_KEY: &str = "idns-test-api-key";
 const KEY_NAME: &str = "idns-key";
@@ -150,13 +150,9 @@ impl Pdns {
     }
 
     fn backend(&self, key: &str) -> PowerDnsBackend {
-        let mut config = PowerDnsConfig::new(&self.api(), Secret::new(key), &[zone()]);
-        config.propagation = Some(PropagationConfig {
-            servers: vec![self.dns()],
-            query_timeout: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(100),
-        });
-        PowerDnsBackend::new(config).unwrap()
+        let mut spec = PowerDnsSpec::new(&self.api(), Secret::new(key), &[zone()]);
+        spec.propagation = Some(PropagationSpec::new([self.dns()]));
+        PowerDnsBackend::new(PowerDnsConfig::try_from(spec).unwrap()).unwrap()
     }
 }
 
@@ -266,18 +262,18 @@ async fn rfc2136_backend_against_powerdns() {
     let Some(pdns) = Pdns::start().await else {
         return;
     };
-    let mut config = Rfc2136Config::new(
+    let mut spec = Rfc2136Spec::new(
         pdns.dns(),
         &[zone()],
-        TsigConfig {
+        TsigSpec {
             name: KEY_NAME.into(),
             algorithm: TsigAlgorithmName::HmacSha256,
             secret: Secret::new(SECRET),
             fudge: 300,
         },
     );
-    config.timeout = Duration::from_secs(2);
-    let backend = Rfc2136Backend::new(config).unwrap();
+    spec.timeout = Duration::from_secs(2);
+    let backend = Rfc2136Backend::new(Rfc2136Config::try_from(spec).unwrap());
     let suite = DnsSuite::new(zone()).unwrap();
     suite.run(&backend).await;
     // What the RFC 2136 path wrote, the API reads back.

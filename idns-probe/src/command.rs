@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::spec::{BuildContext, Problems, Target};
+use crate::spec::target::{BuildContext, Target};
+use idns_core::Problems;
 
 /// How much of the output is kept for the reason; the rest is read and dropped so the program
 /// never blocks on a full pipe.

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::spec::{AliasSpec, BuildContext, Endpoint, Problems, Target};
+use crate::spec::target::{AliasSpec, BuildContext, Endpoint, Target};
+use idns_core::Problems;
 
 /// A DNS check, as written (`kind = "dns"`): ask the site's DNS server (or `alias`) for a
 /// name over UDP (TCP when the answer is truncated).

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::matcher::Matcher;
-use crate::spec::{
-    AliasSpec, BuildContext, Endpoint, Problems, Target, check_window, default_window,
+use crate::spec::target::{
+    AliasSpec, BuildContext, Endpoint, Target, check_window, default_window,
 };
+use idns_core::Problems;
 
 /// An HTTP(S) page check, as written (`kind = "http"`).
 ///

@@ -2,7 +2,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use crate::spec::Problems;
+use idns_core::Problems;
 
 /// The largest compiled regex accepted, so a hostile pattern cannot eat the controller's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;

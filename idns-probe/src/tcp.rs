@@ -11,9 +11,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::matcher::Matcher;
-use crate::spec::{
-    AliasSpec, BuildContext, Endpoint, Problems, Target, check_window, default_window,
+use crate::spec::target::{
+    AliasSpec, BuildContext, Endpoint, Target, check_window, default_window,
 };
+use idns_core::Problems;
 
 /// A TCP port check, as written (`kind = "tcp"`): connect; optionally send bytes and expect a
 /// reply, all within the probe's timeout.

@@ -15,6 +15,10 @@
 //!   fence, promote, zero-loss planned switchover, reprotect with `pg_rewind` after saving
 //!   aside the rows only the old primary held, table checksums and drill marker rows.
 //!
+//! A configuration file names a backend with one table, `{ backend = "image" | "postgres" |
+//! "command", … }`: a [`ReplicationSpec`], checked into a [`ReplicationConfig`] whose
+//! [`build`](ReplicationConfig::build) makes the backend.
+//!
 //! What it does not do: decide when to fail over (the election in `idns-core` does), run
 //! probes, or talk DNS.
 //!
@@ -72,6 +76,7 @@
 //! ```
 
 pub mod command;
+mod config;
 mod fsutil;
 pub mod image;
 pub mod postgres;
@@ -80,6 +85,7 @@ mod progress;
 pub mod testing;
 
 pub use command::CommandReplication;
+pub use config::{Placement, Replication, ReplicationConfig, ReplicationSpec};
 pub use image::ImageReplication;
 pub use postgres::PostgresReplication;
 pub use progress::{Operation, Progress};

@@ -164,7 +164,7 @@ async fn run(args: Args) -> Result<bool, Error> {
     let dns = EmbeddedServer::start(EmbeddedConfig::new(
         vec![SocketAddr::from((PRIMARY, 0))],
         &[ZONE.parse()?],
-    ))
+    )?)
     .await?;
     let dns_addr = *dns
         .udp_addrs()

@@ -378,7 +378,7 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
             SocketAddr::from((RECOVERY, 0)),
         ],
         &[ZONE.parse()?],
-    ))
+    )?)
     .await?;
     let servers: Vec<SocketAddr> = dns.udp_addrs().to_vec();
 

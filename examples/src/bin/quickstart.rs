@@ -131,7 +131,7 @@ async fn run() -> Result<(), Error> {
     let dns = EmbeddedServer::start(EmbeddedConfig::new(
         vec![SocketAddr::from((PRIMARY, 0))],
         &[ZONE.parse()?],
-    ))
+    )?)
     .await?;
     let dns_addr = *dns
         .udp_addrs()

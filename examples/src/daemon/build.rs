@@ -9,18 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore};
-use idns_core::{DnsBackend, ReplicationBackend, ResourceId, SwitchReport};
-use idns_dns::embedded::EmbeddedServer;
-use idns_dns::powerdns::PowerDnsBackend;
-use idns_dns::rfc2136::Rfc2136Backend;
+use idns_core::{ReplicationBackend, ResourceId, SwitchReport};
+use idns_dns::DnsServers;
 use idns_probe::{Scheduler, SchedulerHandle, SchedulerOptions, probes_for_service, sink_fn};
-use idns_replication::{CommandReplication, ImageReplication, PostgresReplication, Progress};
+use idns_replication::{Progress, Replication};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::api::{ApiState, router, serve};
-use super::config::{DaemonConfig, DnsSpec, ReplicationSpec, ServiceEntry};
+use super::config::{DaemonConfig, ServiceEntry};
 use super::events::stopped;
 use super::service::{DrillHook, ServiceRuntime, summary};
 use crate::report::{self, ReportContext};
@@ -81,7 +79,7 @@ pub type DriverEnd = (String, Result<(), idns_core::Error>);
 pub struct Daemon {
     api_addr: SocketAddr,
     services: Vec<Arc<ServiceRuntime>>,
-    dns_servers: Vec<EmbeddedServer>,
+    dns_servers: Option<DnsServers>,
     dns_addrs: BTreeMap<String, Vec<SocketAddr>>,
     drivers: JoinSet<DriverEnd>,
     schedulers: Vec<(SchedulerHandle, JoinHandle<Result<(), idns_probe::Error>>)>,
@@ -97,9 +95,7 @@ struct Prepared {
     runtime: Arc<ServiceRuntime>,
     driver: Driver,
     events: broadcast::Receiver<idns_core::Event>,
-    replication: Option<Arc<dyn ReplicationBackend>>,
-    image: Option<ImageReplication>,
-    progress: Option<broadcast::Receiver<Progress>>,
+    replication: Option<Replication>,
 }
 
 impl Daemon {
@@ -126,85 +122,28 @@ impl Daemon {
         })?;
 
         // Embedded DNS servers: one per distinct setting, shared by the services that have it.
-        let mut servers: Vec<(String, EmbeddedServer)> = Vec::new();
+        let mut servers = DnsServers::new();
         let mut dns_addrs = BTreeMap::new();
-        for s in &cfg.services {
-            if let DnsSpec::Embedded(c) = &s.dns {
-                let key = serde_json::to_string(c).unwrap_or_default();
-                if !servers.iter().any(|(k, _)| k == &key) {
-                    let server = EmbeddedServer::start(c.clone()).await.map_err(|source| {
-                        StartError::Dns {
-                            service: s.config.name().to_string(),
-                            source,
-                        }
-                    })?;
-                    tracing::info!(
-                        udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(),
-                        zones = ?c.zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
-                        "embedded DNS server listening"
-                    );
-                    servers.push((key.clone(), server));
-                }
-                if let Some((_, server)) = servers.iter().find(|(k, _)| k == &key) {
-                    dns_addrs.insert(s.config.name().to_string(), server.udp_addrs().to_vec());
-                }
-            }
-        }
-
         let mut prepared = Vec::new();
         for entry in &cfg.services {
             let service = entry.config.name().to_string();
-            let dns: Arc<dyn DnsBackend> = match &entry.dns {
-                DnsSpec::Embedded(c) => {
-                    let key = serde_json::to_string(c).unwrap_or_default();
-                    match servers.iter().find(|(k, _)| k == &key) {
-                        Some((_, server)) => Arc::new(server.backend()),
-                        None => {
-                            return Err(StartError::Io {
-                                what: format!("service {service}: embedded DNS server missing"),
-                                source: std::io::Error::other("not started"),
-                            });
-                        }
-                    }
-                }
-                DnsSpec::Rfc2136(c) => Arc::new(Rfc2136Backend::new(c.clone()).map_err(
-                    |source| StartError::Dns {
-                        service: service.clone(),
-                        source,
-                    },
-                )?),
-                DnsSpec::PowerDns(c) => Arc::new(PowerDnsBackend::new(c.clone()).map_err(
-                    |source| StartError::Dns {
-                        service: service.clone(),
-                        source,
-                    },
-                )?),
-            };
-            let (replication, image, progress): (Option<Arc<dyn ReplicationBackend>>, _, _) =
-                match &entry.replication {
-                    ReplicationSpec::None => (None, None, None),
-                    ReplicationSpec::Image(c) => {
-                        let r = ImageReplication::new(c.clone());
-                        let rx = r.subscribe();
-                        (Some(Arc::new(r.clone())), Some(r), Some(rx))
-                    }
-                    ReplicationSpec::Postgres(c) => {
-                        let r = PostgresReplication::new(c.clone());
-                        let rx = r.subscribe();
-                        (Some(Arc::new(r)), None, Some(rx))
-                    }
-                    ReplicationSpec::Command(c) => (
-                        Some(Arc::new(CommandReplication::new(c.clone()))),
-                        None,
-                        None,
-                    ),
-                };
+            let dns = servers
+                .build(&entry.dns)
+                .await
+                .map_err(|source| StartError::Dns {
+                    service: service.clone(),
+                    source,
+                })?;
+            if !dns.udp_addrs().is_empty() {
+                dns_addrs.insert(service.clone(), dns.udp_addrs().to_vec());
+            }
+            let replication = entry.replication.as_ref().map(|r| r.build());
             let store = FileStore::new(&entry.journal);
             let (driver, handle) = Driver::new(
                 entry.config.clone(),
                 Backends {
-                    dns,
-                    replication: replication.clone(),
+                    dns: dns.backend(),
+                    replication: replication.as_ref().map(Replication::backend),
                     store: Arc::new(store.clone()),
                 },
                 DriverOptions::default(),
@@ -228,8 +167,6 @@ impl Daemon {
                 driver,
                 events,
                 replication,
-                image,
-                progress,
             });
         }
 
@@ -267,27 +204,26 @@ impl Daemon {
                 tracing::info!(service = %rt.name(), %observer, "probing");
             }
 
-            if let Some(repl) = p.replication {
+            if let Some(repl) = &p.replication {
                 background.spawn(poll_replication(
                     rt.clone(),
-                    repl,
+                    repl.backend(),
                     cfg.daemon.replication_poll,
                     stop_rx.clone(),
                 ));
-            }
-            if let Some(image) = p.image {
                 for resource in p.entry.config.resources() {
-                    let image = image.clone();
-                    let resource = resource.clone();
-                    background.spawn(async move {
-                        if let Err(e) = image.run_continuous(&resource).await {
-                            tracing::error!(%resource, error = %e, "continuous replication stopped");
-                        }
-                    });
+                    if let Some(work) = repl.background(resource) {
+                        let resource = resource.clone();
+                        background.spawn(async move {
+                            if let Err(e) = work.await {
+                                tracing::error!(%resource, error = %e, "continuous replication stopped");
+                            }
+                        });
+                    }
                 }
-            }
-            if let Some(rx) = p.progress {
-                background.spawn(forward_progress(rt.clone(), rx));
+                if let Some(rx) = repl.subscribe() {
+                    background.spawn(forward_progress(rt.clone(), rx));
+                }
             }
             services.push(rt);
         }
@@ -303,7 +239,7 @@ impl Daemon {
         Ok(Daemon {
             api_addr,
             services,
-            dns_servers: servers.into_iter().map(|(_, s)| s).collect(),
+            dns_servers: Some(servers),
             dns_addrs,
             drivers,
             schedulers,
@@ -373,8 +309,8 @@ impl Daemon {
         }
         self.background.shutdown().await;
         let _ = (&mut self.api).await;
-        for server in self.dns_servers.drain(..) {
-            server.shutdown();
+        if let Some(servers) = self.dns_servers.take() {
+            servers.shutdown();
         }
         tracing::info!("journals saved; stopped");
         result

@@ -20,13 +20,14 @@
 //! A service holds every field `idns_core::ServiceConfig::from_toml` accepts (`name`, `zone`,
 //! `record`, `ttl`, `sites` with their `probes`, `observers`, `policy`, `resources`,
 //! `runbook`, `drill_name`, `seed`), plus:
-//! - `dns`: `backend = "embedded"` (idns-dns's `EmbeddedConfig`; `zones` defaults to the
-//!   service's zone, `state_file` to a file in the journal directory), `"rfc2136"`
-//!   (`Rfc2136Config`: `server`, `zones`, `tsig`, …) or `"powerdns"` (`PowerDnsConfig`);
-//! - `replication`: `backend = "image"` (idns-replication's `ImageSpec`), `"postgres"`
-//!   (`PgSpec`), `"command"` (`CommandSpec`) or `"none"` (the default).
+//! - `dns`: idns-dns's `DnsSpec`, a table tagged by `backend` (`embedded`, `rfc2136`,
+//!   `powerdns`); an embedded server's `zones` default to the service's zone, its `state_file`
+//!   to a file in the journal directory;
+//! - `replication`: idns-replication's `ReplicationSpec`, tagged the same way (`image`,
+//!   `postgres`, `command`), or `backend = "none"` (the default).
 //!
-//! Services whose embedded DNS settings are identical share one server.
+//! The daemon names no backend: each backend crate reads, checks and builds its own. Services
+//! whose embedded DNS settings are identical share one server.
 //!
 //! Relative paths are taken relative to the directory of the configuration file.
 //!
@@ -41,17 +42,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use idns_core::{DnsName, ObserverId, ResourceId, ServiceConfig, ServiceSpec, SiteId};
-use idns_dns::Secret;
-use idns_dns::embedded::EmbeddedConfig;
-use idns_dns::powerdns::PowerDnsConfig;
-use idns_dns::rfc2136::Rfc2136Config;
-use idns_replication::command::{CommandConfig, CommandSpec};
-use idns_replication::image::{ImageConfig, ImageSpec};
-use idns_replication::postgres::{PgConfig, PgSpec};
+use idns_core::{BackendSpec, DnsName, ObserverId, Secret, ServiceConfig, ServiceSpec};
+use idns_dns::{DnsConfig, DnsSpec};
+use idns_replication::{ReplicationConfig, ReplicationSpec};
 use serde::Deserialize;
 
-use super::parse::{Lines, Problem, Problems, join};
+use super::parse::{Lines, Problem, Reader, join};
 
 /// Shortest API token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -90,113 +86,11 @@ pub struct ServiceEntry {
     /// The election's configuration.
     pub config: ServiceConfig,
     /// The DNS backend.
-    pub dns: DnsSpec,
-    /// The replication backend.
-    pub replication: ReplicationSpec,
+    pub dns: DnsConfig,
+    /// The replication backend; `None` for DNS failover only.
+    pub replication: Option<ReplicationConfig>,
     /// The journal file.
     pub journal: PathBuf,
-}
-
-/// Which DNS backend a service uses, with its checked settings.
-#[derive(Debug, Clone)]
-pub enum DnsSpec {
-    /// The embedded authoritative server.
-    Embedded(EmbeddedConfig),
-    /// RFC 2136 dynamic updates signed with TSIG.
-    Rfc2136(Rfc2136Config),
-    /// The PowerDNS HTTP API.
-    PowerDns(PowerDnsConfig),
-}
-
-impl DnsSpec {
-    /// The backend's name as the file spells it.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            DnsSpec::Embedded(_) => "embedded",
-            DnsSpec::Rfc2136(_) => "rfc2136",
-            DnsSpec::PowerDns(_) => "powerdns",
-        }
-    }
-
-    fn zones(&self) -> Vec<String> {
-        match self {
-            DnsSpec::Embedded(c) => c.zones.iter().map(|z| z.name.clone()).collect(),
-            DnsSpec::Rfc2136(c) => c.zones.clone(),
-            DnsSpec::PowerDns(c) => c.zones.clone(),
-        }
-    }
-}
-
-/// Which replication backend a service uses, with its checked settings.
-#[derive(Clone)]
-pub enum ReplicationSpec {
-    /// No replicated data (DNS failover only).
-    None,
-    /// Disk images and file trees.
-    Image(ImageConfig),
-    /// PostgreSQL streaming replication.
-    Postgres(PgConfig),
-    /// User hooks.
-    Command(CommandConfig),
-}
-
-impl ReplicationSpec {
-    /// The backend's name as the file spells it.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            ReplicationSpec::None => "none",
-            ReplicationSpec::Image(_) => "image",
-            ReplicationSpec::Postgres(_) => "postgres",
-            ReplicationSpec::Command(_) => "command",
-        }
-    }
-
-    /// Each resource with its sites.
-    fn resources(&self) -> Vec<(ResourceId, Vec<SiteId>)> {
-        match self {
-            ReplicationSpec::None => Vec::new(),
-            ReplicationSpec::Image(c) => c
-                .resources
-                .iter()
-                .map(|r| {
-                    (
-                        r.id.clone(),
-                        r.sites.iter().map(|s| s.site.clone()).collect(),
-                    )
-                })
-                .collect(),
-            ReplicationSpec::Postgres(c) => c
-                .resources
-                .iter()
-                .map(|r| {
-                    (
-                        r.id.clone(),
-                        r.sites.iter().map(|s| s.site.clone()).collect(),
-                    )
-                })
-                .collect(),
-            ReplicationSpec::Command(c) => c
-                .resources
-                .iter()
-                .map(|r| (r.id.clone(), r.sites.clone()))
-                .collect(),
-        }
-    }
-}
-
-// PostgreSQL settings may hold passwords (`conninfo`): show only what is harmless.
-impl fmt::Debug for ReplicationSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<String> = self
-            .resources()
-            .into_iter()
-            .map(|(r, _)| r.to_string())
-            .collect();
-        f.debug_struct("ReplicationSpec")
-            .field("backend", &self.backend())
-            .field("resources", &ids)
-            .finish()
-    }
 }
 
 /// A configuration that was refused, with every problem found.
@@ -309,9 +203,9 @@ impl DaemonConfig {
                 }],
             }
         })?;
-        let mut p = Problems::new(Lines::of(text));
+        let mut p = Reader::new(Lines::of(text));
         let result = check(&mut p, root, base);
-        let mut problems = p.list;
+        let mut problems = p.finish();
         if problems.is_empty() {
             if let Some(cfg) = result {
                 return Ok(cfg);
@@ -340,25 +234,10 @@ impl DaemonConfig {
             list(&self.daemon.observers)
         );
         for s in &self.services {
-            let dns = match &s.dns {
-                DnsSpec::Embedded(c) => format!(
-                    "embedded DNS on {}",
-                    c.listen
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                DnsSpec::Rfc2136(c) => format!("RFC 2136 updates to {}", c.server),
-                DnsSpec::PowerDns(c) => format!("PowerDNS API at {}", c.api_url),
-            };
+            let dns = &s.dns;
             let repl = match &s.replication {
-                ReplicationSpec::None => "no replication".to_owned(),
-                other => format!(
-                    "{} replication of {}",
-                    other.backend(),
-                    list(s.config.resources())
-                ),
+                None => "no replication".to_owned(),
+                Some(r) => r.to_string(),
             };
             let sites: Vec<String> = s
                 .config
@@ -390,7 +269,7 @@ fn resolve(base: &Path, p: &mut PathBuf) {
     }
 }
 
-fn check(p: &mut Problems, mut root: toml::Table, base: &Path) -> Option<DaemonConfig> {
+fn check(p: &mut Reader, mut root: toml::Table, base: &Path) -> Option<DaemonConfig> {
     let daemon = root.remove("daemon");
     let services = root.remove("services");
     for key in root.keys() {
@@ -447,7 +326,7 @@ fn check(p: &mut Problems, mut root: toml::Table, base: &Path) -> Option<DaemonC
     complete.then_some(DaemonConfig { daemon, services })
 }
 
-fn check_daemon(p: &mut Problems, v: toml::Value, base: &Path) -> Option<DaemonSettings> {
+fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSettings> {
     let spec: DaemonSpec = p.take(v, "daemon")?;
     let mut ok = true;
     let mut journal_dir = spec.journal_dir;
@@ -557,7 +436,7 @@ fn check_daemon(p: &mut Problems, v: toml::Value, base: &Path) -> Option<DaemonS
 }
 
 fn check_service(
-    p: &mut Problems,
+    p: &mut Reader,
     i: usize,
     v: toml::Value,
     daemon: Option<&DaemonSettings>,
@@ -610,7 +489,7 @@ fn check_service(
     };
     let replication = match replication {
         Some(v) => check_replication(p, &path, v, base),
-        None => Some(ReplicationSpec::None),
+        None => Some(None),
     };
 
     let (config, dns, replication) = (config?, dns?, replication?);
@@ -618,18 +497,14 @@ fn check_service(
 
     // The DNS backend must serve the service's zone.
     let zones = dns.zones();
-    let served = zones
-        .iter()
-        .filter_map(|z| DnsName::try_from(z.as_str()).ok())
-        .any(|z| &z == config.zone());
-    if !served {
+    if !zones.contains(config.zone()) {
         p.push(
             join(&path, "zone"),
             config.zone(),
             format!(
                 "is not among the zones of the {} DNS backend ({})",
                 dns.backend(),
-                zones.join(", ")
+                list(&zones)
             ),
         );
         ok = false;
@@ -653,7 +528,7 @@ fn check_service(
         ok = false;
     }
 
-    ok &= check_resources(p, &path, &config, &replication);
+    ok &= check_resources(p, &path, &config, replication.as_ref());
 
     let journal = daemon
         .map(|d| d.journal_dir.join(format!("{}.json", config.name())))
@@ -667,7 +542,7 @@ fn check_service(
 }
 
 /// Splits `backend = "…"` off a backend table.
-fn backend_of(p: &mut Problems, path: &str, v: toml::Value) -> Option<(String, toml::Table)> {
+fn backend_of(p: &mut Reader, path: &str, v: toml::Value) -> Option<(String, toml::Table)> {
     let mut table = match v {
         toml::Value::Table(t) => t,
         other => {
@@ -697,165 +572,92 @@ fn backend_of(p: &mut Problems, path: &str, v: toml::Value) -> Option<(String, t
 }
 
 fn check_dns(
-    p: &mut Problems,
+    p: &mut Reader,
     service: &str,
     v: toml::Value,
     zone: Option<&str>,
     daemon: Option<&DaemonSettings>,
     base: &Path,
-) -> Option<DnsSpec> {
+) -> Option<DnsConfig> {
     let path = join(service, "dns");
-    let (backend, mut table) = backend_of(p, &path, v)?;
-    let (spec, check) = match backend.as_str() {
-        "embedded" => {
-            if !table.contains_key("zones")
-                && let Some(z) = zone
-            {
-                let mut t = toml::Table::new();
-                t.insert("name".into(), toml::Value::String(z.to_owned()));
-                table.insert(
-                    "zones".into(),
-                    toml::Value::Array(vec![toml::Value::Table(t)]),
-                );
-            }
-            let mut c: EmbeddedConfig = p.take(toml::Value::Table(table), &path)?;
-            match &mut c.state_file {
-                Some(f) => resolve(base, f),
-                None => {
-                    if let Some(d) = daemon {
-                        let name: String = c
-                            .listen
-                            .iter()
-                            .map(|a| {
-                                a.to_string()
-                                    .chars()
-                                    .map(|ch| {
-                                        if ch.is_ascii_alphanumeric() || ch == '.' {
-                                            ch
-                                        } else {
-                                            '_'
-                                        }
-                                    })
-                                    .collect::<String>()
-                            })
-                            .collect::<Vec<_>>()
-                            .join("+");
-                        c.state_file = Some(d.journal_dir.join(format!("dns-{name}.json")));
-                    }
-                }
-            }
-            let check = c.validate();
-            (DnsSpec::Embedded(c), check)
-        }
-        "rfc2136" => {
-            let c: Rfc2136Config = p.take(toml::Value::Table(table), &path)?;
-            let check = c.validate();
-            (DnsSpec::Rfc2136(c), check)
-        }
-        "powerdns" => {
-            let c: PowerDnsConfig = p.take(toml::Value::Table(table), &path)?;
-            let check = c.validate();
-            (DnsSpec::PowerDns(c), check)
-        }
-        other => {
-            p.push(
-                join(&path, "backend"),
-                other,
-                "is not a DNS backend: expected embedded, rfc2136 or powerdns",
-            );
-            return None;
-        }
-    };
-    match check {
-        Ok(()) => Some(spec),
-        Err(e) => {
-            p.extend(&path, e);
-            None
-        }
+    let mut spec: DnsSpec = read_backend(p, &path, v, &[])??;
+    if let Some(z) = zone.and_then(|z| DnsName::try_from(z).ok()) {
+        spec.default_zone(&z);
     }
+    spec.resolve_paths(base);
+    if let Some(d) = daemon {
+        spec.default_state_dir(&d.journal_dir);
+    }
+    DnsConfig::try_from(spec)
+        .map_err(|e| p.extend(&path, e))
+        .ok()
 }
 
 fn check_replication(
-    p: &mut Problems,
+    p: &mut Reader,
     service: &str,
     v: toml::Value,
     base: &Path,
-) -> Option<ReplicationSpec> {
+) -> Option<Option<ReplicationConfig>> {
     let path = join(service, "replication");
-    let (backend, table) = backend_of(p, &path, v)?;
-    let result = match backend.as_str() {
-        "none" => {
-            for key in table.keys() {
-                p.push(
-                    join(&path, key),
-                    "",
-                    "unknown key (backend \"none\" takes none)",
-                );
-            }
-            return table.is_empty().then_some(ReplicationSpec::None);
-        }
-        "image" => {
-            let mut spec: ImageSpec = p.take(toml::Value::Table(table), &path)?;
-            for r in &mut spec.resources {
-                for s in &mut r.sites {
-                    resolve(base, &mut s.root);
-                    if let Some(l) = &mut s.live {
-                        resolve(base, l);
-                    }
-                }
-            }
-            ImageConfig::try_from(spec).map(ReplicationSpec::Image)
-        }
-        "postgres" => {
-            let mut spec: PgSpec = p.take(toml::Value::Table(table), &path)?;
-            resolve(base, &mut spec.save_dir);
-            if let Some(f) = &mut spec.state_file {
-                resolve(base, f);
-            }
-            PgConfig::try_from(spec).map(ReplicationSpec::Postgres)
-        }
-        "command" => {
-            let mut spec: CommandSpec = p.take(toml::Value::Table(table), &path)?;
-            if let Some(f) = &mut spec.state_file {
-                resolve(base, f);
-            }
-            for r in &mut spec.resources {
-                if let Some(d) = &mut r.dir {
-                    resolve(base, d);
-                }
-            }
-            CommandConfig::try_from(spec).map(ReplicationSpec::Command)
-        }
-        other => {
-            p.push(
-                join(&path, "backend"),
-                other,
-                "is not a replication backend: expected image, postgres, command or none",
-            );
-            return None;
-        }
+    let Some(mut spec) = read_backend::<ReplicationSpec>(p, &path, v, &["none"])? else {
+        return Some(None);
     };
-    match result {
-        Ok(spec) => Some(spec),
-        Err(e) => {
-            p.extend(&path, e);
-            None
+    spec.resolve_paths(base);
+    ReplicationConfig::try_from(spec)
+        .map(Some)
+        .map_err(|e| p.extend(&path, e))
+        .ok()
+}
+
+/// Reads a backend table, `{ backend = "…", <its settings> }`, at `path`: `Some(None)` for one
+/// of the `absent` names (which take no settings), `None` when it cannot be read.
+fn read_backend<T: BackendSpec>(
+    p: &mut Reader,
+    path: &str,
+    v: toml::Value,
+    absent: &[&str],
+) -> Option<Option<T>> {
+    let (backend, table) = backend_of(p, path, v)?;
+    if absent.contains(&backend.as_str()) {
+        for key in table.keys() {
+            p.push(
+                join(path, key),
+                "",
+                format!("unknown key (backend \"{backend}\" takes none)"),
+            );
         }
+        return table.is_empty().then_some(None);
     }
+    if !T::BACKENDS.contains(&backend.as_str()) {
+        let names: Vec<&str> = T::BACKENDS.iter().chain(absent).copied().collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        p.push(
+            join(path, "backend"),
+            backend,
+            format!("is not a {}: expected {expected}", T::KIND),
+        );
+        return None;
+    }
+    p.take_backend(&backend, toml::Value::Table(table), path)
+        .map(Some)
 }
 
 /// The service's consistency group and the replication backend's resources must match, and
 /// every resource must live at every site of the service.
 fn check_resources(
-    p: &mut Problems,
+    p: &mut Reader,
     path: &str,
     cfg: &ServiceConfig,
-    replication: &ReplicationSpec,
+    replication: Option<&ReplicationConfig>,
 ) -> bool {
-    let before = p.list.len();
-    let backend = replication.resources();
+    let before = p.count();
     let rpath = join(path, "replication");
-    if matches!(replication, ReplicationSpec::None) {
+    let Some(replication) = replication else {
         if !cfg.resources().is_empty() {
             p.push(
                 rpath,
@@ -866,8 +668,9 @@ fn check_resources(
                 ),
             );
         }
-        return p.list.len() == before;
-    }
+        return p.count() == before;
+    };
+    let backend = replication.resources();
     if cfg.resources().is_empty() {
         p.push(
             join(path, "resources"),
@@ -877,7 +680,7 @@ fn check_resources(
         );
     }
     for (k, r) in cfg.resources().iter().enumerate() {
-        if !backend.iter().any(|(id, _)| id == r) {
+        if !backend.iter().any(|b| &b.id == r) {
             p.push(
                 format!("{path}.resources[{k}]"),
                 r,
@@ -888,16 +691,16 @@ fn check_resources(
             );
         }
     }
-    for (j, (id, sites)) in backend.iter().enumerate() {
+    for (j, placed) in backend.iter().enumerate() {
         let at = format!("{rpath}.resources[{j}]");
-        if !cfg.resources().contains(id) {
+        if !cfg.resources().contains(&placed.id) {
             p.push(
                 join(&at, "id"),
-                id,
+                &placed.id,
                 "is not in the service's resources (its consistency group)",
             );
         }
-        for (k, s) in sites.iter().enumerate() {
+        for (k, s) in placed.sites.iter().enumerate() {
             if cfg.site(s).is_none() {
                 p.push(
                     format!("{at}.sites[{k}]"),
@@ -910,7 +713,7 @@ fn check_resources(
             }
         }
         for site in cfg.sites() {
-            if !sites.contains(&site.id) {
+            if !placed.sites.contains(&site.id) {
                 p.push(
                     join(&at, "sites"),
                     "",
@@ -918,24 +721,18 @@ fn check_resources(
                 );
             }
         }
-    }
-    if let ReplicationSpec::Image(c) = replication {
-        for (j, r) in c.resources.iter().enumerate() {
-            if cfg.site(&r.home).is_none() {
-                p.push(
-                    format!("{rpath}.resources[{j}].home"),
-                    &r.home,
-                    "is not a site of this service",
-                );
-            }
+        if let Some(home) = &placed.home
+            && cfg.site(home).is_none()
+        {
+            p.push(join(&at, "home"), home, "is not a site of this service");
         }
     }
-    p.list.len() == before
+    p.count() == before
 }
 
 /// Checks between services and the daemon: unique names, embedded DNS servers that share an
 /// address share their settings too, and nothing else listens where the API does.
-fn check_across(p: &mut Problems, daemon: Option<&DaemonSettings>, services: &[ServiceEntry]) {
+fn check_across(p: &mut Reader, daemon: Option<&DaemonSettings>, services: &[ServiceEntry]) {
     let mut names: BTreeMap<&DnsName, usize> = BTreeMap::new();
     for (i, s) in services.iter().enumerate() {
         if let Some(j) = names.insert(s.config.name(), i) {
@@ -946,12 +743,10 @@ fn check_across(p: &mut Problems, daemon: Option<&DaemonSettings>, services: &[S
             );
         }
     }
-    let mut bound: BTreeMap<SocketAddr, (usize, &EmbeddedConfig)> = BTreeMap::new();
+    let mut bound: BTreeMap<SocketAddr, (usize, &DnsConfig)> = BTreeMap::new();
     for (i, s) in services.iter().enumerate() {
-        let DnsSpec::Embedded(c) = &s.dns else {
-            continue;
-        };
-        for (k, a) in c.listen.iter().enumerate() {
+        let c = &s.dns;
+        for (k, a) in c.listen().iter().enumerate() {
             if a.port() == 0 {
                 continue;
             }
@@ -965,7 +760,7 @@ fn check_across(p: &mut Problems, daemon: Option<&DaemonSettings>, services: &[S
                 );
             }
             match bound.get(a) {
-                Some((j, other)) if *other != c => p.push(
+                Some((j, other)) if !other.shares_server_with(c) => p.push(
                     format!("services[{i}].dns.listen[{k}]"),
                     a,
                     format!(
@@ -1039,12 +834,15 @@ probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
             s.journal,
             Path::new("/srv/idns/state/www.example.test.json")
         );
-        let DnsSpec::Embedded(e) = &s.dns else {
+        let DnsConfig::Embedded(e) = &s.dns else {
             panic!("embedded expected");
         };
-        assert_eq!(e.zones[0].name, "example.test");
         assert_eq!(
-            e.state_file.as_deref(),
+            e.zones().map(ToString::to_string).collect::<Vec<_>>(),
+            ["example.test"]
+        );
+        assert_eq!(
+            e.state_file(),
             Some(Path::new("/srv/idns/state/dns-127.0.0.1_5354.json"))
         );
         assert!(!format!("{cfg:?}").contains("0123456789abcdef-token"));

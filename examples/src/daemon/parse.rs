@@ -1,15 +1,18 @@
 //! Reading a TOML document so that *every* problem is found, not only the first.
 //!
 //! serde stops at the first error. The daemon's configuration is read unit by unit (the daemon
-//! table, each service, each backend), and each unit with [`Problems::take`]: on an error the
+//! table, each service, each backend), and each unit with [`Reader::take`]: on an error the
 //! offending key is noted with its full path, removed, and the unit is read again, so an
-//! unknown key, a wrong type and a bad value in the same table are all reported. Each problem
-//! carries the line it is on, from a second, span-keeping parse of the text.
+//! unknown key, a wrong type and a bad value in the same table are all reported. The problems
+//! are collected in idns-core's [`Problems`]; each is given the line it is on at the end, from
+//! a second, span-keeping parse of the text.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use idns_core::{BackendSpec, ConfigError, Problems};
 use serde::de::DeserializeOwned;
+use serde_path_to_error::{Deserializer as Tracked, Track};
 use toml::de::{DeTable, DeValue};
 
 /// Keys whose values are secrets: an error about them never shows the value.
@@ -128,25 +131,51 @@ fn render(base: &str, segs: &[Seg]) -> String {
     out
 }
 
-/// Collects the problems of one configuration file.
+/// Reads the units of one configuration file, collecting every problem.
 #[derive(Debug, Default)]
-pub(crate) struct Problems {
-    pub(crate) list: Vec<Problem>,
+pub(crate) struct Reader {
+    problems: Problems,
     lines: Lines,
     /// Paths of keys that had a problem while being read (removed or given a placeholder).
     tainted: Vec<String>,
 }
 
-impl Problems {
+/// A deserialisation that keeps the path of the field that failed.
+type Tracking<T> = Result<T, serde_path_to_error::Error<toml::de::Error>>;
+
+impl Reader {
     pub(crate) fn new(lines: Lines) -> Self {
         Self {
-            list: Vec::new(),
+            problems: Problems::new(),
             lines,
             tainted: Vec::new(),
         }
     }
 
-    /// Records a problem at `path`.
+    /// How many problems were found so far.
+    pub(crate) fn count(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// Every problem found, each with its line, in the order found.
+    pub(crate) fn finish(self) -> Vec<Problem> {
+        let lines = self.lines;
+        match self.problems.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .errors
+                .into_iter()
+                .map(|e| Problem {
+                    line: lines.find(&e.path),
+                    path: e.path,
+                    value: e.value,
+                    problem: e.problem,
+                })
+                .collect(),
+        }
+    }
+
+    /// Records a problem at `path` (its value not shown when the key holds a secret).
     pub(crate) fn push(
         &mut self,
         path: impl Into<String>,
@@ -154,24 +183,17 @@ impl Problems {
         problem: impl Into<String>,
     ) {
         let path = path.into();
-        let line = self.lines.find(&path);
-        let value = if is_secret_path(&path) {
-            String::new()
+        if is_secret_path(&path) {
+            self.problems.push(path, "", problem);
         } else {
-            value.to_string()
-        };
-        self.list.push(Problem {
-            path,
-            value,
-            problem: problem.into(),
-            line,
-        });
+            self.problems.push(path, value, problem);
+        }
     }
 
     /// Records the problems a validator found, their paths under `prefix`; those about keys
     /// that already had a problem while being read are dropped (they would only repeat it,
     /// or complain about a placeholder).
-    pub(crate) fn extend(&mut self, prefix: &str, errors: idns_core::ConfigError) {
+    pub(crate) fn extend(&mut self, prefix: &str, errors: ConfigError) {
         for e in errors.errors {
             let path = if e.path.starts_with("line ") || e.path == "(document)" {
                 prefix.to_owned()
@@ -185,17 +207,43 @@ impl Problems {
         }
     }
 
-    /// Reads `value` as a `T`, recording every problem found under `path`.
+    /// Reads `value` as a `T`, recording every problem found under `path` (see
+    /// [`take_with`](Self::take_with)).
+    pub(crate) fn take<T: DeserializeOwned>(
+        &mut self,
+        value: toml::Value,
+        path: &str,
+    ) -> Option<T> {
+        self.take_with(value, path, |v| serde_path_to_error::deserialize(v))
+    }
+
+    /// Reads the settings of the backend named `backend` (`value` is its table without the
+    /// `backend` field) as a `T`, recording every problem found under `path`.
+    pub(crate) fn take_backend<T: BackendSpec>(
+        &mut self,
+        backend: &str,
+        value: toml::Value,
+        path: &str,
+    ) -> Option<T> {
+        self.take_with(value, path, |v| {
+            let mut track = Track::new();
+            T::deserialize_backend(backend, Tracked::new(v, &mut track))
+                .map_err(|e| serde_path_to_error::Error::new(track.path(), e))
+        })
+    }
+
+    /// Reads `value` with `read`, recording every problem found under `path`.
     ///
     /// After each problem the offending key is removed (it takes its default) and the value is
     /// read again, so every problem of the unit is found. A required key that is missing or
     /// wrong gets a placeholder of whatever type fits, only to read on; its path is marked
     /// tainted, and validators' complaints about tainted paths are dropped (see
     /// [`extend`](Self::extend)). Returns `None` only when the unit cannot be read at all.
-    pub(crate) fn take<T: DeserializeOwned>(
+    fn take_with<T>(
         &mut self,
         mut value: toml::Value,
         path: &str,
+        read: impl Fn(toml::Value) -> Tracking<T>,
     ) -> Option<T> {
         let mut removed: Vec<Vec<Seg>> = Vec::new();
         // The placeholder being tried for a required key, and the next candidate.
@@ -203,7 +251,7 @@ impl Problems {
         // Each round removes a key or tries one of a few placeholders, so this ends; the
         // bound only guards against a bug.
         for _ in 0..1024 {
-            let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            let err = match read(value.clone()) {
                 Ok(t) => return Some(t),
                 Err(e) => e,
             };
@@ -400,9 +448,9 @@ mod tests {
 
     fn problems(text: &str) -> (Option<Outer>, Vec<String>) {
         let value: toml::Value = toml::from_str(text).unwrap();
-        let mut p = Problems::new(Lines::of(text));
+        let mut p = Reader::new(Lines::of(text));
         let out = p.take::<Outer>(value, "");
-        (out, p.list.iter().map(ToString::to_string).collect())
+        (out, p.finish().iter().map(ToString::to_string).collect())
     }
 
     #[test]

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::config::ValidZone;
+use super::dynamic_ttl::{TtlAdvisor, TtlBounds, TtlMode};
 use super::fast::SnapshotCell;
-use super::ttl::{TtlAdvisor, TtlBounds, TtlMode};
-use super::zone::{Entry, Snapshot, ZoneState, ttl_secs};
+use super::zone::{Entry, Snapshot, ZoneState};
 use crate::propagation::PropagationChecker;
 
 /// The records and epochs of every zone, changed under a lock.
@@ -202,12 +202,7 @@ impl Shared {
                 change.name
             )));
         }
-        let Some(ttl) = ttl_secs(change.ttl) else {
-            return Err(BackendError::Invalid(format!(
-                "TTL {:?} is not a whole number of seconds up to 2^31 - 1",
-                change.ttl
-            )));
-        };
+        let ttl = crate::Ttl::try_from(change.ttl)?.as_secs();
         if change.records == RecordSet::Alias(change.name.clone()) {
             return Err(BackendError::Invalid(format!(
                 "{} cannot be an alias of itself",

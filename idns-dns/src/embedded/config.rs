@@ -1,37 +1,42 @@
-//! Configuration of the embedded authoritative server.
+//! Configuration of the embedded authoritative server: what is written ([`EmbeddedSpec`]) and
+//! what is validated ([`EmbeddedConfig`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use idns_core::{ConfigError, DnsName, FieldError};
+use idns_core::{ConfigError, DnsName, Problems};
 use serde::{Deserialize, Serialize};
 
-use super::ttl::{DynamicTtl, TtlBounds};
+use super::dynamic_ttl::{DynamicTtl, TtlBounds};
+use crate::ttl::Ttl;
 
-/// How the embedded server listens and which zones it serves.
+/// How the embedded server listens and which zones it serves, as written in a configuration
+/// file; [`EmbeddedConfig::try_from`] checks it.
 ///
 /// ```
-/// use idns_dns::embedded::EmbeddedConfig;
+/// use idns_dns::embedded::{EmbeddedConfig, EmbeddedSpec};
 ///
-/// let config: EmbeddedConfig = toml::from_str(r#"
+/// let spec: EmbeddedSpec = toml::from_str(r#"
 ///     listen = ["127.0.0.1:5353"]
 ///     [[zones]]
 ///     name = "example.com"
 ///     nameservers = [{ name = "ns1.example.com", addresses = ["127.0.0.1"] }]
 /// "#)?;
-/// config.validate()?;
+/// let config = EmbeddedConfig::try_from(spec)?;
+/// assert_eq!(config.listen(), ["127.0.0.1:5353".parse()?]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmbeddedConfig {
+pub struct EmbeddedSpec {
     /// Addresses to serve on, each over UDP and TCP; port 0 lets the system pick a free port
     /// (the same one for UDP and TCP). Default `127.0.0.1:53`.
     #[serde(default = "defaults::listen")]
     pub listen: Vec<SocketAddr>,
-    /// The zones served; at least one.
-    pub zones: Vec<ZoneConfig>,
+    /// The zones served; at least one (see [`default_zone`](Self::default_zone)).
+    #[serde(default)]
+    pub zones: Vec<ZoneSpec>,
     /// UDP worker threads per listen address, each with its own socket (`SO_REUSEPORT`);
     /// 0 means one per CPU core.
     #[serde(default)]
@@ -57,15 +62,15 @@ pub struct EmbeddedConfig {
     pub dynamic_ttl: Option<DynamicTtl>,
 }
 
-/// One zone of the embedded server.
+/// One zone of the embedded server, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
+pub struct ZoneSpec {
     /// The zone's name, e.g. `example.com`.
     pub name: String,
     /// The zone's name servers (its NS records); default one, `ns1.<zone>`, without address.
     #[serde(default)]
-    pub nameservers: Vec<NameServerConfig>,
+    pub nameservers: Vec<NameServerSpec>,
     /// The SOA's responsible mailbox as a name (default `hostmaster.<zone>`).
     #[serde(default)]
     pub hostmaster: Option<String>,
@@ -81,10 +86,11 @@ pub struct ZoneConfig {
     pub serial: Option<u32>,
 }
 
-/// A name server of a zone: its NS record, and its addresses when it lies inside the zone.
+/// A name server of a zone, as written: its NS record, and its addresses when it lies inside
+/// the zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NameServerConfig {
+pub struct NameServerSpec {
     /// The server's host name.
     pub name: String,
     /// Its addresses, served as A/AAAA records when the name lies inside the zone.
@@ -115,12 +121,12 @@ mod defaults {
     }
 }
 
-impl EmbeddedConfig {
+impl EmbeddedSpec {
     /// A configuration serving `zones` (with default name servers) on `listen`.
     pub fn new(listen: Vec<SocketAddr>, zones: &[DnsName]) -> Self {
         Self {
             listen,
-            zones: zones.iter().map(|z| ZoneConfig::new(z.as_str())).collect(),
+            zones: zones.iter().map(|z| ZoneSpec::new(z.as_str())).collect(),
             udp_threads: 0,
             max_udp_payload: defaults::max_udp_payload(),
             max_tcp_connections: defaults::max_tcp_connections(),
@@ -130,167 +136,49 @@ impl EmbeddedConfig {
         }
     }
 
-    /// Checks every field; the error lists every problem with its field path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validated().map(|_| ())
+    /// Serves `zone` when no zone is listed (a service's own zone, say).
+    pub fn default_zone(&mut self, zone: &DnsName) {
+        if self.zones.is_empty() {
+            self.zones.push(ZoneSpec::new(zone.as_str()));
+        }
     }
 
-    pub(crate) fn validated(&self) -> Result<Vec<ValidZone>, ConfigError> {
-        let mut errors = Vec::new();
-        let mut push = |path: String, value: String, problem: &str| {
-            errors.push(FieldError {
-                path,
-                value,
-                problem: problem.to_owned(),
-            });
-        };
-        if self.listen.is_empty() {
-            push("listen".into(), String::new(), "needs at least one address");
+    /// Keeps the state in `dir` when no state file is named: one file per set of listen
+    /// addresses, `dns-127.0.0.1_5353.json`, so servers on other addresses never share one.
+    pub fn default_state_dir(&mut self, dir: &Path) {
+        if self.state_file.is_some() {
+            return;
         }
-        for (i, a) in self.listen.iter().enumerate() {
-            if self.listen[..i].contains(a) && a.port() != 0 {
-                push(format!("listen[{i}]"), a.to_string(), "is listed twice");
-            }
-        }
-        if self.zones.is_empty() {
-            push("zones".into(), String::new(), "needs at least one zone");
-        }
-        if !(512..=4096).contains(&self.max_udp_payload) {
-            push(
-                "max_udp_payload".into(),
-                self.max_udp_payload.to_string(),
-                "must be between 512 and 4096",
-            );
-        }
-        if self.max_tcp_connections == 0 {
-            push(
-                "max_tcp_connections".into(),
-                "0".into(),
-                "must be at least 1",
-            );
-        }
-        if self.tcp_idle_timeout.is_zero() {
-            push(
-                "tcp_idle_timeout".into(),
-                "0s".into(),
-                "must be longer than zero",
-            );
-        }
-        let dynamic_ttl = self
-            .dynamic_ttl
-            .and_then(|d| d.check("dynamic_ttl", &mut errors));
-        let mut push = |path: String, value: String, problem: &str| {
-            errors.push(FieldError {
-                path,
-                value,
-                problem: problem.to_owned(),
-            });
-        };
-        let mut zones = Vec::new();
-        for (i, z) in self.zones.iter().enumerate() {
-            let path = format!("zones[{i}]");
-            let name = match DnsName::try_from(z.name.as_str()) {
-                Ok(n) => n,
-                Err(e) => {
-                    push(format!("{path}.name"), z.name.clone(), e.problem);
-                    continue;
-                }
-            };
-            if zones.iter().any(|v: &ValidZone| v.name == name) {
-                push(format!("{path}.name"), z.name.clone(), "is listed twice");
-            }
-            let mut nameservers = Vec::new();
-            if z.nameservers.is_empty() {
-                match name.prepend("ns1") {
-                    Ok(n) => nameservers.push((n, Vec::new())),
-                    Err(e) => push(
-                        format!("{path}.nameservers"),
-                        String::new(),
-                        &format!("the default ns1.{name} is not a valid name: {}", e.problem),
-                    ),
-                }
-            }
-            for (j, ns) in z.nameservers.iter().enumerate() {
-                match DnsName::try_from(ns.name.as_str()) {
-                    Ok(n) => {
-                        if !ns.addresses.is_empty() && !n.is_within(&name) {
-                            push(
-                                format!("{path}.nameservers[{j}].addresses"),
-                                ns.name.clone(),
-                                "addresses can only be served for a name inside the zone",
-                            );
+        let name: Vec<String> = self
+            .listen
+            .iter()
+            .map(|a| {
+                a.to_string()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' {
+                            c
+                        } else {
+                            '_'
                         }
-                        nameservers.push((n, ns.addresses.clone()));
-                    }
-                    Err(e) => push(
-                        format!("{path}.nameservers[{j}].name"),
-                        ns.name.clone(),
-                        e.problem,
-                    ),
-                }
-            }
-            let hostmaster = match &z.hostmaster {
-                Some(h) => match DnsName::try_from(h.as_str()) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        push(format!("{path}.hostmaster"), h.clone(), e.problem);
-                        None
-                    }
-                },
-                None => match name.prepend("hostmaster") {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        push(
-                            format!("{path}.hostmaster"),
-                            String::new(),
-                            &format!("the default hostmaster.{name} is not valid: {}", e.problem),
-                        );
-                        None
-                    }
-                },
-            };
-            for (field, d) in [("soa_ttl", z.soa_ttl), ("negative_ttl", z.negative_ttl)] {
-                if d.subsec_nanos() != 0 || d.as_secs() > 0x7fff_ffff {
-                    push(
-                        format!("{path}.{field}"),
-                        humantime::format_duration(d).to_string(),
-                        "must be whole seconds, at most 2^31 - 1",
-                    );
-                }
-            }
-            let Some(hostmaster) = hostmaster else {
-                continue;
-            };
-            zones.push(ValidZone {
-                name,
-                nameservers,
-                hostmaster,
-                soa_ttl: secs(z.soa_ttl),
-                negative_ttl: secs(z.negative_ttl),
-                serial: z.serial,
-                dynamic_ttl,
-            });
-        }
-        for (i, a) in zones.iter().enumerate() {
-            for b in &zones[i + 1..] {
-                if a.name != b.name && (a.name.is_within(&b.name) || b.name.is_within(&a.name)) {
-                    push(
-                        "zones".into(),
-                        format!("{} and {}", a.name, b.name),
-                        "one zone lies inside the other; serve the parent only",
-                    );
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(zones)
-        } else {
-            Err(ConfigError { errors })
+                    })
+                    .collect()
+            })
+            .collect();
+        self.state_file = Some(dir.join(format!("dns-{}.json", name.join("+"))));
+    }
+
+    /// Takes a relative `state_file` relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = &mut self.state_file
+            && f.is_relative()
+        {
+            *f = base.join(&*f);
         }
     }
 }
 
-impl ZoneConfig {
+impl ZoneSpec {
     /// A zone with default name server, SOA values and serial.
     pub fn new(name: &str) -> Self {
         Self {
@@ -304,22 +192,197 @@ impl ZoneConfig {
     }
 }
 
-fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs())
-        .unwrap_or(u32::MAX)
-        .min(0x7fff_ffff)
+/// A checked configuration of the embedded server: built only from an [`EmbeddedSpec`], so
+/// every value in it is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) zones: Vec<ValidZone>,
+    pub(crate) udp_threads: usize,
+    pub(crate) max_udp_payload: u16,
+    pub(crate) max_tcp_connections: usize,
+    pub(crate) tcp_idle_timeout: Duration,
+    pub(crate) state_file: Option<PathBuf>,
+}
+
+impl EmbeddedConfig {
+    /// A server of `zones` (with default name servers and SOA values) on `listen`.
+    pub fn new(listen: Vec<SocketAddr>, zones: &[DnsName]) -> Result<Self, ConfigError> {
+        EmbeddedSpec::new(listen, zones).try_into()
+    }
+
+    /// The addresses served, over UDP and TCP.
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The zones served.
+    pub fn zones(&self) -> impl Iterator<Item = &DnsName> {
+        self.zones.iter().map(|z| &z.name)
+    }
+
+    /// The file that keeps the published records across restarts.
+    pub fn state_file(&self) -> Option<&Path> {
+        self.state_file.as_deref()
+    }
+}
+
+impl TryFrom<EmbeddedSpec> for EmbeddedConfig {
+    type Error = ConfigError;
+
+    /// Checks every field; the error lists every problem with its field path.
+    fn try_from(spec: EmbeddedSpec) -> Result<Self, ConfigError> {
+        let mut p = Problems::new();
+        if spec.listen.is_empty() {
+            p.push("listen", "", "needs at least one address");
+        }
+        for (i, a) in spec.listen.iter().enumerate() {
+            if spec.listen[..i].contains(a) && a.port() != 0 {
+                p.push(format!("listen[{i}]"), a, "is listed twice");
+            }
+        }
+        if spec.zones.is_empty() {
+            p.push("zones", "", "needs at least one zone");
+        }
+        if !(512..=4096).contains(&spec.max_udp_payload) {
+            p.push(
+                "max_udp_payload",
+                spec.max_udp_payload,
+                "must be between 512 and 4096",
+            );
+        }
+        if spec.max_tcp_connections == 0 {
+            p.push("max_tcp_connections", "0", "must be at least 1");
+        }
+        if spec.tcp_idle_timeout.is_zero() {
+            p.push("tcp_idle_timeout", "0s", "must be longer than zero");
+        }
+        let dynamic_ttl = spec
+            .dynamic_ttl
+            .and_then(|d| d.check("dynamic_ttl", &mut p));
+        let mut zones: Vec<ValidZone> = Vec::new();
+        for (i, z) in spec.zones.iter().enumerate() {
+            if let Some(zone) = ValidZone::parse(&mut p, &format!("zones[{i}]"), z, dynamic_ttl) {
+                if zones.iter().any(|v| v.name == zone.name) {
+                    p.push(format!("zones[{i}].name"), &z.name, "is listed twice");
+                }
+                zones.push(zone);
+            }
+        }
+        for (i, a) in zones.iter().enumerate() {
+            for b in &zones[i + 1..] {
+                if a.name != b.name && (a.name.is_within(&b.name) || b.name.is_within(&a.name)) {
+                    p.push(
+                        "zones",
+                        format!("{} and {}", a.name, b.name),
+                        "one zone lies inside the other; serve the parent only",
+                    );
+                }
+            }
+        }
+        p.finish_with(EmbeddedConfig {
+            listen: spec.listen,
+            zones,
+            udp_threads: spec.udp_threads,
+            max_udp_payload: spec.max_udp_payload,
+            max_tcp_connections: spec.max_tcp_connections,
+            tcp_idle_timeout: spec.tcp_idle_timeout,
+            state_file: spec.state_file,
+        })
+    }
 }
 
 /// A zone whose configuration has been checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ValidZone {
     pub(crate) name: DnsName,
     pub(crate) nameservers: Vec<(DnsName, Vec<IpAddr>)>,
     pub(crate) hostmaster: DnsName,
-    pub(crate) soa_ttl: u32,
-    pub(crate) negative_ttl: u32,
+    pub(crate) soa_ttl: Ttl,
+    pub(crate) negative_ttl: Ttl,
     pub(crate) serial: Option<u32>,
     pub(crate) dynamic_ttl: Option<TtlBounds>,
+}
+
+impl ValidZone {
+    /// Checks the zone `z` written at `path`; `None` when it cannot be served.
+    fn parse(
+        p: &mut Problems,
+        path: &str,
+        z: &ZoneSpec,
+        dynamic_ttl: Option<TtlBounds>,
+    ) -> Option<ValidZone> {
+        let name = match DnsName::try_from(z.name.as_str()) {
+            Ok(n) => n,
+            Err(e) => {
+                p.push(format!("{path}.name"), &z.name, e.problem);
+                return None;
+            }
+        };
+        let mut nameservers = Vec::new();
+        if z.nameservers.is_empty() {
+            match name.prepend("ns1") {
+                Ok(n) => nameservers.push((n, Vec::new())),
+                Err(e) => p.push(
+                    format!("{path}.nameservers"),
+                    "",
+                    format!("the default ns1.{name} is not a valid name: {}", e.problem),
+                ),
+            }
+        }
+        for (j, ns) in z.nameservers.iter().enumerate() {
+            match DnsName::try_from(ns.name.as_str()) {
+                Ok(n) => {
+                    if !ns.addresses.is_empty() && !n.is_within(&name) {
+                        p.push(
+                            format!("{path}.nameservers[{j}].addresses"),
+                            &ns.name,
+                            "addresses can only be served for a name inside the zone",
+                        );
+                    }
+                    nameservers.push((n, ns.addresses.clone()));
+                }
+                Err(e) => p.push(format!("{path}.nameservers[{j}].name"), &ns.name, e.problem),
+            }
+        }
+        let hostmaster = match &z.hostmaster {
+            Some(h) => DnsName::try_from(h.as_str())
+                .map_err(|e| p.push(format!("{path}.hostmaster"), h, e.problem))
+                .ok(),
+            None => name
+                .prepend("hostmaster")
+                .map_err(|e| {
+                    p.push(
+                        format!("{path}.hostmaster"),
+                        "",
+                        format!("the default hostmaster.{name} is not valid: {}", e.problem),
+                    )
+                })
+                .ok(),
+        };
+        let mut ttl = |field: &str, d: Duration| {
+            Ttl::try_from(d)
+                .map_err(|_| {
+                    p.push(
+                        format!("{path}.{field}"),
+                        humantime::format_duration(d),
+                        "must be whole seconds, at most 2^31 - 1",
+                    )
+                })
+                .ok()
+        };
+        let soa_ttl = ttl("soa_ttl", z.soa_ttl);
+        let negative_ttl = ttl("negative_ttl", z.negative_ttl);
+        Some(ValidZone {
+            name,
+            nameservers,
+            hostmaster: hostmaster?,
+            soa_ttl: soa_ttl?,
+            negative_ttl: negative_ttl?,
+            serial: z.serial,
+            dynamic_ttl,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -328,7 +391,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_named_by_its_field() {
-        let config: EmbeddedConfig = toml::from_str(
+        let spec: EmbeddedSpec = toml::from_str(
             r#"
             listen = []
             max_udp_payload = 100
@@ -341,7 +404,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let err = config.validate().unwrap_err().to_string();
+        let err = EmbeddedConfig::try_from(spec).unwrap_err().to_string();
         for needle in [
             "listen: needs at least one address",
             "max_udp_payload = 100",
@@ -355,7 +418,7 @@ mod tests {
 
     #[test]
     fn dynamic_ttl_problems_are_named() {
-        let config: EmbeddedConfig = toml::from_str(
+        let spec: EmbeddedSpec = toml::from_str(
             r#"
             dynamic_ttl = { suspect = "10m", stable = "1m", settle = "30s" }
             [[zones]]
@@ -363,12 +426,12 @@ mod tests {
             "#,
         )
         .unwrap();
-        let err = config.validate().unwrap_err().to_string();
+        let err = EmbeddedConfig::try_from(spec).unwrap_err().to_string();
         assert!(
             err.contains("dynamic_ttl.suspect = 10m: must not be longer than dynamic_ttl.stable"),
             "{err}"
         );
-        let config: Result<EmbeddedConfig, _> = toml::from_str(
+        let config: Result<EmbeddedSpec, _> = toml::from_str(
             r#"
             dynamic_ttl = { suspect = "5s", stable = "5m", settle = "1m", sticky = true }
             zones = []
@@ -383,17 +446,45 @@ mod tests {
             "example.com".parse().unwrap(),
             "a.example.com".parse().unwrap(),
         ];
-        let config = EmbeddedConfig::new(defaults::listen(), &zones);
-        let err = config.validate().unwrap_err().to_string();
+        let err = EmbeddedConfig::new(defaults::listen(), &zones)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("one zone lies inside the other"), "{err}");
     }
 
     #[test]
     fn defaults_are_valid() {
         let zones: Vec<DnsName> = vec!["example.com".parse().unwrap()];
-        let config = EmbeddedConfig::new(defaults::listen(), &zones);
-        let valid = config.validated().unwrap();
-        assert_eq!(valid[0].nameservers[0].0.as_str(), "ns1.example.com");
-        assert_eq!(valid[0].hostmaster.as_str(), "hostmaster.example.com");
+        let valid = EmbeddedConfig::new(defaults::listen(), &zones).unwrap();
+        assert_eq!(valid.zones[0].nameservers[0].0.as_str(), "ns1.example.com");
+        assert_eq!(valid.zones[0].hostmaster.as_str(), "hostmaster.example.com");
+        assert_eq!(valid.zones[0].soa_ttl.as_secs(), 3600);
+    }
+
+    #[test]
+    fn defaults_from_the_service_fill_only_what_is_missing() {
+        let mut spec: EmbeddedSpec =
+            toml::from_str(r#"listen = ["127.0.0.1:5354", "[::1]:5354"]"#).unwrap();
+        spec.default_zone(&"example.test".parse().unwrap());
+        spec.default_state_dir(Path::new("/srv/state"));
+        spec.resolve_paths(Path::new("/etc/idns"));
+        assert_eq!(spec.zones[0].name, "example.test");
+        assert_eq!(
+            spec.state_file.as_deref(),
+            Some(Path::new("/srv/state/dns-127.0.0.1_5354+___1__5354.json"))
+        );
+        let mut spec: EmbeddedSpec = toml::from_str(
+            r#"state_file = "dns.json"
+            zones = [{ name = "other.test" }]"#,
+        )
+        .unwrap();
+        spec.default_zone(&"example.test".parse().unwrap());
+        spec.default_state_dir(Path::new("/srv/state"));
+        spec.resolve_paths(Path::new("/etc/idns"));
+        assert_eq!(spec.zones.len(), 1);
+        assert_eq!(
+            spec.state_file.as_deref(),
+            Some(Path::new("/etc/idns/dns.json"))
+        );
     }
 }

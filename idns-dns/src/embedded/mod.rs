@@ -1,7 +1,8 @@
 //! The embedded authoritative DNS server: the default backend, so no other DNS server is
 //! needed.
 //!
-//! [`EmbeddedServer::start`] serves one or more zones over UDP and TCP. Each zone has its SOA
+//! [`EmbeddedServer::start`] serves one or more zones over UDP and TCP, as an
+//! [`EmbeddedConfig`] (checked from an [`EmbeddedSpec`]) says. Each zone has its SOA
 //! and NS records; every service name published through the server's [`EmbeddedBackend`]
 //! answers with A/AAAA records or a CNAME, and its ownership TXT record `_idns.<name>` holds
 //! [`Ownership::to_txt`](idns_core::Ownership::to_txt). A change is one atomic swap of the
@@ -20,7 +21,7 @@
 //! - a request that cannot be parsed gets FORMERR (its header only), another opcode NOTIMP, a
 //!   packet shorter than a header or with QR set nothing at all;
 //! - the 0x20 spelling of the question is echoed;
-//! - with [`dynamic_ttl`](EmbeddedConfig::dynamic_ttl), a service name answers with a short
+//! - with [`dynamic_ttl`](EmbeddedSpec::dynamic_ttl), a service name answers with a short
 //!   TTL while its site is suspect and a long one when stable (see [Dynamic TTL](#dynamic-ttl)).
 //!
 //! Speed: answers are rendered once by the complete path (hickory-proto parses and encodes)
@@ -54,7 +55,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let zone = "example.com".parse()?;
-//! let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &[zone]);
+//! let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &[zone])?;
 //! let server = EmbeddedServer::start(config).await?;
 //! let backend = server.backend();
 //! let change = DnsChange {
@@ -75,21 +76,19 @@
 mod answer;
 mod backend;
 mod config;
+mod dynamic_ttl;
 mod fast;
 mod net;
-mod ttl;
 mod zone;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use backend::EmbeddedBackend;
-pub use config::{EmbeddedConfig, NameServerConfig, ZoneConfig};
-pub use ttl::{DynamicTtl, TtlAdvisor, TtlMode};
-#[cfg(any(feature = "rfc2136", feature = "powerdns"))]
-pub(crate) use zone::ttl_secs;
+pub use config::{EmbeddedConfig, EmbeddedSpec, NameServerSpec, ZoneSpec};
+pub use dynamic_ttl::{DynamicTtl, TtlAdvisor, TtlMode};
 
 use crate::error::Error;
 use backend::{Shared, State};
@@ -105,19 +104,17 @@ pub struct EmbeddedServer {
     udp: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl EmbeddedServer {
-    /// Validates `config`, restores the state file if there is one, opens every socket and
-    /// starts serving. Must run inside a tokio runtime (TCP is served on it; UDP on threads
-    /// of its own).
+    /// Restores the state file if there is one, opens every socket and starts serving. Must
+    /// run inside a tokio runtime (TCP is served on it; UDP on threads of its own).
     pub async fn start(config: EmbeddedConfig) -> Result<EmbeddedServer, Error> {
-        let zones = config.validated()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (state, snapshot) =
-            State::load(zones, config.state_file.clone()).map_err(Error::State)?;
+            State::load(config.zones.clone(), config.state_file.clone()).map_err(Error::State)?;
         let shared = Arc::new(Shared::new(state, snapshot));
         let threads_per_addr = match config.udp_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -129,9 +126,10 @@ impl EmbeddedServer {
             udp: Vec::new(),
             tcp: Vec::new(),
             stop: Arc::clone(&stop),
-            threads: Vec::new(),
+            threads: Mutex::new(Vec::new()),
             tasks: Vec::new(),
         };
+        let mut threads = Vec::new();
         for addr in &config.listen {
             let (udp_sockets, tcp) = bind_pair(*addr, threads_per_addr)?;
             let local = udp_sockets
@@ -150,7 +148,7 @@ impl EmbeddedServer {
                         what: "cannot start a UDP worker thread".into(),
                         source,
                     })?;
-                server.threads.push(handle);
+                threads.push(handle);
             }
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(tcp).map_err(|source| Error::Io {
@@ -168,6 +166,7 @@ impl EmbeddedServer {
             server.udp.push(local);
             server.tcp.push(tcp_local);
         }
+        server.threads = Mutex::new(threads);
         Ok(server)
     }
 
@@ -191,15 +190,17 @@ impl EmbeddedServer {
     }
 
     /// Stops serving and waits for the UDP threads to finish (up to about 0.1 s), so the
-    /// ports are free when it returns.
-    pub fn shutdown(mut self) {
+    /// ports are free when it returns. A server shared by several services
+    /// ([`DnsServers`](crate::DnsServers)) stops for all of them.
+    pub fn shutdown(&self) {
         self.stop_all();
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }
 
-    fn stop_all(&mut self) {
+    fn stop_all(&self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
@@ -220,7 +221,7 @@ impl Drop for EmbeddedServer {
 /// ```
 /// use idns_dns::embedded::{EmbeddedConfig, Responder};
 ///
-/// let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &["example.com".parse()?]);
+/// let config = EmbeddedConfig::new(vec!["127.0.0.1:0".parse()?], &["example.com".parse()?])?;
 /// let mut responder = Responder::new(&config)?;
 /// assert!(responder.answer(&[0, 1, 2], false).is_none()); // shorter than a header: no answer
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -237,8 +238,7 @@ impl Responder {
     /// A responder for `config`'s zones, starting empty (the listen addresses and the state
     /// file are not used).
     pub fn new(config: &EmbeddedConfig) -> Result<Responder, Error> {
-        let zones = config.validated()?;
-        let (state, snapshot) = State::load(zones, None).map_err(Error::State)?;
+        let (state, snapshot) = State::load(config.zones.clone(), None).map_err(Error::State)?;
         let shared = Arc::new(Shared::new(state, snapshot));
         Ok(Responder {
             worker: fast::Worker::new(Arc::clone(&shared.cell), config.max_udp_payload),

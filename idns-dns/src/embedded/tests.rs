@@ -9,7 +9,7 @@ use idns_core::{BackendError, DnsChange, DnsName, Epoch, RecordSet};
 
 use super::answer::{Transport, respond};
 use super::backend::{Shared, State};
-use super::config::{EmbeddedConfig, NameServerConfig};
+use super::config::{EmbeddedConfig, EmbeddedSpec, NameServerSpec};
 use super::fast::Worker;
 
 fn zone() -> DnsName {
@@ -17,16 +17,17 @@ fn zone() -> DnsName {
 }
 
 fn shared() -> Arc<Shared> {
-    let mut config = EmbeddedConfig::new(
+    let mut config = EmbeddedSpec::new(
         vec!["127.0.0.1:0".parse().unwrap()],
         &[zone(), "example.org".parse().unwrap()],
     );
-    config.zones[0].nameservers = vec![NameServerConfig {
+    config.zones[0].nameservers = vec![NameServerSpec {
         name: "ns1.example.com".into(),
         addresses: vec!["192.0.2.53".parse().unwrap()],
     }];
     config.zones[0].serial = Some(100);
-    let (state, snapshot) = State::load(config.validated().unwrap(), None).unwrap();
+    let config = EmbeddedConfig::try_from(config).unwrap();
+    let (state, snapshot) = State::load(config.zones, None).unwrap();
     Arc::new(Shared::new(state, snapshot))
 }
 

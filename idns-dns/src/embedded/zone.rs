@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -11,7 +10,7 @@ use idns_core::{DnsName, Ownership, RecordSet, ownership_name};
 use serde::{Deserialize, Serialize};
 
 use super::config::ValidZone;
-use super::ttl::TtlMode;
+use super::dynamic_ttl::TtlMode;
 
 /// What one service name publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,15 +134,6 @@ pub(crate) fn to_name(name: &DnsName) -> Result<Name, String> {
     Name::from_ascii(name.to_fqdn()).map_err(|e| format!("{name}: {e}"))
 }
 
-pub(crate) fn ttl_secs(ttl: Duration) -> Option<u32> {
-    if ttl.subsec_nanos() != 0 {
-        return None;
-    }
-    u32::try_from(ttl.as_secs())
-        .ok()
-        .filter(|s| *s <= 0x7fff_ffff)
-}
-
 impl ServedZone {
     fn build(z: &ZoneState) -> Result<ServedZone, String> {
         let origin = to_name(&z.cfg.name)?;
@@ -161,21 +151,22 @@ impl ServedZone {
             3600,
             600,
             604_800,
-            z.cfg.negative_ttl,
+            z.cfg.negative_ttl.as_secs(),
         );
-        let soa = Record::from_rdata(origin.clone(), z.cfg.soa_ttl, RData::SOA(soa_rdata));
+        let soa_ttl = z.cfg.soa_ttl.as_secs();
+        let soa = Record::from_rdata(origin.clone(), soa_ttl, RData::SOA(soa_rdata));
         let mut negative_soa = soa.clone();
-        negative_soa.ttl = z.cfg.soa_ttl.min(z.cfg.negative_ttl);
+        negative_soa.ttl = soa_ttl.min(z.cfg.negative_ttl.as_secs());
         add(soa);
         for (ns, addrs) in &z.cfg.nameservers {
             let ns_name = to_name(ns)?;
             add(Record::from_rdata(
                 origin.clone(),
-                z.cfg.soa_ttl,
+                soa_ttl,
                 RData::NS(NS(ns_name.clone())),
             ));
             for ip in addrs {
-                add(address_record(ns_name.clone(), z.cfg.soa_ttl, *ip));
+                add(address_record(ns_name.clone(), soa_ttl, *ip));
             }
         }
         for (name, entry) in &z.names {

@@ -1,31 +1,32 @@
-//! Configuration of the PowerDNS API backend.
+//! Configuration of the PowerDNS API backend: what is written ([`PowerDnsSpec`]) and what is
+//! validated ([`PowerDnsConfig`]).
 
 use std::time::Duration;
 
-use idns_core::{ConfigError, DnsName, FieldError};
+use idns_core::{ConfigError, DnsName, Problems, Secret};
 use serde::{Deserialize, Serialize};
 
-use crate::propagation::PropagationConfig;
-use crate::secret::Secret;
+use crate::propagation::{self, PropagationChecker, PropagationSpec};
 
-/// Where the PowerDNS API is, its key, and the zones this backend may change.
+/// Where the PowerDNS API is, its key, and the zones this backend may change, as written;
+/// [`PowerDnsConfig::try_from`] checks it.
 ///
 /// ```
-/// use idns_dns::powerdns::PowerDnsConfig;
+/// use idns_dns::powerdns::{PowerDnsConfig, PowerDnsSpec};
 ///
-/// let config: PowerDnsConfig = toml::from_str(r#"
+/// let spec: PowerDnsSpec = toml::from_str(r#"
 ///     api_url = "http://127.0.0.1:8081"
 ///     api_key = "s3cret"
 ///     zones = ["example.com"]
 ///     propagation = { servers = ["127.0.0.1:53"] }
 /// "#)?;
-/// config.validate()?;
+/// let config = PowerDnsConfig::try_from(spec)?;
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PowerDnsConfig {
+pub struct PowerDnsSpec {
     /// The API's base URL, `http(s)://host:port` (the `webserver-address`/`-port`).
     pub api_url: String,
     /// The `api-key`.
@@ -41,7 +42,7 @@ pub struct PowerDnsConfig {
     /// The DNS servers `verify` asks (PowerDNS's own `local-address:local-port`, and any
     /// secondaries). Without it `verify` fails.
     #[serde(default)]
-    pub propagation: Option<PropagationConfig>,
+    pub propagation: Option<PropagationSpec>,
 }
 
 fn default_server_id() -> String {
@@ -52,7 +53,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-impl PowerDnsConfig {
+impl PowerDnsSpec {
     /// A configuration for `zones` behind the API at `api_url`.
     pub fn new(api_url: &str, api_key: Secret, zones: &[DnsName]) -> Self {
         Self {
@@ -64,63 +65,87 @@ impl PowerDnsConfig {
             propagation: None,
         }
     }
+}
 
-    /// Checks every field; the error lists every problem with its field path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validated().map(|_| ())
+/// A checked PowerDNS configuration: built only from a [`PowerDnsSpec`].
+#[derive(Debug, Clone)]
+pub struct PowerDnsConfig {
+    pub(crate) api_url: String,
+    /// `<api_url>/api/v1/servers/<server_id>`.
+    pub(crate) base: String,
+    pub(crate) api_key: Secret,
+    pub(crate) zones: Vec<DnsName>,
+    pub(crate) timeout: Duration,
+    pub(crate) checker: Option<PropagationChecker>,
+}
+
+impl PowerDnsConfig {
+    /// The API's base URL, as written.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
     }
 
-    pub(crate) fn validated(&self) -> Result<Vec<DnsName>, ConfigError> {
-        let mut errors = Vec::new();
-        let mut push = |path: &str, value: String, problem: &str| {
-            errors.push(FieldError {
-                path: path.to_owned(),
-                value,
-                problem: problem.to_owned(),
-            });
-        };
-        let scheme_ok = self.api_url.starts_with("http://") || self.api_url.starts_with("https://");
-        if !scheme_ok || reqwest::Url::parse(&self.api_url).is_err() {
-            push(
+    /// The URL of the server in the API, `<api_url>/api/v1/servers/<server_id>`.
+    pub fn server_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The zones this backend may change.
+    pub fn zones(&self) -> &[DnsName] {
+        &self.zones
+    }
+}
+
+impl TryFrom<PowerDnsSpec> for PowerDnsConfig {
+    type Error = ConfigError;
+
+    /// Checks every field; the error lists every problem with its field path.
+    fn try_from(spec: PowerDnsSpec) -> Result<Self, ConfigError> {
+        let mut p = Problems::new();
+        let scheme_ok = spec.api_url.starts_with("http://") || spec.api_url.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(&spec.api_url).is_err() {
+            p.push(
                 "api_url",
-                self.api_url.clone(),
+                &spec.api_url,
                 "must be an http:// or https:// URL",
             );
         }
-        if self.api_key.is_empty() {
-            push("api_key", String::new(), "is empty");
+        if spec.api_key.is_empty() {
+            p.push("api_key", "", "is empty");
         }
-        if self.server_id.is_empty() || self.server_id.contains('/') {
-            push(
+        if spec.server_id.is_empty() || spec.server_id.contains('/') {
+            p.push(
                 "server_id",
-                self.server_id.clone(),
+                &spec.server_id,
                 "must be a non-empty path segment",
             );
         }
-        if self.zones.is_empty() {
-            push("zones", String::new(), "needs at least one zone");
+        if spec.zones.is_empty() {
+            p.push("zones", "", "needs at least one zone");
         }
         let mut zones = Vec::new();
-        for (i, z) in self.zones.iter().enumerate() {
+        for (i, z) in spec.zones.iter().enumerate() {
             match DnsName::try_from(z.as_str()) {
                 Ok(n) => zones.push(n),
-                Err(e) => push(&format!("zones[{i}]"), z.clone(), e.problem),
+                Err(e) => p.push(format!("zones[{i}]"), z, e.problem),
             }
         }
-        if self.timeout.is_zero() {
-            push("timeout", "0s".into(), "must be longer than zero");
+        if spec.timeout.is_zero() {
+            p.push("timeout", "0s", "must be longer than zero");
         }
-        let mut result = ConfigError { errors };
-        if let Some(p) = &self.propagation
-            && let Err(e) = p.validate("propagation")
-        {
-            result.errors.extend(e.errors);
-        }
-        if result.errors.is_empty() {
-            Ok(zones)
-        } else {
-            Err(result)
-        }
+        let checker = propagation::parse_optional(&mut p, spec.propagation);
+        p.finish_with(PowerDnsConfig {
+            base: format!(
+                "{}/api/v1/servers/{}",
+                spec.api_url.trim_end_matches('/'),
+                spec.server_id
+            ),
+            api_url: spec.api_url,
+            api_key: spec.api_key,
+            zones,
+            timeout: spec.timeout,
+            checker,
+        })
     }
 }
 
@@ -130,7 +155,7 @@ mod tests {
 
     #[test]
     fn problems_are_named_by_field() {
-        let c: PowerDnsConfig = toml::from_str(
+        let spec: PowerDnsSpec = toml::from_str(
             r#"
             api_url = "ftp://x"
             api_key = ""
@@ -138,7 +163,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let err = c.validate().unwrap_err().to_string();
+        let err = PowerDnsConfig::try_from(spec).unwrap_err().to_string();
         for needle in [
             "api_url = ftp://x",
             "api_key: is empty",

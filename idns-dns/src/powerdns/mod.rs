@@ -14,20 +14,17 @@
 //! with the server's own error text; 5xx, timeouts and connection errors are transient.
 //!
 //! ```no_run
-//! use idns_dns::powerdns::{PowerDnsBackend, PowerDnsConfig};
-//! use idns_dns::Secret;
+//! use idns_core::Secret;
+//! use idns_dns::powerdns::{PowerDnsBackend, PowerDnsConfig, PowerDnsSpec};
+//! use idns_dns::propagation::PropagationSpec;
 //!
-//! let mut config = PowerDnsConfig::new(
+//! let mut spec = PowerDnsSpec::new(
 //!     "http://127.0.0.1:8081",
 //!     Secret::new(std::env::var("PDNS_API_KEY")?),
 //!     &["example.com".parse()?],
 //! );
-//! config.propagation = Some(idns_dns::propagation::PropagationConfig {
-//!     servers: vec!["127.0.0.1:53".parse()?],
-//!     query_timeout: std::time::Duration::from_secs(1),
-//!     poll_interval: std::time::Duration::from_millis(100),
-//! });
-//! let backend = PowerDnsBackend::new(config)?; // an idns_core::DnsBackend
+//! spec.propagation = Some(PropagationSpec::new(["127.0.0.1:53".parse()?]));
+//! let backend = PowerDnsBackend::new(PowerDnsConfig::try_from(spec)?)?; // an idns_core::DnsBackend
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -40,15 +37,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Ownership, Propagation,
-    Published, RecordSet, SameEpoch, ownership_name,
+    Published, RecordSet, SameEpoch, Secret, ownership_name,
 };
 use serde::{Deserialize, Serialize};
 
-pub use config::PowerDnsConfig;
+pub use config::{PowerDnsConfig, PowerDnsSpec};
 
 use crate::error::Error;
 use crate::propagation::PropagationChecker;
-use crate::secret::Secret;
 
 /// A [`DnsBackend`] that writes through the PowerDNS HTTP API.
 #[derive(Clone)]
@@ -116,7 +112,6 @@ struct Current {
 impl PowerDnsBackend {
     /// A backend from a validated configuration.
     pub fn new(config: PowerDnsConfig) -> Result<Self, Error> {
-        let zones = config.validated()?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -126,14 +121,10 @@ impl PowerDnsBackend {
             })?;
         Ok(Self {
             http,
-            base: format!(
-                "{}/api/v1/servers/{}",
-                config.api_url.trim_end_matches('/'),
-                config.server_id
-            ),
+            base: config.base,
             api_key: config.api_key,
-            zones,
-            checker: config.propagation.as_ref().map(|p| p.checker()),
+            zones: config.zones,
+            checker: config.checker,
         })
     }
 
@@ -302,12 +293,7 @@ impl DnsBackend for PowerDnsBackend {
 
     async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
         self.check_zone(&change.zone, &change.name)?;
-        let Some(ttl) = crate::embedded::ttl_secs(change.ttl) else {
-            return Err(BackendError::Invalid(format!(
-                "TTL {:?} is not a whole number of seconds up to 2^31 - 1",
-                change.ttl
-            )));
-        };
+        let ttl = crate::Ttl::try_from(change.ttl)?.as_secs();
         let current = self.current(&change.zone, &change.name).await?;
         if let Some(o) = &current.owner
             && change.epoch < o.epoch

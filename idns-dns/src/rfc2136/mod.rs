@@ -27,20 +27,20 @@
 //! Reads are plain (unsigned) queries to the same server.
 //!
 //! ```no_run
-//! use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, TsigAlgorithmName, TsigConfig};
-//! use idns_dns::Secret;
+//! use idns_core::Secret;
+//! use idns_dns::rfc2136::{Rfc2136Backend, Rfc2136Config, Rfc2136Spec, TsigAlgorithmName, TsigSpec};
 //!
-//! let config = Rfc2136Config::new(
+//! let spec = Rfc2136Spec::new(
 //!     "192.0.2.53:53".parse()?,
 //!     &["example.com".parse()?],
-//!     TsigConfig {
+//!     TsigSpec {
 //!         name: "idns-key".into(),
 //!         algorithm: TsigAlgorithmName::HmacSha256,
 //!         secret: Secret::new(std::env::var("IDNS_TSIG_SECRET")?),
 //!         fudge: 300,
 //!     },
 //! );
-//! let backend = Rfc2136Backend::new(config)?; // an idns_core::DnsBackend
+//! let backend = Rfc2136Backend::new(Rfc2136Config::try_from(spec)?); // an idns_core::DnsBackend
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -59,7 +59,6 @@ use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsHandle;
 use hickory_proto::op::update_message::UpdateMessage;
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use idns_core::{
@@ -67,9 +66,8 @@ use idns_core::{
     Published, RecordSet, SameEpoch, ownership_name,
 };
 
-pub use config::{Rfc2136Config, TsigAlgorithmName, TsigConfig};
+pub use config::{Rfc2136Config, Rfc2136Spec, TsigAlgorithmName, TsigSpec};
 
-use crate::error::Error;
 use crate::propagation::{self, PropagationChecker};
 
 /// Compare-and-swap attempts before giving up with [`BackendError::Conflict`].
@@ -101,29 +99,11 @@ impl fmt::Debug for Rfc2136Backend {
 }
 
 impl Rfc2136Backend {
-    /// A backend from a validated configuration.
-    pub fn new(config: Rfc2136Config) -> Result<Self, Error> {
-        let (zones, key) = config.validated()?;
-        let (signer, key_name) = match (&config.tsig, key) {
-            (Some(t), Some(key)) => {
-                let name = Name::from_ascii(&t.name).map_err(|e| {
-                    idns_core::ConfigError::single("tsig.name", &t.name, e.to_string())
-                })?;
-                let algorithm = match t.algorithm {
-                    TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
-                    TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
-                    TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
-                };
-                let signer = TSigner::new(key, algorithm, name, t.fudge).map_err(|e| {
-                    idns_core::ConfigError::single(
-                        "tsig.algorithm",
-                        format!("{:?}", t.algorithm),
-                        e.to_string(),
-                    )
-                })?;
-                (Some(signer), Some(t.name.clone()))
-            }
-            _ => {
+    /// A backend from a checked configuration.
+    pub fn new(config: Rfc2136Config) -> Self {
+        let (signer, key_name) = match config.tsig {
+            Some((signer, name)) => (Some(signer), Some(name)),
+            None => {
                 tracing::warn!(
                     server = %config.server,
                     "RFC 2136 updates will be sent UNSIGNED (insecure_allow_unsigned_updates)"
@@ -131,19 +111,14 @@ impl Rfc2136Backend {
                 (None, None)
             }
         };
-        let checker = match &config.propagation {
-            Some(p) => p.checker(),
-            None => PropagationChecker::new([config.server])
-                .with_query_timeout(config.timeout.min(Duration::from_secs(2))),
-        };
-        Ok(Self {
+        Self {
             server: config.server,
-            zones,
+            zones: config.zones,
             signer,
             key_name,
             timeout: config.timeout,
-            checker,
-        })
+            checker: config.checker,
+        }
     }
 
     fn check_zone(&self, zone: &DnsName, name: &DnsName) -> Result<(), BackendError> {
@@ -425,12 +400,7 @@ impl DnsBackend for Rfc2136Backend {
 
     async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
         self.check_zone(&change.zone, &change.name)?;
-        let Some(ttl) = crate::embedded::ttl_secs(change.ttl) else {
-            return Err(BackendError::Invalid(format!(
-                "TTL {:?} is not a whole number of seconds up to 2^31 - 1",
-                change.ttl
-            )));
-        };
+        let ttl = crate::Ttl::try_from(change.ttl)?.as_secs();
         for attempt in 1..=CAS_ATTEMPTS {
             let (txt, owner) = self.read_ownership(&change.name).await?;
             if let Some(o) = &owner

@@ -9,8 +9,6 @@ mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "mysql")]
@@ -19,31 +17,11 @@ pub use mysql::MysqlProbe;
 pub use postgres::PostgresProbe;
 
 use crate::matcher::Matcher;
-use crate::spec::{AliasSpec, BuildContext, Endpoint, Problems, Target};
+use crate::spec::target::{AliasSpec, BuildContext, Endpoint, Target};
+use idns_core::Problems;
 
-/// A password or other secret: readable by the code that needs it, never shown by `Debug` or in
-/// logs and errors.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// Passwords are [`idns_core::Secret`]s: never in `Debug`, logs or errors.
+pub use idns_core::Secret;
 
 /// A database check, as written (`kind = "postgres"` or `kind = "mysql"`).
 ///
@@ -181,7 +159,7 @@ impl DbTarget {
             }
             (Some(pw), None) => Some(pw.clone()),
             (None, Some(var)) => match std::env::var(var) {
-                Ok(v) => Some(Secret(v)),
+                Ok(v) => Some(Secret::new(v)),
                 Err(_) => {
                     p.push(
                         format!("{path}.password_env"),
@@ -387,7 +365,7 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "\"***\"");
+        assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(s.expose(), "hunter2");
     }
 }

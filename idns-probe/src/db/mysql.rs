@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::{DbSpec, DbTarget, judge, must_reopen};
-use crate::spec::{BuildContext, Target};
+use crate::spec::target::{BuildContext, Target};
 
 /// A built MySQL/MariaDB probe (`kind = "mysql"`).
 pub struct MysqlProbe {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use super::{DbSpec, DbTarget, judge, must_reopen};
-use crate::spec::{BuildContext, Target};
+use crate::spec::target::{BuildContext, Target};
 
 /// A built PostgreSQL probe (`kind = "postgres"`).
 pub struct PostgresProbe {

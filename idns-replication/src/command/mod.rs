@@ -38,234 +38,25 @@
 //! before it runs anything, and keeps that epoch in `state_file` (when configured) across
 //! restarts; a hook whose storage keeps its own epoch can refuse too (`stale_epoch`).
 
+mod config;
 mod wire;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use idns_core::{
-    BackendError, ConfigError, Epoch, FieldError, IntegrityReport, IntegrityRequest, Manifest,
-    OpContext, Promoted, ReplicationBackend, ReplicationStatus, ResourceId, Role, SiteId,
-    SiteReplication,
+    BackendError, Epoch, IntegrityReport, IntegrityRequest, Manifest, OpContext, Promoted,
+    ReplicationBackend, ReplicationStatus, ResourceId, Role, SiteId, SiteReplication,
 };
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+pub use config::{CommandConfig, CommandResource, CommandResourceSpec, CommandSpec, OPERATIONS};
 pub use wire::{HookRequest, WireEntry, WireIntegrity, WireManifest};
 
 use crate::fsutil::{IoContext, atomic_write};
-
-/// The operations a hook is run for.
-pub const OPERATIONS: [&str; 5] = ["status", "fence", "promote", "reprotect", "integrity"];
-
-/// Command replication as written in a configuration file.
-///
-/// ```
-/// # use idns_replication::command::{CommandConfig, CommandSpec};
-/// let spec: CommandSpec = serde_json::from_str(r#"{
-///   "state_file": "/var/lib/idns/command-epochs.json",
-///   "resources": [{
-///     "id": "vmfs",
-///     "sites": ["dc1", "dc2"],
-///     "command": ["/usr/local/bin/srm-hook"],
-///     "commands": { "status": ["/usr/local/bin/srm-status", "--json"] },
-///     "status_timeout": "5s"
-///   }]
-/// }"#)?;
-/// let cfg = CommandConfig::try_from(spec)?;
-/// assert_eq!(cfg.resources[0].hooks["status"][1], "--json");
-/// assert_eq!(cfg.resources[0].hooks["promote"][0], "/usr/local/bin/srm-hook");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSpec {
-    /// The resources.
-    pub resources: Vec<CommandResourceSpec>,
-    /// A file that keeps the highest epoch accepted per resource, so a restarted controller
-    /// still refuses stale ones (recommended; without it they are kept in memory only).
-    #[serde(default)]
-    pub state_file: Option<PathBuf>,
-}
-
-/// One resource's hooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandResourceSpec {
-    /// The resource id.
-    pub id: String,
-    /// Its sites (at least two).
-    pub sites: Vec<String>,
-    /// The hook run for every operation without its own: program, then arguments.
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    /// Hooks for single operations (`status`, `fence`, `promote`, `reprotect`,
-    /// `integrity`), overriding `command`.
-    #[serde(default)]
-    pub commands: BTreeMap<String, Vec<String>>,
-    /// Time a status hook may take (default 10 s); other operations get the step's timeout.
-    #[serde(default = "default_status_timeout", with = "humantime_serde")]
-    pub status_timeout: Duration,
-    /// Extra environment for the hooks.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory of the hooks.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-}
-
-fn default_status_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// Validated command replication settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommandConfig {
-    /// The resources.
-    pub resources: Vec<CommandResource>,
-    /// Where accepted epochs are kept.
-    pub state_file: Option<PathBuf>,
-}
-
-/// A validated resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommandResource {
-    /// The resource id.
-    pub id: ResourceId,
-    /// Its sites.
-    pub sites: Vec<SiteId>,
-    /// The hook of every operation (each in [`OPERATIONS`]).
-    pub hooks: BTreeMap<&'static str, Vec<String>>,
-    /// Time a status hook may take.
-    pub status_timeout: Duration,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Working directory.
-    pub dir: Option<PathBuf>,
-}
-
-impl TryFrom<CommandSpec> for CommandConfig {
-    type Error = ConfigError;
-
-    fn try_from(spec: CommandSpec) -> Result<Self, ConfigError> {
-        let mut errors = Vec::new();
-        let mut push = |path: String, value: String, problem: &str| {
-            errors.push(FieldError {
-                path,
-                value,
-                problem: problem.to_owned(),
-            })
-        };
-        if spec.resources.is_empty() {
-            push("resources".into(), String::new(), "lists no resource");
-        }
-        let mut resources: Vec<CommandResource> = Vec::new();
-        for (i, r) in spec.resources.iter().enumerate() {
-            let at = |f: &str| format!("resources[{i}].{f}");
-            let id = ResourceId::try_from(r.id.as_str())
-                .map_err(|e| push(at("id"), r.id.clone(), e.problem))
-                .ok();
-            if let Some(id) = &id
-                && resources.iter().any(|x| &x.id == id)
-            {
-                push(at("id"), r.id.clone(), "is used by another resource");
-            }
-            if r.sites.len() < 2 {
-                push(
-                    at("sites"),
-                    r.sites.len().to_string(),
-                    "needs at least two sites",
-                );
-            }
-            let mut sites: Vec<SiteId> = Vec::new();
-            for (j, s) in r.sites.iter().enumerate() {
-                match SiteId::try_from(s.as_str()) {
-                    Ok(site) if sites.contains(&site) => {
-                        push(at(&format!("sites[{j}]")), s.clone(), "is listed twice")
-                    }
-                    Ok(site) => sites.push(site),
-                    Err(e) => push(at(&format!("sites[{j}]")), s.clone(), e.problem),
-                }
-            }
-            if r.command.as_ref().is_some_and(|c| c.is_empty()) {
-                push(at("command"), "[]".into(), "names no program");
-            }
-            for (op, argv) in &r.commands {
-                if !OPERATIONS.contains(&op.as_str()) {
-                    push(
-                        at(&format!("commands.{op}")),
-                        String::new(),
-                        "is not an operation (status, fence, promote, reprotect, integrity)",
-                    );
-                } else if argv.is_empty() {
-                    push(
-                        at(&format!("commands.{op}")),
-                        "[]".into(),
-                        "names no program",
-                    );
-                }
-            }
-            let mut hooks = BTreeMap::new();
-            for op in OPERATIONS {
-                match r
-                    .commands
-                    .get(op)
-                    .or(r.command.as_ref())
-                    .filter(|c| !c.is_empty())
-                {
-                    Some(argv) => {
-                        hooks.insert(op, argv.clone());
-                    }
-                    None => push(
-                        at(&format!("commands.{op}")),
-                        String::new(),
-                        "has no hook: set `command` or `commands.<operation>`",
-                    ),
-                }
-            }
-            if r.status_timeout.is_zero() {
-                push(
-                    at("status_timeout"),
-                    "0s".into(),
-                    "must be longer than zero",
-                );
-            }
-            if let Some(id) = id {
-                resources.push(CommandResource {
-                    id,
-                    sites,
-                    hooks,
-                    status_timeout: r.status_timeout,
-                    env: r.env.clone(),
-                    dir: r.dir.clone(),
-                });
-            }
-        }
-        if let Some(f) = &spec.state_file
-            && !f.is_absolute()
-        {
-            push(
-                "state_file".into(),
-                f.display().to_string(),
-                "must be an absolute path",
-            );
-        }
-        if errors.is_empty() {
-            Ok(CommandConfig {
-                resources,
-                state_file: spec.state_file,
-            })
-        } else {
-            Err(ConfigError { errors })
-        }
-    }
-}
 
 /// The command-hook [`ReplicationBackend`]. Cheap to clone; clones share state.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use idns_core::{ConfigError, FieldError, ResourceId, SiteId};
+use idns_core::{ConfigError, Problems, ResourceId, SiteId};
 use serde::{Deserialize, Serialize};
 
 /// Image replication as written in a configuration file (any serde format).
@@ -82,6 +82,22 @@ pub struct ImageSiteSpec {
     /// as `root`, since promotion moves the newest checkpoint there by renaming it.
     #[serde(default)]
     pub live: Option<PathBuf>,
+}
+
+impl ImageSpec {
+    /// Takes the relative paths (each site's `root` and `live`) relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for s in self.resources.iter_mut().flat_map(|r| &mut r.sites) {
+            if s.root.is_relative() {
+                s.root = base.join(&s.root);
+            }
+            if let Some(l) = &mut s.live
+                && l.is_relative()
+            {
+                *l = base.join(&*l);
+            }
+        }
+    }
 }
 
 fn default_chunk_size() -> u64 {
@@ -190,14 +206,8 @@ impl TryFrom<ImageSpec> for ImageConfig {
 
     /// Checks every field; the error lists every problem with its path.
     fn try_from(spec: ImageSpec) -> Result<Self, ConfigError> {
-        let mut errors = Vec::new();
-        let mut push = |path: String, value: String, problem: String| {
-            errors.push(FieldError {
-                path,
-                value,
-                problem,
-            })
-        };
+        let mut p = Problems::new();
+        let mut push = |path: String, value: String, problem: String| p.push(path, value, problem);
         if spec.resources.is_empty() {
             push(
                 "resources".into(),
@@ -336,11 +346,7 @@ impl TryFrom<ImageSpec> for ImageConfig {
                 });
             }
         }
-        if errors.is_empty() {
-            Ok(ImageConfig { resources })
-        } else {
-            Err(ConfigError { errors })
-        }
+        p.finish_with(ImageConfig { resources })
     }
 }
 

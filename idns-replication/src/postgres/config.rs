@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use idns_core::{ConfigError, FieldError, ResourceId, SiteId};
+use std::path::Path;
+use std::str::FromStr;
+
+use idns_core::{ConfigError, Problems, ResourceId, Secret, SiteId};
 use serde::{Deserialize, Serialize};
 
 /// PostgreSQL replication as written in a configuration file.
@@ -103,12 +106,26 @@ pub struct PgSiteSpec {
     #[serde(default = "default_os_user")]
     pub os_user: String,
     /// Extra key-value connection parameters for the backend's own connections (e.g.
-    /// `password=...`; never logged).
+    /// `password=...`; never shown).
     #[serde(default)]
-    pub conninfo: Option<String>,
+    pub conninfo: Option<Secret>,
     /// A port for drill copies at this site (drills are unsupported without one).
     #[serde(default)]
     pub drill_port: Option<u16>,
+}
+
+impl PgSpec {
+    /// Takes the relative paths (`save_dir`, `state_file`) relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if self.save_dir.is_relative() {
+            self.save_dir = base.join(&self.save_dir);
+        }
+        if let Some(f) = &mut self.state_file
+            && f.is_relative()
+        {
+            *f = base.join(&*f);
+        }
+    }
 }
 
 fn default_db() -> String {
@@ -177,8 +194,8 @@ pub struct PgSite {
     pub command_prefix: Vec<String>,
     /// OS user of the server.
     pub os_user: String,
-    /// Extra connection parameters.
-    pub conninfo: Option<String>,
+    /// Extra connection parameters (never shown).
+    pub conninfo: Option<Secret>,
     /// Drill port.
     pub drill_port: Option<u16>,
 }
@@ -205,14 +222,8 @@ impl TryFrom<PgSpec> for PgConfig {
     type Error = ConfigError;
 
     fn try_from(spec: PgSpec) -> Result<Self, ConfigError> {
-        let mut errors = Vec::new();
-        let mut push = |path: String, value: String, problem: &str| {
-            errors.push(FieldError {
-                path,
-                value,
-                problem: problem.to_owned(),
-            })
-        };
+        let mut p = Problems::new();
+        let mut push = |path: String, value: String, problem: &str| p.push(path, value, problem);
         if spec.resources.is_empty() {
             push("resources".into(), String::new(), "lists no resource");
         }
@@ -297,6 +308,15 @@ impl TryFrom<PgSpec> for PgConfig {
                 if s.host.is_empty() {
                     push(at("host"), String::new(), "is empty");
                 }
+                if let Some(c) = &s.conninfo
+                    && tokio_postgres::Config::from_str(c.expose()).is_err()
+                {
+                    push(
+                        at("conninfo"),
+                        c.to_string(),
+                        "is not key=value connection parameters",
+                    );
+                }
                 if let Some(site) = site {
                     sites.push(PgSite {
                         site,
@@ -323,15 +343,11 @@ impl TryFrom<PgSpec> for PgConfig {
                 });
             }
         }
-        if errors.is_empty() {
-            Ok(PgConfig {
-                resources,
-                state_file: spec.state_file,
-                save_dir: spec.save_dir,
-            })
-        } else {
-            Err(ConfigError { errors })
-        }
+        p.finish_with(PgConfig {
+            resources,
+            state_file: spec.state_file,
+            save_dir: spec.save_dir,
+        })
     }
 }
 

@@ -572,7 +572,7 @@ async fn connect(
     port: Option<u16>,
 ) -> Result<Client, BackendError> {
     let mut cfg = match &site.conninfo {
-        Some(extra) => tokio_postgres::Config::from_str(extra).map_err(|e| {
+        Some(extra) => tokio_postgres::Config::from_str(extra.expose()).map_err(|e| {
             BackendError::Invalid(format!("site {}: conninfo does not parse: {e}", site.site))
         })?,
         None => tokio_postgres::Config::new(),

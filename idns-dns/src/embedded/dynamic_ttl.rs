@@ -4,20 +4,22 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use idns_core::{Event, FieldError, Health, Outcome, RunbookKind, ServiceView, Serving, SiteId};
+use idns_core::{Event, Health, Outcome, Problems, RunbookKind, ServiceView, Serving, SiteId};
 use serde::{Deserialize, Serialize};
+
+use crate::ttl::Ttl;
 
 /// The dynamic TTL of the embedded server's service names.
 ///
 /// ```
-/// use idns_dns::embedded::EmbeddedConfig;
+/// use idns_dns::embedded::{EmbeddedConfig, EmbeddedSpec};
 ///
-/// let config: EmbeddedConfig = toml::from_str(r#"
+/// let spec: EmbeddedSpec = toml::from_str(r#"
 ///     dynamic_ttl = { suspect = "5s", stable = "300s", settle = "60s" }
 ///     [[zones]]
 ///     name = "example.com"
 /// "#)?;
-/// config.validate()?;
+/// EmbeddedConfig::try_from(spec)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,32 +61,25 @@ impl DynamicTtl {
     }
 
     /// Checks every field; problems are pushed with their path under `path`.
-    pub(crate) fn check(&self, path: &str, errors: &mut Vec<FieldError>) -> Option<TtlBounds> {
-        let before = errors.len();
-        let mut push = |field: &str, d: Duration, problem: String| {
-            errors.push(FieldError {
-                path: format!("{path}.{field}"),
-                value: humantime::format_duration(d).to_string(),
-                problem,
-            })
-        };
-        let mut secs = |field: &str, d: Duration| match super::zone::ttl_secs(d) {
-            Some(s) if s >= 1 => s,
+    pub(crate) fn check(&self, path: &str, p: &mut Problems) -> Option<TtlBounds> {
+        let before = p.len();
+        let secs = |p: &mut Problems, field: &str, d: Duration| match Ttl::try_from(d) {
+            Ok(t) if t.as_secs() >= 1 => t.as_secs(),
             _ => {
-                push(
-                    field,
-                    d,
-                    "must be whole seconds, from 1 s to 2^31 - 1 s".to_owned(),
+                p.push(
+                    format!("{path}.{field}"),
+                    humantime::format_duration(d),
+                    "must be whole seconds, from 1 s to 2^31 - 1 s",
                 );
                 0
             }
         };
-        let suspect = secs("suspect", self.suspect);
-        let stable = secs("stable", self.stable);
+        let suspect = secs(p, "suspect", self.suspect);
+        let stable = secs(p, "stable", self.stable);
         if suspect > stable && stable > 0 {
-            push(
-                "suspect",
-                self.suspect,
+            p.push(
+                format!("{path}.suspect"),
+                humantime::format_duration(self.suspect),
                 format!(
                     "must not be longer than {path}.stable ({})",
                     humantime::format_duration(self.stable)
@@ -92,9 +87,13 @@ impl DynamicTtl {
             );
         }
         if self.settle > MAX_SETTLE {
-            push("settle", self.settle, "must be at most 1 day".to_owned());
+            p.push(
+                format!("{path}.settle"),
+                humantime::format_duration(self.settle),
+                "must be at most 1 day",
+            );
         }
-        (errors.len() == before).then_some(TtlBounds {
+        (p.len() == before).then_some(TtlBounds {
             suspect,
             stable,
             exceed_requested: self.exceed_requested,
@@ -439,15 +438,21 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let mut errors = Vec::new();
+        let mut p = Problems::new();
         let bad = DynamicTtl {
             suspect: Duration::from_millis(1500),
             stable: Duration::ZERO,
             settle: Duration::from_secs(2 * 86_400),
             exceed_requested: false,
         };
-        assert_eq!(bad.check("dynamic_ttl", &mut errors), None);
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(bad.check("dynamic_ttl", &mut p), None);
+        let text: Vec<String> = p
+            .finish()
+            .unwrap_err()
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             text,
             [
@@ -456,16 +461,16 @@ mod tests {
                 "dynamic_ttl.settle = 2days: must be at most 1 day",
             ]
         );
-        errors.clear();
+        let mut p = Problems::new();
         let inverted = DynamicTtl::new(Duration::from_secs(600), Duration::from_secs(60));
-        assert_eq!(inverted.check("dynamic_ttl", &mut errors), None);
+        assert_eq!(inverted.check("dynamic_ttl", &mut p), None);
         assert_eq!(
-            errors[0].to_string(),
+            p.finish().unwrap_err().errors[0].to_string(),
             "dynamic_ttl.suspect = 10m: must not be longer than dynamic_ttl.stable (1m)"
         );
-        errors.clear();
+        let mut p = Problems::new();
         let good = DynamicTtl::new(Duration::from_secs(5), Duration::from_secs(300));
-        assert!(good.check("dynamic_ttl", &mut errors).is_some());
-        assert!(errors.is_empty());
+        assert!(good.check("dynamic_ttl", &mut p).is_some());
+        assert!(p.is_empty());
     }
 }

@@ -15,13 +15,12 @@
 //! Every field is checked when the probe is built — URL, regex, port, status range, CA file —
 //! and each problem is reported with its path (`sites[0].probes[1].check.url`) and value.
 
-use std::net::IpAddr;
+pub(crate) mod target;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use idns_core::{
-    ConfigError, DnsName, FieldError, Probe, ProbeId, ProbeSettings, ServiceConfig, Site, SiteId,
-};
+use idns_core::{ConfigError, Probe, ProbeId, ProbeSettings, Problems, ServiceConfig, SiteId};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandProbe, CommandSpec};
@@ -30,6 +29,9 @@ use crate::db::DbSpec;
 use crate::dns::{DnsProbe, DnsSpec};
 use crate::http::{HttpProbe, HttpSpec};
 use crate::tcp::{TcpProbe, TcpSpec};
+
+use target::BuildContext;
+pub use target::{AliasSpec, Target};
 
 /// What one probe checks, as written in the `check` table of a probe; the `kind` field picks
 /// the variant.
@@ -72,94 +74,6 @@ impl CheckSpec {
             };
             ConfigError::single(path, shown, e.to_string())
         })
-    }
-}
-
-/// F5's "Alias Address / Service Port": probe this address and/or port on the site's behalf.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliasSpec {
-    /// Connect to this address instead of the site's own.
-    #[serde(default)]
-    pub address: Option<IpAddr>,
-    /// Connect to this port instead of the check's (TCP only; an HTTP probe takes its port
-    /// from the URL).
-    #[serde(default)]
-    pub port: Option<u16>,
-}
-
-/// Where a site's probes connect: the service's name (sent as HTTP Host and TLS SNI) and the
-/// site's own address or host name (where the connection goes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The service's DNS name, the one clients use.
-    pub service: DnsName,
-    /// The site this target belongs to.
-    pub site: SiteId,
-    /// The site's address to connect to (its first published address).
-    pub address: Option<IpAddr>,
-    /// The site's own host name, resolved at each check when there is no address.
-    pub host: Option<DnsName>,
-}
-
-impl Target {
-    /// The target of `site` of a service named `service`: its first address, else its alias
-    /// host name.
-    pub fn for_site(service: &DnsName, site: &Site) -> Target {
-        Target {
-            service: service.clone(),
-            site: site.id.clone(),
-            address: site.addresses.first().copied(),
-            host: site.alias.clone(),
-        }
-    }
-
-    /// A target that connects to `address` for the service `service`.
-    pub fn at(service: DnsName, site: SiteId, address: IpAddr) -> Target {
-        Target {
-            service,
-            site,
-            address: Some(address),
-            host: None,
-        }
-    }
-}
-
-/// Where a check connects, after the alias is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    /// An address known up front.
-    Addr(IpAddr),
-    /// A host name resolved at each check (a site in alias mode).
-    Host(DnsName),
-}
-
-impl Endpoint {
-    /// The alias address if set, else the target's address, else its host name.
-    pub(crate) fn choose(
-        p: &mut Problems,
-        path: &str,
-        alias: Option<&AliasSpec>,
-        target: &Target,
-    ) -> Option<Endpoint> {
-        if let Some(a) = alias.and_then(|a| a.address) {
-            return Some(Endpoint::Addr(a));
-        }
-        if let Some(a) = target.address {
-            return Some(Endpoint::Addr(a));
-        }
-        if let Some(h) = &target.host {
-            return Some(Endpoint::Host(h.clone()));
-        }
-        p.push(
-            format!("{path}.alias.address"),
-            "",
-            format!(
-                "site {} has neither an address nor a host name to probe: set this",
-                target.site
-            ),
-        );
-        None
     }
 }
 
@@ -275,81 +189,18 @@ impl CheckSpec {
 /// like `sites[1].probes[0].check.url`).
 pub fn probes_for_service(cfg: &ServiceConfig) -> Result<Vec<ScheduledProbe>, ConfigError> {
     let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let mut problems = Problems::new();
     for (i, site) in cfg.sites().iter().enumerate() {
         let target = Target::for_site(cfg.name(), site);
         for (j, settings) in site.probes.iter().enumerate() {
             let path = format!("sites[{i}].probes[{j}].check");
             match ScheduledProbe::build_at(&path, settings, &target) {
                 Ok(p) => out.push(p),
-                Err(e) => errors.extend(e.errors),
+                Err(e) => problems.extend("", e),
             }
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigError { errors })
-    }
-}
-
-/// What every probe constructor needs besides its own spec.
-#[derive(Debug, Clone)]
-pub(crate) struct BuildContext {
-    /// Path of the `check` table, for errors.
-    pub(crate) path: String,
-    /// `site/probe`, for logs.
-    pub(crate) label: String,
-    /// The limit of one attempt.
-    pub(crate) timeout: Duration,
-}
-
-/// Collects field errors while a check is validated.
-#[derive(Debug, Default)]
-pub(crate) struct Problems {
-    errors: Vec<FieldError>,
-}
-
-impl Problems {
-    pub(crate) fn push(
-        &mut self,
-        path: impl Into<String>,
-        value: impl std::fmt::Display,
-        problem: impl Into<String>,
-    ) {
-        self.errors.push(FieldError {
-            path: path.into(),
-            value: value.to_string(),
-            problem: problem.into(),
-        });
-    }
-
-    pub(crate) fn finish(self) -> Result<(), ConfigError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError {
-                errors: self.errors,
-            })
-        }
-    }
-}
-
-pub(crate) fn default_window() -> usize {
-    64 * 1024
-}
-
-/// The largest search window accepted.
-pub(crate) const MAX_WINDOW: usize = 16 * 1024 * 1024;
-
-pub(crate) fn check_window(p: &mut Problems, path: &str, window: usize) {
-    if window == 0 || window > MAX_WINDOW {
-        p.push(
-            path,
-            window,
-            format!("must be between 1 and {MAX_WINDOW} bytes"),
-        );
-    }
+    problems.finish_with(out)
 }
 
 #[cfg(test)]
