@@ -8,10 +8,13 @@
 //!
 //! - [`daemon`]: the `idnsd` controller: its configuration, backends, HTTP API and metrics;
 //! - [`ctl`]: the client of that API that `idnsctl` is;
-//! - [`report`]: drill and switch reports as Markdown, HTML and SVG.
+//! - [`report`]: drill and switch reports as Markdown, HTML and SVG;
+//! - [`loopback`]: the two loopback sites, replicated data, a client resolver and the service
+//!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share.
 //!
 //! `examples/README.md` gives a reading order.
 
 pub mod ctl;
+pub mod loopback;
 pub mod daemon;
 pub mod report;
