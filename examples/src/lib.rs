@@ -10,7 +10,8 @@
 //! - [`ctl`]: the client of that API that `idnsctl` is;
 //! - [`report`]: drill and switch reports as Markdown, HTML and SVG;
 //! - [`loopback`]: the two loopback sites, replicated data, a client resolver and the service
-//!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share.
+//!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share;
+//! - [`watched`]: one generic wrapper that watches the calls a controller makes on any backend.
 //!
 //! `examples/README.md` gives a reading order.
 
@@ -18,3 +19,4 @@ pub mod ctl;
 pub mod loopback;
 pub mod daemon;
 pub mod report;
+pub mod watched;
