@@ -11,10 +11,12 @@
 //! - [`report`]: drill and switch reports as Markdown, HTML and SVG;
 //! - [`loopback`]: the two loopback sites, replicated data, a client resolver and the service
 //!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share;
-//! - [`watched`]: one generic wrapper that watches the calls a controller makes on any backend.
+//! - [`watched`]: one generic wrapper that watches the calls a controller makes on any backend;
+//! - [`audit`]: a drill's evidence for its report, kept by watching the image backend.
 //!
 //! `examples/README.md` gives a reading order.
 
+pub mod audit;
 pub mod ctl;
 pub mod loopback;
 pub mod daemon;

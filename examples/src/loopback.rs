@@ -98,7 +98,9 @@ impl WebSite {
         let deadline = Instant::now() + limit;
         loop {
             match WebSite::start(site, addr, data.clone()).await {
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 other => return other,
@@ -323,7 +325,10 @@ pub async fn wait_resolves(
             return Ok(since.elapsed());
         }
         if since.elapsed() > limit {
-            return Err(format!("{name} did not resolve to {want} within {limit:?}; last answer {got:?}").into());
+            return Err(format!(
+                "{name} did not resolve to {want} within {limit:?}; last answer {got:?}"
+            )
+            .into());
         }
     }
 }
@@ -360,8 +365,9 @@ pub struct ServiceToml {
     pub min_dwell: Duration,
     /// The RPO budget.
     pub rpo_budget: Duration,
-    /// Lines added to the `[policy]` table as they are (e.g. `failback = "automatic"`).
-    pub policy_extra: String,
+    /// TOML added as it is after the `[policy]` table's keys: more policy keys (`failback =
+    /// "automatic"`), or whole tables such as `[runbook]`.
+    pub extra: String,
 }
 
 impl ServiceToml {
@@ -381,7 +387,7 @@ impl ServiceToml {
             resource: None,
             min_dwell: Duration::from_secs(2),
             rpo_budget: Duration::from_secs(5),
-            policy_extra: String::new(),
+            extra: String::new(),
         }
     }
 
@@ -409,7 +415,7 @@ impl ServiceToml {
             quoted(&self.observers),
             d(self.min_dwell),
             d(self.rpo_budget),
-            self.policy_extra
+            self.extra
         );
         for (id, priority, addr) in [("primary", 1, PRIMARY), ("recovery", 2, RECOVERY)] {
             let _ = write!(
@@ -448,7 +454,7 @@ mod tests {
         let mut t = ServiceToml::new("www.example.test", "example.test", 8080);
         t.resource = Some("app-data".to_owned());
         t.fall = 5;
-        t.policy_extra = "failback = \"automatic\"".to_owned();
+        t.extra = "failback = \"automatic\"".to_owned();
         let cfg = idns_core::ServiceConfig::from_toml(&t.render())?;
         assert_eq!(cfg.name().to_string(), "www.example.test");
         assert_eq!(cfg.sites().len(), 2);
@@ -463,7 +469,8 @@ mod tests {
         sites.primary.kill().await;
         assert!(TcpStream::connect(primary).await.is_err());
         let mut s = TcpStream::connect(recovery).await?;
-        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         assert!(out.ends_with("OK recovery\n"), "{out}");

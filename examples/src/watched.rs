@@ -71,7 +71,9 @@ impl std::fmt::Display for Call<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Call::Save => f.write_str("save the journal"),
-            Call::Apply(change) => write!(f, "publish {} at epoch {}", change.records, change.epoch),
+            Call::Apply(change) => {
+                write!(f, "publish {} at epoch {}", change.records, change.epoch)
+            }
             Call::Fence { resource, site, .. } => write!(f, "fence {resource} at {site}"),
             Call::Promote { resource, site, .. } => write!(f, "promote {resource} at {site}"),
             Call::Reprotect {

@@ -332,7 +332,10 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
     let sites = Sites::start(None).await?;
 
     // The DNS server on two addresses: two authoritative endpoints, one zone state.
-    let listen = vec![SocketAddr::from((PRIMARY, 0)), SocketAddr::from((RECOVERY, 0))];
+    let listen = vec![
+        SocketAddr::from((PRIMARY, 0)),
+        SocketAddr::from((RECOVERY, 0)),
+    ];
     let dns = EmbeddedServer::start(EmbeddedConfig::new(listen, &[ZONE.parse()?])).await?;
     let servers: Vec<SocketAddr> = dns.udp_addrs().to_vec();
 
@@ -416,7 +419,10 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
     let applied = applied.saturating_duration_since(killed);
     if o.verbose && run == 0 {
         let steps: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
-        println!("first run: servers {servers:?}; runbook steps: {}", steps.join(", "));
+        println!(
+            "first run: servers {servers:?}; runbook steps: {}",
+            steps.join(", ")
+        );
     }
 
     // Tear down: the probes, then the controller (which stops replication).
@@ -516,7 +522,9 @@ struct Timings {
 impl Watcher for Timings {
     fn after(&self, call: Call<'_>, started: Instant, took: Duration, _: Returned<'_>) {
         let lock = |m: &Mutex<Vec<(Instant, Duration)>>| {
-            m.lock().unwrap_or_else(|e| e.into_inner()).push((started, took));
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((started, took));
         };
         match call {
             Call::Save => lock(&self.saves),
@@ -537,7 +545,10 @@ impl Timings {
     }
 
     /// How many entries of `list` started within `window`, and their total time.
-    fn within(list: &Mutex<Vec<(Instant, Duration)>>, (from, to): (Instant, Instant)) -> (usize, Duration) {
+    fn within(
+        list: &Mutex<Vec<(Instant, Duration)>>,
+        (from, to): (Instant, Instant),
+    ) -> (usize, Duration) {
         let list = list.lock().unwrap_or_else(|e| e.into_inner());
         let hits = list.iter().filter(|(t, _)| *t >= from && *t <= to);
         hits.fold((0, Duration::ZERO), |(n, sum), (_, d)| (n + 1, sum + *d))

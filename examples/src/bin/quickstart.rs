@@ -100,8 +100,13 @@ async fn run() -> Result<(), Error> {
         &[ZONE.parse()?],
     ))
     .await?;
-    let dns_addr = *dns.udp_addrs().first().ok_or("the DNS server has no UDP socket")?;
-    say.say(format!("embedded DNS server for {ZONE} on {dns_addr} (UDP and TCP)"));
+    let dns_addr = *dns
+        .udp_addrs()
+        .first()
+        .ok_or("the DNS server has no UDP socket")?;
+    say.say(format!(
+        "embedded DNS server for {ZONE} on {dns_addr} (UDP and TCP)"
+    ));
 
     // The controller, its probes from two observers, and the narration of its events.
     let mut toml = ServiceToml::new(NAME, ZONE, port);
@@ -125,7 +130,9 @@ async fn run() -> Result<(), Error> {
         v.runbook.is_none() && v.epoch.get() >= 1 && v.sites.iter().all(|s| s.health == Health::Up)
     })
     .await?;
-    let addr = resolve(&client, NAME).await.ok_or("the name does not resolve")?;
+    let addr = resolve(&client, NAME)
+        .await
+        .ok_or("the name does not resolve")?;
     say.say(format!("a client resolves {NAME} -> {addr}"));
     let page = http_get(SocketAddr::new(addr, port)).await?;
     say.say(format!("and gets: {}", first_line(&page)));
@@ -135,7 +142,9 @@ async fn run() -> Result<(), Error> {
 
     // 2. The primary dies.
     println!();
-    say.say(format!("*** killing the primary's web app on {PRIMARY}:{port} ***"));
+    say.say(format!(
+        "*** killing the primary's web app on {PRIMARY}:{port} ***"
+    ));
     sites.primary.kill().await;
     let killed = Instant::now();
     let to_recovery = wait_resolves(&client, NAME, IpAddr::V4(RECOVERY), killed, LIMIT).await?;
@@ -162,7 +171,10 @@ async fn run() -> Result<(), Error> {
     say.say("*** the primary's web app is restored ***");
     let live = Some(data.primary_live.clone());
     let _primary = WebSite::restart("primary", sites.primary_addr(), live, LIMIT).await?;
-    let view = wait(&controller, |v| v.sites.iter().all(|s| s.health == Health::Up)).await?;
+    let view = wait(&controller, |v| {
+        v.sites.iter().all(|s| s.health == Health::Up)
+    })
+    .await?;
     say.say("failback is manual (as with SRM): the operator asks for it");
     let dwell = view.dwell_left(SystemTime::now());
     if !dwell.is_zero() {
@@ -173,7 +185,9 @@ async fn run() -> Result<(), Error> {
         // The controller's wall clock and this one may differ by a hair.
         tokio::time::sleep(dwell + Duration::from_millis(50)).await;
     }
-    controller.command(Command::Failback { force: false }).await?;
+    controller
+        .command(Command::Failback { force: false })
+        .await?;
     let failback = finished(&controller, RunbookKind::Failback).await?;
     wait_resolves(&client, NAME, IpAddr::V4(PRIMARY), Instant::now(), LIMIT).await?;
     say.say(format!("a client resolves {NAME} -> {PRIMARY} again"));
@@ -229,7 +243,7 @@ async fn finished(controller: &Controller, kind: RunbookKind) -> Result<SwitchRe
     // One runbook of each kind runs here: the first of `kind` is the one.
     let report = tokio::time::timeout(LIMIT, controller.wait_for_runbook(|r| r.kind == kind))
         .await
-    .map_err(|_| format!("no {kind} finished within {LIMIT:?}"))??;
+        .map_err(|_| format!("no {kind} finished within {LIMIT:?}"))??;
     if report.outcome != Outcome::Completed {
         return Err(format!("the {kind} was aborted: {:?}", report.steps).into());
     }
@@ -247,13 +261,17 @@ async fn narrate(mut rx: broadcast::Receiver<Event>, say: Narrator) {
                 | Event::Blocked { .. }
                 | Event::Finished(_)),
             ) => say.say(event),
-            Ok(event @ (Event::StepFinished { .. } | Event::StepRetry { .. } | Event::Held { .. })) => {
+            Ok(
+                event @ (Event::StepFinished { .. } | Event::StepRetry { .. } | Event::Held { .. }),
+            ) => {
                 say.say(format!("  {event}"));
             }
             // Probe changes and step starts are too fine for the story; refused commands are
             // the caller's to report.
             Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(n)) => say.say(format!("({n} events not shown)")),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                say.say(format!("({n} events not shown)"))
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
@@ -265,7 +283,10 @@ fn print_timeline(failover: &SwitchReport, failback: &SwitchReport, client: Dura
     let rows = [
         (Phase::Detect, "detect (first failed probe -> site down)"),
         (Phase::Decide, "decide"),
-        (Phase::Reprotect, "reprotect (reverse replication, catch up)"),
+        (
+            Phase::Reprotect,
+            "reprotect (reverse replication, catch up)",
+        ),
         (Phase::Fence, "fence the old site"),
         (Phase::Promote, "promote the new site"),
         (Phase::Verify, "verify integrity / markers"),
@@ -276,10 +297,24 @@ fn print_timeline(failover: &SwitchReport, failback: &SwitchReport, client: Dura
         let (a, b) = (failover.phase(phase), failback.phase(phase));
         println!("{label:<42}{}  {}", ms(a), ms(b));
     }
-    println!("{:<42}{}  {}", "RTO (election's measure)", ms(failover.rto), ms(failback.rto));
+    println!(
+        "{:<42}{}  {}",
+        "RTO (election's measure)",
+        ms(failover.rto),
+        ms(failback.rto)
+    );
     let rpo = |r: &SwitchReport| r.rpo.map(ms).unwrap_or_else(|| format!("{:>12}", "-"));
-    println!("{:<42}{}  {}", "RPO (replica lag at the decision)", rpo(failover), rpo(failback));
-    println!("{:<42}{}", "kill -> a client resolves the recovery", ms(client));
+    println!(
+        "{:<42}{}  {}",
+        "RPO (replica lag at the decision)",
+        rpo(failover),
+        rpo(failback)
+    );
+    println!(
+        "{:<42}{}",
+        "kill -> a client resolves the recovery",
+        ms(client)
+    );
 }
 
 /// `GET /` from `addr` with the service's name as Host; returns the body.
@@ -291,7 +326,10 @@ async fn http_get(addr: SocketAddr) -> Result<String, Error> {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await??;
     let text = String::from_utf8_lossy(&out).into_owned();
-    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(text))
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(text))
 }
 
 fn first_line(s: &str) -> &str {
