@@ -8,15 +8,22 @@
 //!
 //! - [`daemon`]: the `idnsd` controller: its configuration, backends, HTTP API and metrics;
 //! - [`ctl`]: the client of that API that `idnsctl` is;
-//! - [`report`]: drill and switch reports as Markdown, HTML and SVG.
+//! - [`report`]: drill and switch reports as Markdown, HTML and SVG;
+//! - [`loopback`]: the two loopback sites, replicated data, a client resolver and the service
+//!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share;
+//! - [`watched`]: one generic wrapper that watches the calls a controller makes on any backend;
+//! - [`audit`]: a drill's evidence for its report, kept by watching the image backend.
 //!
 //! `examples/README.md` gives a reading order.
 //!
 #![doc = include_str!("linking.md")]
 
+pub mod audit;
 pub mod ctl;
 pub mod daemon;
+pub mod loopback;
 pub mod report;
+pub mod watched;
 
 #[cfg(test)]
 mod tests {

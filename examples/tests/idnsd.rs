@@ -14,18 +14,14 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use idns_examples::loopback::{self, PRIMARY, RECOVERY, Sites, WebSite, resolve};
 use idns_examples::daemon::wire::{EventsPage, ServiceList, ServiceStatus};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const NAME: &str = "www.daemon.test";
-const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-const RECOVERY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// The longest any wait may take before the test gives up.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -209,83 +205,14 @@ fn free_port() -> u16 {
     }
 }
 
-/// A tiny web site: every request gets `OK <site>`. Stops when dropped.
-struct Site(JoinHandle<()>);
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn start_site(addr: SocketAddr, site: &'static str) -> std::io::Result<Site> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(Site(tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while n < buf.len() {
-                    match s.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let body = format!("OK {site}\n");
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    })))
-}
-
-/// Both web sites on one port of 127.0.0.1 and 127.0.0.2.
-async fn start_sites() -> (u16, Site, Site) {
-    for _ in 0..20 {
-        let port = free_port();
-        let Ok(a) = start_site(SocketAddr::from((PRIMARY, port)), "primary").await else {
-            continue;
-        };
-        if let Ok(b) = start_site(SocketAddr::from((RECOVERY, port)), "recovery").await {
-            return (port, a, b);
-        }
-        drop(a);
-    }
-    panic!("no port free on both loopback addresses");
+/// Both web sites on one port of 127.0.0.1 and 127.0.0.2 (stopped when dropped).
+async fn start_sites() -> (u16, WebSite, WebSite) {
+    let sites = Sites::start(None).await.unwrap();
+    (sites.port, sites.primary, sites.recovery)
 }
 
 fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
-    let mut ns = NameServerConfig::udp(server.ip());
-    for c in &mut ns.connections {
-        c.port = server.port();
-    }
-    let mut builder = Resolver::builder_with_config(
-        ResolverConfig::from_name_servers(vec![ns]),
-        TokioRuntimeProvider::default(),
-    );
-    let opts = builder.options_mut();
-    opts.cache_size = 0;
-    opts.attempts = 1;
-    opts.timeout = Duration::from_millis(500);
-    opts.use_hosts_file = ResolveHosts::Never;
-    builder.build().unwrap()
-}
-
-async fn resolve(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Option<IpAddr> {
-    r.lookup_ip(format!("{name}."))
-        .await
-        .ok()
-        .and_then(|a| a.iter().next())
+    loopback::resolver(server).unwrap()
 }
 
 struct Ports {

@@ -20,7 +20,7 @@ fn quickstart_fails_over_and_back_and_loses_nothing() {
         "a client resolves www.quickstart.test -> 127.0.0.1",
         "*** killing the primary's web app",
         "a client resolves www.quickstart.test -> 127.0.0.2",
-        "the same URL now serves: site recovery of www.quickstart.test",
+        "the same URL now serves: site recovery",
         "the recovery site takes an order",
         "*** the primary's web app is restored ***",
         "a client resolves www.quickstart.test -> 127.0.0.1 again",

@@ -21,41 +21,26 @@
 // A benchmark prints its table on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use clap::builder::RangedU64ValueParser;
 use clap::{ArgAction, Parser};
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore, Handle};
-use idns_core::{
-    BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Event, Health, IntegrityReport,
-    IntegrityRequest, Journal, OpContext, Phase, Promoted, Propagation, Published,
-    ReplicationBackend, ReplicationStatus, ResourceId, RunbookKind, ServiceConfig, SiteId,
-    StateStore, StepName, Stored, SwitchReport,
-};
+use idns_core::runtime::{Controller, FileStore};
+use idns_core::{Health, Phase, RunbookKind, ServiceConfig, StepName, SwitchReport};
 use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
-use idns_probe::{Scheduler, SchedulerOptions, probes_for_service, sink_fn};
-use idns_replication::image::{ImageConfig, ImageReplication};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use idns_examples::loopback::{Error, ImagePair, PRIMARY, RECOVERY, ServiceToml, Sites};
+use idns_examples::watched::{Call, Returned, Watched, Watcher};
+use idns_probe::{Scheduler, SchedulerOptions, probes_for_service};
 
 const NAME: &str = "www.bench.test";
 const ZONE: &str = "bench.test";
-const RESOURCE: &str = "app-data";
-const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-const RECOVERY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// The longest one stage of a run may take.
 const LIMIT: Duration = Duration::from_secs(20);
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// End-to-end failover time: kill the primary's web server, then measure until every
 /// authoritative server answers the recovery site.
@@ -344,91 +329,55 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
-    let (port, primary_web, recovery_web) = start_both_sites().await?;
+    let sites = Sites::start(None).await?;
 
-    // Replication of a small data set, when asked for.
-    let mut continuous = None;
-    let repl = if o.replication {
-        let (p, r) = (dir.path().join("primary"), dir.path().join("recovery"));
-        tokio::fs::create_dir_all(&p).await?;
-        tokio::fs::create_dir_all(&r).await?;
-        let mut image = ImageConfig::two_sites(RESOURCE, ("primary", &p), ("recovery", &r))?;
-        image.resources[0].interval = Duration::from_millis(300);
-        let repl = ImageReplication::new(image);
-        let resource = RESOURCE.parse()?;
-        let live = repl
-            .paths(&resource, &"primary".parse()?)
-            .ok_or("no primary site")?
-            .live;
-        write_data(&live).await?;
-        repl.sync(&resource).await?;
-        let r2 = repl.clone();
-        continuous = Some(tokio::spawn(
-            async move { r2.run_continuous(&resource).await },
-        ));
-        Some(repl)
-    } else {
-        None
-    };
-
-    // The DNS server on two addresses, and a client for each.
-    let dns = EmbeddedServer::start(EmbeddedConfig::new(
-        vec![
-            SocketAddr::from((PRIMARY, 0)),
-            SocketAddr::from((RECOVERY, 0)),
-        ],
-        &[ZONE.parse()?],
-    )?)
-    .await?;
+    // The DNS server on two addresses: two authoritative endpoints, one zone state.
+    let listen = vec![
+        SocketAddr::from((PRIMARY, 0)),
+        SocketAddr::from((RECOVERY, 0)),
+    ];
+    let dns = EmbeddedServer::start(EmbeddedConfig::new(listen, &[ZONE.parse()?])).await?;
     let servers: Vec<SocketAddr> = dns.udp_addrs().to_vec();
 
-    let cfg = ServiceConfig::from_toml(&config_toml(o, port))?;
+    // The controller, every backend timed; replication of a small data set when asked for.
+    let mut toml = ServiceToml::new(NAME, ZONE, sites.port);
+    (toml.interval, toml.timeout, toml.fall) = (o.interval, o.interval, o.fall);
     let timings = Arc::new(Timings::default());
-    let (driver, handle) = Driver::new(
-        cfg.clone(),
-        Backends {
-            dns: Arc::new(TimedDns {
-                inner: dns.backend(),
-                timings: timings.clone(),
-            }),
-            replication: repl.clone().map(|inner| {
-                Arc::new(TimedReplication {
-                    inner,
-                    timings: timings.clone(),
-                }) as Arc<dyn ReplicationBackend>
-            }),
-            store: Arc::new(TimedStore {
-                inner: FileStore::new(dir.path().join("journal.json")),
-                timings: timings.clone(),
-            }),
-        },
-        DriverOptions {
-            replication_poll: o.replication.then_some(Duration::from_millis(250)),
-            ..DriverOptions::default()
-        },
-    )
-    .await?;
-    let driver_task = tokio::spawn(driver.run());
+    let journal = FileStore::new(dir.path().join("journal.json"));
+    let mut builder = Controller::builder(ServiceConfig::from_toml(&{
+        toml.resource = o.replication.then(|| "app-data".to_owned());
+        toml.render()
+    })?)
+    .dns(Watched::new(dns.backend(), timings.clone()))
+    .store(Watched::new(journal, timings.clone()));
+    if o.replication {
+        let data = ImagePair::new(dir.path(), "app-data", Duration::from_millis(300)).await?;
+        tokio::fs::write(data.primary_live.join("orders.txt"), "order 1: 3 widgets\n").await?;
+        tokio::fs::write(data.primary_live.join("customers.csv"), "id,name\n1,Ada\n").await?;
+        data.sync().await?;
+        builder = builder
+            .replication(Watched::new(data.replication, timings.clone()))
+            .replication_poll(Duration::from_millis(250));
+    }
+    let controller = builder.start().await?;
     let mut schedulers = Vec::new();
     for (i, observer) in ["east", "west"].into_iter().enumerate() {
-        let h = handle.clone();
-        let sink = sink_fn(move |report| {
-            let h = h.clone();
-            async move { h.report(report).await }
-        });
         let options =
             SchedulerOptions::new(observer.parse()?).seed(splitmix(seed ^ (i as u64 + 1)));
-        schedulers.push(Scheduler::spawn(options, sink, probes_for_service(&cfg)?));
+        let probes = probes_for_service(controller.config())?;
+        schedulers.push(Scheduler::spawn(options, controller.clone(), probes));
     }
 
     // Steady: both sites up, the home site published, both servers answering it.
-    wait_until(&handle, "both sites up and the home site published", |v| {
+    let steady = controller.wait_for(|v| {
         v.runbook.is_none()
             && v.epoch.get() >= 1
             && v.sites.iter().all(|s| s.health == Health::Up)
             && (!o.replication || v.sites.iter().all(|s| s.lag.is_some()))
-    })
-    .await?;
+    });
+    tokio::time::timeout(LIMIT, steady)
+        .await
+        .map_err(|_| format!("not steady within {LIMIT:?}: {:?}", controller.view()))??;
     let name = Name::from_ascii(format!("{NAME}."))?;
     for s in &servers {
         let a = ask(&UdpSocket::bind((PRIMARY, 0))?, *s, &name, 1)?;
@@ -444,57 +393,46 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
         .mul_f64((splitmix(seed) >> 11) as f64 / (1u64 << 53) as f64);
     tokio::time::sleep(offset).await;
 
-    let mut events = handle.subscribe();
     let (killed, killed_wall) = (Instant::now(), SystemTime::now());
-    primary_web.kill().await;
+    sites.primary.kill().await;
     let poll = o.poll;
     let (name2, servers2) = (name.clone(), servers.clone());
     let poller =
         tokio::task::spawn_blocking(move || poll_until_recovery(&servers2, &name2, killed, poll));
-    let (received, report) = follow(&mut events, killed).await?;
-    // The decision's own time stamp (the driver's wall clock); the event arrives a little
-    // later, after the journal save that precedes the first step.
+    let failover = controller.wait_for_runbook(|r| r.kind == RunbookKind::Failover);
+    let report = tokio::time::timeout(LIMIT, failover)
+        .await
+        .map_err(|_| format!("no failover within {LIMIT:?}"))??;
+    // The decision's own time stamp, on the controller's wall clock.
     let decision = report
         .decided_at
         .duration_since(killed_wall)
-        .unwrap_or(received);
+        .unwrap_or_default();
     let per_server = poller.await??;
     let answer = per_server.iter().max().copied().unwrap_or_default();
     let applied = timings
         .applied(killed)
         .ok_or("the DNS backend applied no change after the kill")?;
     let window = (killed, applied);
-    let saves = timings.within(&timings.saves, window);
-    let replication = timings.within(&timings.replication, window).1;
+    let saves = Timings::within(&timings.saves, window);
+    let replication = Timings::within(&timings.replication, window).1;
     let applied = applied.saturating_duration_since(killed);
     if o.verbose && run == 0 {
+        let steps: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
         println!(
-            "first run: servers {}; runbook steps: {}",
-            servers
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            report
-                .steps
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "first run: servers {servers:?}; runbook steps: {}",
+            steps.join(", ")
         );
     }
 
-    // Tear down.
+    // Tear down: the probes, then the controller (which stops replication).
     for (h, task) in schedulers {
         h.shutdown();
         let _ = task.await;
     }
-    handle.shutdown();
-    driver_task.await??;
-    if let Some(c) = continuous {
-        c.abort();
-    }
-    recovery_web.kill().await;
+    controller.shutdown();
+    controller.stopped().await?;
+    sites.recovery.kill().await;
     dns.shutdown();
     Ok(Sample {
         answer,
@@ -505,35 +443,6 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
         saves,
         replication,
     })
-}
-
-/// Follows the driver's events after the kill: when the decision arrived, and the failover's
-/// report.
-async fn follow(
-    rx: &mut broadcast::Receiver<Event>,
-    killed: Instant,
-) -> Result<(Duration, SwitchReport), Error> {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut decision = None;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return Err(format!("no failover within {LIMIT:?}").into()),
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-            Ok(Err(broadcast::error::RecvError::Closed)) => {
-                return Err("the driver stopped".into());
-            }
-            Ok(Ok(Event::Decision {
-                kind: RunbookKind::Failover,
-                ..
-            })) => {
-                decision.get_or_insert(killed.elapsed());
-            }
-            Ok(Ok(Event::Finished(r))) if r.kind == RunbookKind::Failover => {
-                return Ok((decision.unwrap_or_default(), r));
-            }
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 /// Asks every server for the name every `poll` until each answers the recovery site; returns,
@@ -597,99 +506,38 @@ fn ask(
     }
 }
 
-fn config_toml(o: &Options, port: u16) -> String {
-    let interval = o.interval.as_millis();
-    let site = |id: &str, priority: u32, addr: Ipv4Addr| {
-        format!(
-            r#"
-[[sites]]
-id = "{id}"
-priority = {priority}
-addresses = ["{addr}"]
-[[sites.probes]]
-id = "http"
-interval = "{interval}ms"
-timeout = "{interval}ms"
-rise = 2
-fall = {fall}
-check = {{ kind = "http", url = "http://{NAME}:{port}/health", expect = "OK" }}
-"#,
-            fall = o.fall
-        )
-    };
-    format!(
-        r#"
-name = "{NAME}"
-zone = "{ZONE}"
-ttl = "1s"
-{resources}
-
-[observers]
-ids = ["east", "west"]
-
-[policy]
-min_dwell = "2s"
-rpo_budget = "5s"
-{}{}"#,
-        site("primary", 1, PRIMARY),
-        site("recovery", 2, RECOVERY),
-        resources = if o.replication {
-            format!("resources = [\"{RESOURCE}\"]")
-        } else {
-            String::new()
-        }
-    )
-}
-
-async fn write_data(live: &Path) -> Result<(), Error> {
-    tokio::fs::create_dir_all(live).await?;
-    tokio::fs::write(
-        live.join("orders.txt"),
-        "order 1: 3 widgets\norder 2: 1 gadget\n",
-    )
-    .await?;
-    tokio::fs::write(live.join("customers.csv"), "id,name\n1,Ada\n2,Grace\n").await?;
-    Ok(())
-}
-
-async fn wait_until(
-    handle: &Handle,
-    what: &str,
-    ok: impl Fn(&idns_core::ServiceView) -> bool,
-) -> Result<(), Error> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let view = handle.view();
-        if ok(&view) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("gave up waiting for {what}: {view:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // ------------------------------------------------------------------------------------------
-// Timing wrappers: where the runbook's time goes
+// Where the runbook's time goes
 // ------------------------------------------------------------------------------------------
 
-/// When each journal save and each replication call started, and how long it took.
+/// When each journal save and each replication call started, and how long it took; when each
+/// DNS change returned. Told by the [`Watched`] backends.
 #[derive(Debug, Default)]
 struct Timings {
     saves: Mutex<Vec<(Instant, Duration)>>,
     replication: Mutex<Vec<(Instant, Duration)>>,
-    /// When each DNS change returned.
     dns: Mutex<Vec<Instant>>,
 }
 
-impl Timings {
-    fn record(list: &Mutex<Vec<(Instant, Duration)>>, started: Instant) {
-        list.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((started, started.elapsed()));
+impl Watcher for Timings {
+    fn after(&self, call: Call<'_>, started: Instant, took: Duration, _: Returned<'_>) {
+        let lock = |m: &Mutex<Vec<(Instant, Duration)>>| {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((started, took));
+        };
+        match call {
+            Call::Save => lock(&self.saves),
+            Call::Apply(_) => {
+                let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+                dns.push(started + took);
+            }
+            _ => lock(&self.replication),
+        }
     }
+}
 
+impl Timings {
     /// When the first DNS change after `since` returned.
     fn applied(&self, since: Instant) -> Option<Instant> {
         let dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
@@ -698,235 +546,11 @@ impl Timings {
 
     /// How many entries of `list` started within `window`, and their total time.
     fn within(
-        &self,
         list: &Mutex<Vec<(Instant, Duration)>>,
         (from, to): (Instant, Instant),
     ) -> (usize, Duration) {
         let list = list.lock().unwrap_or_else(|e| e.into_inner());
-        let hits: Vec<Duration> = list
-            .iter()
-            .filter(|(t, _)| *t >= from && *t <= to)
-            .map(|(_, d)| *d)
-            .collect();
-        (hits.len(), hits.iter().sum())
+        let hits = list.iter().filter(|(t, _)| *t >= from && *t <= to);
+        hits.fold((0, Duration::ZERO), |(n, sum), (_, d)| (n + 1, sum + *d))
     }
-}
-
-/// The crash-safe file store, timed.
-#[derive(Debug)]
-struct TimedStore {
-    inner: FileStore,
-    timings: Arc<Timings>,
-}
-
-#[async_trait]
-impl StateStore for TimedStore {
-    async fn load(&self) -> Result<Option<Stored>, BackendError> {
-        self.inner.load().await
-    }
-
-    async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError> {
-        let started = Instant::now();
-        let r = self.inner.save(journal, expected).await;
-        Timings::record(&self.timings.saves, started);
-        r
-    }
-}
-
-/// The embedded server's backend, noting when each change returned.
-#[derive(Debug)]
-struct TimedDns {
-    inner: idns_dns::embedded::EmbeddedBackend,
-    timings: Arc<Timings>,
-}
-
-#[async_trait]
-impl DnsBackend for TimedDns {
-    fn capabilities(&self) -> DnsCapabilities {
-        self.inner.capabilities()
-    }
-
-    async fn read(&self, zone: &DnsName, name: &DnsName) -> Result<Published, BackendError> {
-        self.inner.read(zone, name).await
-    }
-
-    async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
-        let r = self.inner.apply(change).await;
-        self.timings
-            .dns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Instant::now());
-        r
-    }
-
-    async fn verify(
-        &self,
-        change: &DnsChange,
-        timeout: Duration,
-    ) -> Result<Propagation, BackendError> {
-        self.inner.verify(change, timeout).await
-    }
-}
-
-/// The image replication backend, timed.
-#[derive(Debug)]
-struct TimedReplication {
-    inner: ImageReplication,
-    timings: Arc<Timings>,
-}
-
-impl TimedReplication {
-    async fn timed<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let r = f.await;
-        Timings::record(&self.timings.replication, started);
-        r
-    }
-}
-
-#[async_trait]
-impl ReplicationBackend for TimedReplication {
-    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
-        // Polled in the background, not a step: not timed.
-        self.inner.status(resource).await
-    }
-
-    async fn fence(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        ctx: &OpContext,
-    ) -> Result<(), BackendError> {
-        self.timed(self.inner.fence(resource, site, ctx)).await
-    }
-
-    async fn promote(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        ctx: &OpContext,
-    ) -> Result<Promoted, BackendError> {
-        self.timed(self.inner.promote(resource, site, ctx)).await
-    }
-
-    async fn reprotect(
-        &self,
-        resource: &ResourceId,
-        primary: &SiteId,
-        wait: bool,
-        ctx: &OpContext,
-    ) -> Result<(), BackendError> {
-        self.timed(self.inner.reprotect(resource, primary, wait, ctx))
-            .await
-    }
-
-    async fn integrity(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        request: &IntegrityRequest,
-        ctx: &OpContext,
-    ) -> Result<IntegrityReport, BackendError> {
-        self.timed(self.inner.integrity(resource, site, request, ctx))
-            .await
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// The web sites, which can be killed
-// ------------------------------------------------------------------------------------------
-
-/// A running web site.
-struct Site {
-    kill: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Site {
-    /// Closes the listener and every connection, and waits until they are closed: from then
-    /// on a connection is refused at once.
-    async fn kill(mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Starts both web sites on one port of their two addresses; tries other ports when the
-/// second address has the first's taken.
-async fn start_both_sites() -> Result<(u16, Site, Site), Error> {
-    let mut last = None;
-    for _ in 0..10 {
-        let port = TcpListener::bind((PRIMARY, 0)).await?.local_addr()?.port();
-        let p = start_web("primary", SocketAddr::from((PRIMARY, port))).await;
-        let r = start_web("recovery", SocketAddr::from((RECOVERY, port))).await;
-        match (p, r) {
-            (Ok(p), Ok(r)) => return Ok((port, p, r)),
-            (p, r) => last = p.err().or(r.err()),
-        }
-    }
-    Err(last.unwrap_or_else(|| "no free port on both loopback addresses".into()))
-}
-
-/// A tiny web site: `/health` answers `OK <site>`.
-async fn start_web(site: &'static str, addr: SocketAddr) -> Result<Site, Error> {
-    let listener = TcpListener::bind(addr).await?;
-    let (kill, mut killed) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut killed => break,
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        conns.spawn(serve(stream, site));
-                    }
-                }
-            }
-            while conns.try_join_next().is_some() {}
-        }
-        drop(listener);
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    });
-    Ok(Site {
-        kill: Some(kill),
-        task,
-    })
-}
-
-async fn serve(mut stream: TcpStream, site: &str) {
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    let read = tokio::time::timeout(Duration::from_secs(2), async {
-        while n < buf.len() {
-            match stream.read(&mut buf[n..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
-            }
-            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    if read.is_err() {
-        return;
-    }
-    let body = format!("OK {site}\n");
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }

@@ -20,20 +20,15 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use idns_dns::testing::Bind;
+use idns_examples::loopback::{self, Sites, WebSite};
+pub use idns_examples::loopback::{PRIMARY, RECOVERY, resolve};
 use idns_examples::daemon::wire::{EventRecord, EventsPage, ServiceStatus};
 use idns_replication::testing::{PgNode, PgPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 /// The API token of every daemon these tests start.
 pub const TOKEN: &str = "paper-token-0123456789abcdef";
-/// The primary site's address.
-pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-/// The recovery site's address.
-pub const RECOVERY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// The longest any single wait may take before the test gives up.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
@@ -88,7 +83,8 @@ impl Stage {
             )
             .await
             .unwrap();
-        let (web_port, a, b) = start_sites().await;
+        let sites = Sites::start(None).await.unwrap();
+        let (web_port, a, b) = (sites.port, sites.primary, sites.recovery);
         Some(Stage {
             zone: zone.to_owned(),
             name: format!("www.{zone}"),
@@ -109,7 +105,7 @@ impl Stage {
     /// Stops the primary site's web app (connections are refused from now on).
     pub async fn stop_primary_web(&mut self) {
         if let Some(w) = self.web_primary.take() {
-            w.stop().await;
+            w.kill().await;
         }
     }
 
@@ -117,7 +113,9 @@ impl Stage {
     pub async fn start_primary_web(&mut self) {
         assert!(self.web_primary.is_none(), "the primary's web app runs");
         self.web_primary = Some(
-            WebSite::start_retrying(SocketAddr::from((PRIMARY, self.web_port)), "primary").await,
+            WebSite::restart("primary", SocketAddr::from((PRIMARY, self.web_port)), None, LIMIT)
+                .await
+                .unwrap(),
         );
     }
 
@@ -306,133 +304,20 @@ pub async fn wait_orders(node: &PgNode, want: &[i32]) -> Vec<i32> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Web sites
+// DNS clients (the web sites are `idns_examples::loopback`'s)
 // ---------------------------------------------------------------------------------------------
 
-/// A tiny web app: every request gets `OK <site>`. Stopped by [`stop`](Self::stop) or drop.
-pub struct WebSite(Option<JoinHandle<()>>);
-
-impl Drop for WebSite {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
-    }
-}
-
-impl WebSite {
-    /// Serves `addr` until stopped.
-    pub async fn start(addr: SocketAddr, site: &'static str) -> std::io::Result<WebSite> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        Ok(WebSite(Some(tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut n = 0;
-                    while n < buf.len() {
-                        match s.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => n += k,
-                        }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    let body = format!("OK {site}\n");
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        }))))
-    }
-
-    /// Serves `addr`, retrying while the port is still held (e.g. just after a stop).
-    pub async fn start_retrying(addr: SocketAddr, site: &'static str) -> WebSite {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            match WebSite::start(addr, site).await {
-                Ok(w) => return w,
-                Err(e) => assert!(Instant::now() < deadline, "cannot serve {addr}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops serving; its listening socket is closed when this returns.
-    pub async fn stop(mut self) {
-        if let Some(h) = self.0.take() {
-            h.abort();
-            let _ = h.await;
-        }
-    }
-}
-
-/// Both web sites on one free port of 127.0.0.1 and 127.0.0.2.
-pub async fn start_sites() -> (u16, WebSite, WebSite) {
-    for _ in 0..50 {
-        let port = idns_core::test_util::servers::free_port().unwrap();
-        let Ok(a) = WebSite::start(SocketAddr::from((PRIMARY, port)), "primary").await else {
-            continue;
-        };
-        if let Ok(b) = WebSite::start(SocketAddr::from((RECOVERY, port)), "recovery").await {
-            return (port, a, b);
-        }
-    }
-    panic!("no port free on both loopback addresses");
-}
-
-// ---------------------------------------------------------------------------------------------
-// DNS clients
-// ---------------------------------------------------------------------------------------------
-
-/// A stub resolver that asks only `server`, without a cache, as a client of the service would
-/// (a client behind a caching resolver would also wait out the TTL).
+/// A stub resolver that asks only `server`, without a cache ([`loopback::resolver`]).
 pub fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
-    let mut ns = NameServerConfig::udp(server.ip());
-    for c in &mut ns.connections {
-        c.port = server.port();
-    }
-    let mut builder = Resolver::builder_with_config(
-        ResolverConfig::from_name_servers(vec![ns]),
-        TokioRuntimeProvider::default(),
-    );
-    let opts = builder.options_mut();
-    opts.cache_size = 0;
-    opts.attempts = 1;
-    opts.timeout = Duration::from_millis(500);
-    opts.use_hosts_file = ResolveHosts::Never;
-    builder.build().unwrap()
-}
-
-/// The first address `name` resolves to, if any.
-pub async fn resolve(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Option<IpAddr> {
-    r.lookup_ip(format!("{name}."))
-        .await
-        .ok()
-        .and_then(|a| a.iter().next())
+    loopback::resolver(server).unwrap()
 }
 
 /// Resolves `name` until it answers `want`; returns when it did.
 pub async fn wait_resolves(r: &Resolver<TokioRuntimeProvider>, name: &str, want: Ipv4Addr) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let got = resolve(r, name).await;
-        if got == Some(IpAddr::V4(want)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never resolved to {want}; last answer {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let want = IpAddr::V4(want);
+    loopback::wait_resolves(r, name, want, Instant::now(), LIMIT)
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
