@@ -144,7 +144,7 @@ impl DrillAudit {
         if self.corrupt
             && let Err(e) = self.corrupt_one(resource, site, &expected)
         {
-            eprintln!("could not inject the corruption: {e}");
+            tracing::error!("could not inject the corruption: {e}");
         }
         let request = IntegrityRequest::Verify {
             expected: expected.clone(),

@@ -251,7 +251,7 @@ impl<B: ReplicationBackend, W: Watcher> ReplicationBackend for Watched<B, W> {
             ctx,
         };
         let work = self.inner.integrity(resource, site, request, ctx);
-        self.watch(call, work, Some).await
+        self.watch(call, work, |r| Some(r)).await
     }
 
     async fn run(&self, resource: &ResourceId) -> Result<(), BackendError> {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::Resolver;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use idns_examples::loopback::{self, PRIMARY, RECOVERY, Sites, WebSite, resolve};
 use idns_examples::daemon::wire::{EventsPage, ServiceList, ServiceStatus};
+use idns_examples::loopback::{self, PRIMARY, RECOVERY, Sites, WebSite, resolve};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -28,28 +28,25 @@
 // A command-line program talks to its user on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use clap::Parser;
 use hickory_resolver::Resolver;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use idns_core::runtime::{Controller, FileStore};
 use idns_core::{
-    Command, DnsBackend, Event, Health, IntegrityReport, IntegrityRequest, Manifest, OpContext,
-    Outcome, RecordSet, ReplicationBackend, ResourceId, Role, RunbookKind, ServiceConfig, SiteId,
-    StepName, SwitchReport,
+    Command, DnsBackend, Event, Health, RecordSet, ReplicationBackend, ResourceId, Role,
+    RunbookKind, ServiceConfig, SiteId, StepName, SwitchReport,
 };
 use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_examples::audit::DrillAudit;
 use idns_examples::loopback::{Error, ImagePair, PRIMARY, RECOVERY, ServiceToml, Sites, resolver};
-use idns_examples::report::{self, Check, IntegrityResult, ReportContext, SiteNote};
-use idns_examples::watched::{Call, Returned, Watched, Watcher};
+use idns_examples::report::{self, Check, ReportContext, SiteNote};
+use idns_examples::watched::Watched;
 use idns_probe::{Scheduler, SchedulerOptions, probes_for_service};
 use idns_replication::image::ImageReplication;
 use tokio::sync::{broadcast, watch};

@@ -336,7 +336,7 @@ async fn one_run(o: &Options, run: usize, seed: u64) -> Result<Sample, Error> {
         SocketAddr::from((PRIMARY, 0)),
         SocketAddr::from((RECOVERY, 0)),
     ];
-    let dns = EmbeddedServer::start(EmbeddedConfig::new(listen, &[ZONE.parse()?])).await?;
+    let dns = EmbeddedServer::start(EmbeddedConfig::new(listen, &[ZONE.parse()?])?).await?;
     let servers: Vec<SocketAddr> = dns.udp_addrs().to_vec();
 
     // The controller, every backend timed; replication of a small data set when asked for.

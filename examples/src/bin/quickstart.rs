@@ -89,7 +89,8 @@ async fn run() -> Result<(), Error> {
     // The two web apps, on the same port of two loopback addresses.
     let lives = (data.primary_live.clone(), data.recovery_live.clone());
     let sites = Sites::start(Some(lives)).await?;
-    let port = sites.port;
+    let (port, primary_addr, recovery_addr) =
+        (sites.port, sites.primary_addr(), sites.recovery_addr());
     say.say(format!(
         "web apps up: primary on {PRIMARY}:{port}, recovery on {RECOVERY}:{port}"
     ));
@@ -98,7 +99,7 @@ async fn run() -> Result<(), Error> {
     let dns = EmbeddedServer::start(EmbeddedConfig::new(
         vec![SocketAddr::from((PRIMARY, 0))],
         &[ZONE.parse()?],
-    ))
+    )?)
     .await?;
     let dns_addr = *dns
         .udp_addrs()
@@ -153,7 +154,7 @@ async fn run() -> Result<(), Error> {
         to_recovery.as_secs_f64() * 1000.0
     ));
     let failover = finished(&controller, RunbookKind::Failover).await?;
-    let page = http_get(sites.recovery_addr()).await?;
+    let page = http_get(recovery_addr).await?;
     say.say(format!("the same URL now serves: {}", first_line(&page)));
 
     // 3. The recovery site takes writes.
@@ -170,7 +171,7 @@ async fn run() -> Result<(), Error> {
     println!();
     say.say("*** the primary's web app is restored ***");
     let live = Some(data.primary_live.clone());
-    let _primary = WebSite::restart("primary", sites.primary_addr(), live, LIMIT).await?;
+    let _primary = WebSite::restart("primary", primary_addr, live, LIMIT).await?;
     let view = wait(&controller, |v| {
         v.sites.iter().all(|s| s.health == Health::Up)
     })

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use hickory_resolver::Resolver;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use idns_dns::testing::Bind;
-use idns_examples::loopback::{self, Sites, WebSite};
-pub use idns_examples::loopback::{PRIMARY, RECOVERY, resolve};
 use idns_examples::daemon::wire::{EventRecord, EventsPage, ServiceStatus};
+use idns_examples::loopback::{self, Sites, WebSite};
+#[allow(unused_imports)] // Not every test file resolves by itself.
+pub use idns_examples::loopback::{PRIMARY, RECOVERY, resolve};
 use idns_replication::testing::{PgNode, PgPair};
 
 /// The API token of every daemon these tests start.
@@ -113,9 +114,14 @@ impl Stage {
     pub async fn start_primary_web(&mut self) {
         assert!(self.web_primary.is_none(), "the primary's web app runs");
         self.web_primary = Some(
-            WebSite::restart("primary", SocketAddr::from((PRIMARY, self.web_port)), None, LIMIT)
-                .await
-                .unwrap(),
+            WebSite::restart(
+                "primary",
+                SocketAddr::from((PRIMARY, self.web_port)),
+                None,
+                LIMIT,
+            )
+            .await
+            .unwrap(),
         );
     }
 

@@ -140,9 +140,19 @@ pub(super) fn validate_runbook(
         if policy.timeout.is_zero() {
             p.push(format!("{}.timeout", sp()), "0s", "must be more than zero");
         }
-        at_most(p, format_args!("{path}[{i}].timeout"), policy.timeout, MONTH);
+        at_most(
+            p,
+            format_args!("{path}[{i}].timeout"),
+            policy.timeout,
+            MONTH,
+        );
         at_most(p, format_args!("{path}[{i}].backoff"), policy.backoff, DAY);
-        at_most(p, format_args!("{path}[{i}].max_backoff"), policy.max_backoff, DAY);
+        at_most(
+            p,
+            format_args!("{path}[{i}].max_backoff"),
+            policy.max_backoff,
+            DAY,
+        );
         if policy.retries > 1000 {
             p.push(
                 format!("{}.retries", sp()),
