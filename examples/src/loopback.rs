@@ -1,8 +1,8 @@
 //! The loopback world the example binaries and the tests share: two sites of one service on
 //! 127.0.0.1 (primary) and 127.0.0.2 (recovery), each a tiny web app on the same port; the
 //! application's data replicated between two directories by the image backend; a resolver
-//! that asks one DNS server without a cache, as a client of the service would; and the
-//! service's configuration.
+//! that asks one DNS server without a cache, as a client of the service would; the service's
+//! configuration; and a narrator that stamps each printed line with the time.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), idns_examples::loopback::Error> {
@@ -15,7 +15,7 @@
 //! # let _ = config; Ok(()) }
 //! ```
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -475,5 +475,28 @@ mod tests {
         s.read_to_string(&mut out).await?;
         assert!(out.ends_with("OK recovery\n"), "{out}");
         Ok(())
+    }
+}
+
+/// Prints lines to standard output, each stamped with the seconds since it was started: the
+/// narration of `quickstart` and `drill`.
+#[derive(Debug, Clone, Copy)]
+pub struct Narrator {
+    start: Instant,
+}
+
+impl Narrator {
+    /// Starts the clock.
+    pub fn start() -> Narrator {
+        Narrator {
+            start: Instant::now(),
+        }
+    }
+
+    /// Prints one line.
+    #[allow(clippy::print_stdout)] // A narration is what the example binaries print.
+    pub fn say(&self, line: impl fmt::Display) {
+        let t = self.start.elapsed().as_secs_f64();
+        println!("[{t:7.3}s] {line}");
     }
 }

@@ -1,6 +1,6 @@
 //! Test support (feature `test-util`): a real BIND 9 that takes RFC 2136 updates signed with
-//! a TSIG key, for this crate's tests and for any other test that needs an authoritative
-//! server to fail a name over on.
+//! a TSIG key, and a real PowerDNS with its HTTP API, for this crate's tests and for any other
+//! test that needs an authoritative server to fail a name over on.
 //!
 //! [`Bind::start`] runs `named` in the foreground from a temporary directory, on a free
 //! loopback port, serving one or more zones that the key [`Bind::KEY_NAME`] may update; the
@@ -281,5 +281,171 @@ impl Bind {
 impl Drop for Bind {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A PowerDNS 4 (`pdns_server` with the sqlite3 backend) serving `example.com` from a
+/// temporary directory, on free loopback ports: its HTTP API takes [`PowerDns::API_KEY`], and
+/// RFC 2136 updates signed with the key [`Bind::KEY_NAME`] / [`Bind::SECRET`] are allowed.
+/// Killed on drop.
+#[cfg(feature = "powerdns")]
+#[derive(Debug)]
+pub struct PowerDns {
+    dir: tempfile::TempDir,
+    pdnsutil: PathBuf,
+    dns_port: u16,
+    api_port: u16,
+    child: Option<Child>,
+}
+
+#[cfg(feature = "powerdns")]
+impl PowerDns {
+    /// The API key the server takes. A test key: it guards nothing.
+    pub const API_KEY: &'static str = "idns-test-api-key";
+    /// The zone it serves.
+    pub const ZONE: &'static str = "example.com";
+
+    /// Starts PowerDNS and creates its zone; `None` (after printing why) when `pdns_server`,
+    /// `pdnsutil`, `sqlite3` or the sqlite3 schema is not installed.
+    pub async fn start() -> Option<PowerDns> {
+        let server = require("pdns_server", &[], "pdns-server")?;
+        let pdnsutil = require("pdnsutil", &[], "pdns-server")?;
+        let sqlite3 = require("sqlite3", &[], "sqlite3")?;
+        let schema = "/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql";
+        if !Path::new(schema).exists() {
+            require("pdns-backend-sqlite3-schema", &[], "pdns-backend-sqlite3")?;
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory for PowerDNS");
+        let db = dir.path().join("pdns.sqlite3");
+        let status = Command::new(&sqlite3)
+            .arg(&db)
+            .stdin(std::fs::File::open(schema).expect("the sqlite3 schema"))
+            .status()
+            .expect("sqlite3 runs");
+        assert!(
+            status.success(),
+            "sqlite3 could not create PowerDNS's database"
+        );
+        let dns_port = free_port().expect("a free port");
+        let api_port = free_port().expect("a free port");
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("pdns.conf"),
+            format!(
+                "launch=gsqlite3\ngsqlite3-database={}\nlocal-address=127.0.0.1\n\
+                 local-port={dns_port}\nsocket-dir={d}\ndaemon=no\nguardian=no\n\
+                 disable-syslog=yes\nwebserver=yes\nwebserver-address=127.0.0.1\n\
+                 webserver-port={api_port}\nwebserver-allow-from=127.0.0.0/8\napi=yes\n\
+                 api-key={}\nsecurity-poll-suffix=\ndnsupdate=yes\n\
+                 allow-dnsupdate-from=127.0.0.0/8\nloglevel=4\n",
+                db.display(),
+                Self::API_KEY,
+            ),
+        )
+        .expect("pdns.conf written");
+        let log = std::fs::File::create(dir.path().join("pdns.log")).expect("pdns.log");
+        let child = Command::new(&server)
+            .arg(format!("--config-dir={d}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("pdns_server starts");
+        let pdns = PowerDns {
+            dir,
+            pdnsutil,
+            dns_port,
+            api_port,
+            child: Some(child),
+        };
+        pdns.create_zone().await;
+        Some(pdns)
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Where it answers DNS queries (UDP and TCP).
+    pub fn dns(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.dns_port))
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pdns.log")).unwrap_or_default()
+    }
+
+    /// Creates the zone through the API once it answers (the server takes a moment to
+    /// start; 15 s at most), then lets the TSIG key update it.
+    async fn create_zone(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let body = serde_json::json!({
+            "name": format!("{}.", Self::ZONE),
+            "kind": "Native",
+            "nameservers": [format!("ns1.{}.", Self::ZONE)],
+        });
+        loop {
+            let sent = http
+                .post(format!("{}/api/v1/servers/localhost/zones", self.api()))
+                .header("X-API-Key", Self::API_KEY)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().as_u16() == 201 => break,
+                Ok(r) => panic!(
+                    "creating the zone: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!(
+                    "PowerDNS API not up on port {}: {e}\n{}",
+                    self.api_port,
+                    self.log()
+                ),
+            }
+        }
+        let d = format!("--config-dir={}", self.dir.path().display());
+        for args in [
+            vec![
+                d.as_str(),
+                "import-tsig-key",
+                Bind::KEY_NAME,
+                "hmac-sha256",
+                Bind::SECRET,
+            ],
+            vec![
+                d.as_str(),
+                "set-meta",
+                Self::ZONE,
+                "TSIG-ALLOW-DNSUPDATE",
+                Bind::KEY_NAME,
+            ],
+        ] {
+            let out = Command::new(&self.pdnsutil)
+                .args(&args)
+                .output()
+                .expect("pdnsutil runs");
+            assert!(
+                out.status.success(),
+                "pdnsutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[cfg(feature = "powerdns")]
+impl Drop for PowerDns {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

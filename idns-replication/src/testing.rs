@@ -277,3 +277,103 @@ impl Drop for PgPair {
         }
     }
 }
+
+/// A hook for the command backend that keeps each site's role and data in a state directory,
+/// as a storage array would (`$HOOK_STATE/<site>.role`, `$HOOK_STATE/<site>.data/`): enough to
+/// pass the conformance steps and to switch a service over, without parsing JSON. Every request
+/// is appended to `$HOOK_STATE/requests.log`. [`HookArray`] sets it up.
+pub const ARRAY_HOOK: &str = r#"#!/bin/sh
+set -eu
+S="$HOOK_STATE"
+cat >> "$S/requests.log"
+echo >> "$S/requests.log"
+manifest() { # root, subdirectory
+  printf '{"manifest":{"entries":{'
+  first=1
+  if [ -d "$1/$2" ]; then
+    for f in $(cd "$1" && find "./$2" -type f | sort); do
+      k=${f#./}
+      k=${k#/}
+      sum=$(sha256sum "$1/$k" | cut -d' ' -f1)
+      size=$(stat -c %s "$1/$k")
+      [ $first = 1 ] || printf ','
+      first=0
+      printf '"%s":{"size":%s,"checksum":"%s"}' "$k" "$size" "$sum"
+    done
+  fi
+  printf '}}}\n'
+}
+case "$IDNS_OPERATION" in
+status)
+  printf '{"sites":['
+  first=1
+  for s in $IDNS_SITES; do
+    [ $first = 1 ] || printf ','
+    first=0
+    printf '{"site":"%s","role":"%s","lag_ms":250,"lag_bytes":4096}' "$s" "$(cat "$S/$s.role")"
+  done
+  printf ']}\n' ;;
+promote)
+  if [ "$IDNS_DRILL" = 1 ]; then
+    if [ "${HOOK_NO_DRILL:-0}" = 1 ]; then
+      echo '{"error":"this array cannot clone","kind":"unsupported"}'
+      exit 1
+    fi
+    rm -rf "$S/$IDNS_SITE.drill"
+    cp -r "$S/$IDNS_SITE.data" "$S/$IDNS_SITE.drill"
+    echo '{"position":"clone"}'
+    exit 0
+  fi
+  echo primary > "$S/$IDNS_SITE.role"
+  echo '{"rpo_ms":1500,"position":"snapshot-'"$IDNS_EPOCH"'"}' ;;
+fence)
+  if [ "$IDNS_DRILL" = 1 ]; then rm -rf "$S/$IDNS_SITE.drill"; exit 0; fi
+  if [ "$(cat "$S/$IDNS_SITE.role")" = primary ]; then echo fenced > "$S/$IDNS_SITE.role"; fi ;;
+reprotect)
+  for s in $IDNS_SITES; do
+    [ "$s" = "$IDNS_PRIMARY" ] && continue
+    echo replica > "$S/$s.role"
+    rm -rf "$S/$s.data"
+    cp -r "$S/$IDNS_PRIMARY.data" "$S/$s.data"
+  done ;;
+integrity)
+  dir="$S/$IDNS_SITE.data"
+  [ "$IDNS_DRILL" = 1 ] && dir="$S/$IDNS_SITE.drill"
+  if [ "$IDNS_INTEGRITY" = mark ]; then
+    mkdir -p "$dir/markers/$IDNS_LABEL"
+    echo "marker $IDNS_LABEL epoch $IDNS_EPOCH" > "$dir/markers/$IDNS_LABEL/0.txt"
+    manifest "$dir" "markers/$IDNS_LABEL"
+  else
+    manifest "$dir" ""
+  fi ;;
+esac
+"#;
+
+/// A storage array behind the command backend's [`ARRAY_HOOK`], in a directory of its own:
+/// the first site primary, the others replicas, each with a `disk` file.
+#[derive(Debug)]
+pub struct HookArray {
+    /// The hook script (`hook.sh`).
+    pub hook: PathBuf,
+    /// The state directory the hook keeps (its `HOOK_STATE`).
+    pub state: PathBuf,
+}
+
+impl HookArray {
+    /// Writes the hook and the sites' state into `root` (which must exist).
+    pub fn new(root: &Path, sites: &[&str]) -> HookArray {
+        let state = root.join("state");
+        for (i, site) in sites.iter().enumerate() {
+            fs::create_dir_all(state.join(format!("{site}.data"))).unwrap();
+            let role = if i == 0 { "primary" } else { "replica" };
+            fs::write(state.join(format!("{site}.role")), format!("{role}\n")).unwrap();
+        }
+        if let Some(first) = sites.first() {
+            fs::write(state.join(format!("{first}.data/disk")), "vm disk").unwrap();
+        }
+        let hook = root.join("hook.sh");
+        fs::write(&hook, ARRAY_HOOK).unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        HookArray { hook, state }
+    }
+}

@@ -14,75 +14,7 @@ use idns_core::{
     BackendError, Epoch, IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId,
 };
 use idns_replication::command::{CommandConfig, CommandReplication, CommandSpec, HookRequest};
-
-/// A hook that keeps each site's role and data in a state directory, like a storage array
-/// would: enough to pass the conformance steps without parsing JSON.
-const CONFORMING_HOOK: &str = r#"#!/bin/sh
-set -eu
-S="$HOOK_STATE"
-cat >> "$S/requests.log"
-echo >> "$S/requests.log"
-manifest() { # root, subdirectory
-  printf '{"manifest":{"entries":{'
-  first=1
-  if [ -d "$1/$2" ]; then
-    for f in $(cd "$1" && find "./$2" -type f | sort); do
-      k=${f#./}
-      k=${k#/}
-      sum=$(sha256sum "$1/$k" | cut -d' ' -f1)
-      size=$(stat -c %s "$1/$k")
-      [ $first = 1 ] || printf ','
-      first=0
-      printf '"%s":{"size":%s,"checksum":"%s"}' "$k" "$size" "$sum"
-    done
-  fi
-  printf '}}}\n'
-}
-case "$IDNS_OPERATION" in
-status)
-  printf '{"sites":['
-  first=1
-  for s in $IDNS_SITES; do
-    [ $first = 1 ] || printf ','
-    first=0
-    printf '{"site":"%s","role":"%s","lag_ms":250,"lag_bytes":4096}' "$s" "$(cat "$S/$s.role")"
-  done
-  printf ']}\n' ;;
-promote)
-  if [ "$IDNS_DRILL" = 1 ]; then
-    if [ "${HOOK_NO_DRILL:-0}" = 1 ]; then
-      echo '{"error":"this array cannot clone","kind":"unsupported"}'
-      exit 1
-    fi
-    rm -rf "$S/$IDNS_SITE.drill"
-    cp -r "$S/$IDNS_SITE.data" "$S/$IDNS_SITE.drill"
-    echo '{"position":"clone"}'
-    exit 0
-  fi
-  echo primary > "$S/$IDNS_SITE.role"
-  echo '{"rpo_ms":1500,"position":"snapshot-'"$IDNS_EPOCH"'"}' ;;
-fence)
-  if [ "$IDNS_DRILL" = 1 ]; then rm -rf "$S/$IDNS_SITE.drill"; exit 0; fi
-  if [ "$(cat "$S/$IDNS_SITE.role")" = primary ]; then echo fenced > "$S/$IDNS_SITE.role"; fi ;;
-reprotect)
-  for s in $IDNS_SITES; do
-    [ "$s" = "$IDNS_PRIMARY" ] && continue
-    echo replica > "$S/$s.role"
-    rm -rf "$S/$s.data"
-    cp -r "$S/$IDNS_PRIMARY.data" "$S/$s.data"
-  done ;;
-integrity)
-  dir="$S/$IDNS_SITE.data"
-  [ "$IDNS_DRILL" = 1 ] && dir="$S/$IDNS_SITE.drill"
-  if [ "$IDNS_INTEGRITY" = mark ]; then
-    mkdir -p "$dir/markers/$IDNS_LABEL"
-    echo "marker $IDNS_LABEL epoch $IDNS_EPOCH" > "$dir/markers/$IDNS_LABEL/0.txt"
-    manifest "$dir" "markers/$IDNS_LABEL"
-  else
-    manifest "$dir" ""
-  fi ;;
-esac
-"#;
+use idns_replication::testing::HookArray;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -106,13 +38,7 @@ fn write_script(path: &Path, body: &str) {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let state = root.join("state");
-    fs::create_dir_all(state.join("a.data")).unwrap();
-    fs::create_dir_all(state.join("b.data")).unwrap();
-    fs::write(state.join("a.role"), "primary\n").unwrap();
-    fs::write(state.join("b.role"), "replica\n").unwrap();
-    fs::write(state.join("a.data/disk"), "vm disk").unwrap();
-    write_script(&root.join("hook.sh"), CONFORMING_HOOK);
+    let state = HookArray::new(&root, &["a", "b"]).state;
     Setup {
         _dir: dir,
         state,

@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use hickory_resolver::Resolver;
@@ -44,7 +44,9 @@ use idns_core::{
 };
 use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_examples::audit::DrillAudit;
-use idns_examples::loopback::{Error, ImagePair, PRIMARY, RECOVERY, ServiceToml, Sites, resolver};
+use idns_examples::loopback::{
+    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, resolver,
+};
 use idns_examples::report::{self, Check, ReportContext, SiteNote};
 use idns_examples::watched::Watched;
 use idns_probe::{Scheduler, SchedulerOptions, probes_for_service};
@@ -96,24 +98,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints lines stamped with the time since the start.
-#[derive(Clone, Copy)]
-struct Narrator {
-    start: Instant,
-}
-
-impl Narrator {
-    fn say(&self, line: impl std::fmt::Display) {
-        let t = self.start.elapsed().as_secs_f64();
-        println!("[{t:7.3}s] {line}");
-    }
-}
-
 /// Returns whether the drill passed.
 async fn run(args: Args) -> Result<bool, Error> {
-    let say = Narrator {
-        start: Instant::now(),
-    };
+    let say = Narrator::start();
     let out = match &args.out {
         Some(d) => d.clone(),
         None => tempfile::Builder::new()

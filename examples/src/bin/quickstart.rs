@@ -23,7 +23,7 @@ use idns_core::{Command, Event, Health, Outcome, Phase, RunbookKind, ServiceConf
 use idns_core::{StepName, StepStatus};
 use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_examples::loopback::{
-    Error, ImagePair, PRIMARY, RECOVERY, ServiceToml, Sites, WebSite, resolve, resolver,
+    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, WebSite, resolve, resolver,
     wait_resolves,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,23 +51,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints lines stamped with the time since the start.
-#[derive(Clone, Copy)]
-struct Narrator {
-    start: Instant,
-}
-
-impl Narrator {
-    fn say(&self, line: impl std::fmt::Display) {
-        let t = self.start.elapsed().as_secs_f64();
-        println!("[{t:7.3}s] {line}");
-    }
-}
-
 async fn run() -> Result<(), Error> {
-    let say = Narrator {
-        start: Instant::now(),
-    };
+    let say = Narrator::start();
     let dir = tempfile::tempdir()?;
     println!(
         "idns quickstart: {NAME} with a primary site on {PRIMARY} and a recovery site on {RECOVERY}"
