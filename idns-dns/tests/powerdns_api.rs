@@ -5,7 +5,6 @@
 //! core's conformance suite, a wrong API key, a stale epoch, an out-of-zone name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use idns_core::Secret;
