@@ -314,7 +314,7 @@ where
 
 async fn run(s: &ServiceRuntime, command: Command, words: String) -> Result<Response, Failure> {
     let after = s.log.last();
-    match tokio::time::timeout(COMMAND_TIMEOUT, s.handle.command(command)).await {
+    match tokio::time::timeout(COMMAND_TIMEOUT, s.controller.command(command)).await {
         Err(_) => Err(Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -338,7 +338,7 @@ async fn run(s: &ServiceRuntime, command: Command, words: String) -> Result<Resp
             e.to_string(),
         )),
         Ok(Ok(())) => {
-            let view = s.handle.view();
+            let view = s.controller.view();
             tracing::info!(service = %s.name(), command = %words, "command accepted");
             Ok((
                 StatusCode::ACCEPTED,
@@ -391,7 +391,7 @@ fn drill(s: &ServiceRuntime, req: DrillRequest) -> Result<(Command, String), Fai
         Some(t) => site_of(s, t)?,
         None => {
             // The preferred site other than the active one.
-            let active = s.handle.view().active;
+            let active = s.controller.view().active;
             let mut others: Vec<_> = s.config.sites().iter().filter(|x| x.id != active).collect();
             others.sort_by_key(|x| x.priority);
             others

@@ -124,7 +124,7 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
     for s in services {
         let name = s.name().to_string();
         let svc = name.as_str();
-        let view = s.handle.view();
+        let view = s.controller.view();
         let l = labels(&[("service", svc)]);
         f.gauge(
             "idns_service_epoch",
@@ -251,7 +251,7 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                 );
             }
         }
-        for ((resource, site), r) in &o.replication {
+        for ((resource, site), r) in &s.replication() {
             let rl = labels(&[
                 ("service", svc),
                 ("resource", resource.as_str()),

@@ -3,8 +3,8 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::build::{Daemon, StartError};
 use super::config::DaemonConfig;
+use super::start::{Daemon, StartError};
 
 /// How a run of the daemon ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +16,10 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// A driver stopped by itself, or could not save its journal when stopping.
+    /// A service's controller stopped by itself, or could not save its journal when
+    /// stopping.
     #[error("service {service}: {source}")]
-    Driver {
+    Controller {
         /// The service.
         service: String,
         /// What went wrong.
@@ -31,7 +32,7 @@ pub enum RunError {
 }
 
 /// Starts the daemon and runs it until SIGTERM or SIGINT (graceful shutdown, journals saved:
-/// `Ok`) or until a driver stops on its own (an error). A second signal during the graceful
+/// `Ok`) or until a service's controller stops on its own (an error). A second signal during the graceful
 /// shutdown stops at once.
 pub async fn run(cfg: DaemonConfig) -> Result<(), RunError> {
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -40,7 +41,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), RunError> {
     let failed = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM"); None }
         _ = int.recv() => { tracing::info!("SIGINT"); None }
-        (service, result) = daemon.driver_stopped() => Some((service, result)),
+        (service, result) = daemon.controller_stopped() => Some((service, result)),
     };
     let shutdown = daemon.shutdown();
     let result = tokio::select! {
@@ -53,9 +54,9 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), RunError> {
             Err(e) => e,
             Ok(()) => idns_core::Error::Stopped,
         };
-        return Err(RunError::Driver { service, source });
+        return Err(RunError::Controller { service, source });
     }
-    result.map_err(|source| RunError::Driver {
+    result.map_err(|source| RunError::Controller {
         service: "(shutdown)".into(),
         source,
     })

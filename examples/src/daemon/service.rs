@@ -1,16 +1,17 @@
-//! One running service: its driver's handle, journal, recent events and what the daemon has
-//! seen of it (probe results, replication status, finished runbooks), for the API and metrics.
+//! One running service: its controller, journal, recent events and what the daemon has seen
+//! of it (probe results, finished runbooks), for the API and metrics. The replication status
+//! is the controller's: the one poller of the program reads it, the daemon only shows it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use idns_core::runtime::{FileStore, Handle};
+use idns_core::runtime::{Controller, FileStore};
 use idns_core::{
-    Epoch, Event, Health, Journal, ObserverId, ProbeId, ProbeOutcome, ProbeReport,
-    ReplicationStatus, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore,
-    StepName, StepRecord, StepStatus, SwitchReport,
+    Epoch, Event, Health, Journal, ObserverId, ProbeId, ProbeOutcome, ProbeReport, ResourceId,
+    Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore, StepName, StepRecord,
+    StepStatus, SwitchReport,
 };
 use idns_replication::{Operation, Progress};
 use tokio::sync::broadcast;
@@ -64,7 +65,7 @@ pub struct ProbeSample {
     pub latency: LatencyHistogram,
 }
 
-/// Replication of one resource at one site, as last read.
+/// Replication of one resource at one site, as the controller's poller last read it.
 #[derive(Debug, Clone)]
 pub struct ReplicaSample {
     /// Its role.
@@ -82,8 +83,6 @@ pub struct ReplicaSample {
 pub struct Observed {
     /// Last probe results, by site, probe and observer.
     pub probes: BTreeMap<(SiteId, ProbeId, ObserverId), ProbeSample>,
-    /// Replication, by resource and site.
-    pub replication: BTreeMap<(ResourceId, SiteId), ReplicaSample>,
     /// The last decision.
     pub decision: Option<DecisionInfo>,
     /// The last finished runbook of each kind, with what its report needs.
@@ -115,8 +114,8 @@ struct Running {
 pub struct ServiceRuntime {
     /// Its checked configuration.
     pub config: ServiceConfig,
-    /// Talks to its driver.
-    pub handle: Handle,
+    /// Its controller: feeds, reads and stops its election.
+    pub controller: Controller,
     /// Its journal.
     pub store: FileStore,
     /// Where drill reports are written.
@@ -132,17 +131,17 @@ pub struct ServiceRuntime {
 pub type DrillHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport, &ReportContext) + Send + Sync>;
 
 impl ServiceRuntime {
-    /// A service whose driver is reached through `handle`.
+    /// A service run by `controller`.
     pub fn new(
         config: ServiceConfig,
-        handle: Handle,
+        controller: Controller,
         store: FileStore,
         report_dir: PathBuf,
         events: usize,
     ) -> Self {
         Self {
             config,
-            handle,
+            controller,
             store,
             report_dir,
             log: EventLog::new(events),
@@ -159,7 +158,7 @@ impl ServiceRuntime {
         self.observed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes a probe's report (before it goes to the driver).
+    /// Notes a probe's report (before it goes to the controller).
     pub fn record_probe(&self, r: &ProbeReport) {
         let mut o = self.observed();
         let key = (r.site.clone(), r.probe.clone(), r.observer.clone());
@@ -174,20 +173,25 @@ impl ServiceRuntime {
         sample.latency.observe(r.outcome.latency);
     }
 
-    /// Notes a replication status read.
-    pub fn record_replication(&self, status: &ReplicationStatus, at: SystemTime) {
-        let mut o = self.observed();
-        for s in &status.sites {
-            o.replication.insert(
-                (status.resource.clone(), s.site.clone()),
-                ReplicaSample {
-                    role: s.role,
-                    lag: s.lag,
-                    lag_bytes: s.lag_bytes,
-                    at,
-                },
-            );
+    /// Replication by resource and site, as the controller's poller last read it
+    /// ([`Controller::replication_status`]); empty before the first read and for a service
+    /// without resources.
+    pub fn replication(&self) -> BTreeMap<(ResourceId, SiteId), ReplicaSample> {
+        let mut out = BTreeMap::new();
+        for (resource, polled) in self.controller.replication_status() {
+            for s in &polled.status.sites {
+                out.insert(
+                    (resource.clone(), s.site.clone()),
+                    ReplicaSample {
+                        role: s.role,
+                        lag: s.lag,
+                        lag_bytes: s.lag_bytes,
+                        at: polled.at,
+                    },
+                );
+            }
         }
+        out
     }
 
     /// Notes a replication progress report; logs it as an event now and then (every 200 ms
@@ -270,7 +274,7 @@ impl ServiceRuntime {
                     ..
                 } => {
                     // A drill leaves production alone: note where it is, to check afterwards.
-                    let view = self.handle.view();
+                    let view = self.controller.view();
                     let production = (view.active.clone(), view.epoch);
                     o.running = Some(Running {
                         runbook: *runbook,
@@ -336,7 +340,7 @@ impl ServiceRuntime {
         } else {
             "the election, automatically".to_owned()
         };
-        let view = self.handle.view();
+        let view = self.controller.view();
         ctx.sites = self
             .config
             .sites()
@@ -421,7 +425,7 @@ impl ServiceRuntime {
         ctx
     }
 
-    /// Follows the driver's events until it stops; `on_drill` is called for each finished
+    /// Follows the controller's events until it stops; `on_drill` is called for each finished
     /// drill.
     pub async fn track(self: Arc<Self>, mut rx: broadcast::Receiver<Event>, on_drill: DrillHook) {
         loop {
@@ -450,7 +454,7 @@ impl ServiceRuntime {
     /// The service's status: the election's view, the runbook in progress from the journal,
     /// and what the daemon has seen.
     pub async fn status(&self) -> ServiceStatus {
-        let view = self.handle.view();
+        let view = self.controller.view();
         let journal: Option<Journal> = match self.store.load().await {
             Ok(stored) => stored.map(|s| s.journal),
             Err(e) => {
@@ -507,8 +511,8 @@ impl ServiceRuntime {
                     .collect(),
             })
             .collect();
-        let replication = o
-            .replication
+        let replication = self
+            .replication()
             .iter()
             .map(|((resource, site), r)| ReplicationInfo {
                 resource: resource.to_string(),
@@ -534,7 +538,7 @@ impl ServiceRuntime {
                 .unwrap_or_default(),
             frozen: view.frozen,
             switches: view.switches,
-            running: !self.handle.is_stopped(),
+            running: !self.controller.is_stopped(),
             sites,
             replication,
             decision: o.decision.clone(),

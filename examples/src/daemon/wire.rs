@@ -30,7 +30,7 @@ pub struct ServiceStatus {
     pub frozen: bool,
     /// Switches made so far (kept in the journal).
     pub switches: u64,
-    /// Whether the service's driver is running.
+    /// Whether the service's controller is running.
     pub running: bool,
     /// Each site, in configuration order.
     pub sites: Vec<SiteStatus>,

@@ -590,6 +590,8 @@ impl Driver {
             return;
         };
         let resources = self.election.config().resources().to_vec();
+        // Named in the warnings: a program may run many controllers.
+        let service = self.election.config().name().clone();
         let clock = self.clock;
         self.polls.spawn(async move {
             let mut polled = Vec::new();
@@ -600,9 +602,11 @@ impl Driver {
                         polled.push((resource, read));
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(%resource, error = %e, "replication status failed");
+                        tracing::warn!(%service, %resource, error = %e, "replication status failed");
                     }
-                    Err(_) => tracing::warn!(%resource, "replication status timed out"),
+                    Err(_) => {
+                        tracing::warn!(%service, %resource, "replication status timed out");
+                    }
                 }
             }
             polled

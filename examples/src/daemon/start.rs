@@ -1,17 +1,22 @@
-//! Starting and stopping the daemon: the backends, drivers, probe schedulers, replication
-//! pollers and the HTTP API of a checked [`DaemonConfig`].
+//! Starting and stopping the daemon: one [`Controller`] per service of a checked
+//! [`DaemonConfig`] (which owns the service's election, its replication poller and its
+//! replication backend's background work), the probe schedulers that report into it, and the
+//! HTTP API.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use idns_core::runtime::{Backends, Driver, DriverOptions, FileStore};
-use idns_core::{ReplicationBackend, ResourceId, SwitchReport};
+use async_trait::async_trait;
+use idns_core::runtime::{Controller, FileStore};
+use idns_core::{ObserverId, ProbeReport, SwitchReport};
 use idns_dns::DnsServers;
-use idns_probe::{Scheduler, SchedulerHandle, SchedulerOptions, probes_for_service, sink_fn};
+use idns_probe::{
+    ReportSink, ScheduledProbe, Scheduler, SchedulerHandle, SchedulerOptions, SinkClosed,
+    probes_for_service,
+};
 use idns_replication::{Progress, Replication};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -19,7 +24,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::api::{ApiState, router, serve};
 use super::config::{DaemonConfig, ServiceEntry};
-use super::events::stopped;
 use super::service::{DrillHook, ServiceRuntime, summary};
 use crate::report::{self, ReportContext};
 
@@ -48,10 +52,10 @@ pub enum StartError {
         #[source]
         source: idns_dns::Error,
     },
-    /// A driver could not start (its journal does not fit the configuration, the store or
-    /// the DNS cannot be read).
+    /// A controller could not start (its journal does not fit the configuration, the store
+    /// or the DNS cannot be read).
     #[error("service {service}: {source}")]
-    Driver {
+    Controller {
         /// The service.
         service: String,
         /// What went wrong.
@@ -69,37 +73,42 @@ pub enum StartError {
     },
 }
 
-/// A driver that ended, with how.
-pub type DriverEnd = (String, Result<(), idns_core::Error>);
+/// A controller that ended, with how: the service's name and the controller's result.
+pub type ControllerEnd = (String, Result<(), idns_core::Error>);
 
-/// A running daemon. Stop it with [`shutdown`](Self::shutdown); dropping it stops the
-/// background tasks without saving anything beyond what the drivers saved before their last
-/// action (as a crash would).
+/// A probe scheduler: its handle and its task.
+type Probing = (SchedulerHandle, JoinHandle<Result<(), idns_probe::Error>>);
+
+/// A running daemon. Stop it with [`shutdown`](Self::shutdown); dropping it aborts the
+/// controllers and the background tasks without saving anything beyond what the controllers
+/// saved before their last action (as a crash would).
 #[derive(Debug)]
 pub struct Daemon {
     api_addr: SocketAddr,
     services: Vec<Arc<ServiceRuntime>>,
     dns_servers: Option<DnsServers>,
     dns_addrs: BTreeMap<String, Vec<SocketAddr>>,
-    drivers: JoinSet<DriverEnd>,
-    schedulers: Vec<(SchedulerHandle, JoinHandle<Result<(), idns_probe::Error>>)>,
+    /// One task per controller, waiting for its end.
+    ends: JoinSet<ControllerEnd>,
+    schedulers: Vec<Probing>,
     background: JoinSet<()>,
     api: JoinHandle<()>,
     stop: watch::Sender<bool>,
     _lock: File,
 }
 
-/// A service built but not started yet.
+/// A service whose backends and probes are built, its controller not started yet.
 struct Prepared {
     entry: ServiceEntry,
-    runtime: Arc<ServiceRuntime>,
-    driver: Driver,
-    events: broadcast::Receiver<idns_core::Event>,
+    dns: Arc<dyn idns_core::DnsBackend>,
     replication: Option<Replication>,
+    /// The probes each local observer runs.
+    probes: Vec<(ObserverId, Vec<ScheduledProbe>)>,
 }
 
 impl Daemon {
-    /// Starts everything the configuration describes. Nothing is left running when it fails.
+    /// Starts everything the configuration describes. Nothing is left running when it fails:
+    /// the controllers already started are shut down gracefully first.
     pub async fn start(cfg: DaemonConfig) -> Result<Daemon, StartError> {
         let d = &cfg.daemon;
         std::fs::create_dir_all(&d.journal_dir).map_err(|source| StartError::Io {
@@ -137,93 +146,71 @@ impl Daemon {
             if !dns.udp_addrs().is_empty() {
                 dns_addrs.insert(service.clone(), dns.udp_addrs().to_vec());
             }
-            let replication = entry.replication.as_ref().map(|r| r.build());
-            let store = FileStore::new(&entry.journal);
-            let (driver, handle) = Driver::new(
-                entry.config.clone(),
-                Backends {
-                    dns: dns.backend(),
-                    replication: replication.as_ref().map(Replication::backend),
-                    store: Arc::new(store.clone()),
-                },
-                DriverOptions::default(),
-            )
-            .await
-            .map_err(|source| StartError::Driver {
-                service: service.clone(),
-                source,
-            })?;
-            let events = handle.subscribe();
-            let runtime = Arc::new(ServiceRuntime::new(
-                entry.config.clone(),
-                handle,
+            let mut probes = Vec::new();
+            for observer in &d.observers {
+                if entry.config.observers().ids.contains(observer) {
+                    let built =
+                        probes_for_service(&entry.config).map_err(|source| StartError::Probes {
+                            service: service.clone(),
+                            source,
+                        })?;
+                    probes.push((observer.clone(), built));
+                }
+            }
+            prepared.push(Prepared {
+                entry: entry.clone(),
+                dns: dns.backend(),
+                replication: entry.replication.as_ref().map(|r| r.build()),
+                probes,
+            });
+        }
+
+        // Everything is built: start each service's controller, then what feeds and follows it.
+        let (stop, stop_rx) = watch::channel(false);
+        let mut ends = JoinSet::new();
+        let mut schedulers = Vec::new();
+        let mut background = JoinSet::new();
+        let mut services: Vec<Arc<ServiceRuntime>> = Vec::new();
+        let on_drill: DrillHook = Arc::new(write_drill_report);
+        for p in prepared {
+            let name = p.entry.config.name().to_string();
+            let store = FileStore::new(&p.entry.journal);
+            let mut builder = Controller::builder(p.entry.config.clone())
+                .dns(p.dns)
+                .store(store.clone())
+                .replication_poll(d.replication_poll);
+            if let Some(repl) = &p.replication {
+                builder = builder.replication(repl.backend());
+            }
+            // Before the start, so the first decision is seen too.
+            let events = builder.subscribe();
+            let controller = match builder.start().await {
+                Ok(c) => c,
+                Err(source) => {
+                    stop_started(&services).await;
+                    return Err(StartError::Controller {
+                        service: name,
+                        source,
+                    });
+                }
+            };
+            let rt = Arc::new(ServiceRuntime::new(
+                p.entry.config.clone(),
+                controller.clone(),
                 store,
                 d.journal_dir.join("reports"),
                 d.event_log,
             ));
-            prepared.push(Prepared {
-                entry: entry.clone(),
-                runtime,
-                driver,
-                events,
-                replication,
-            });
-        }
+            background.spawn(rt.clone().track(events, on_drill.clone()));
+            ends.spawn(async move { (name, controller.stopped().await) });
 
-        // Everything is built: start it.
-        let (stop, stop_rx) = watch::channel(false);
-        let mut drivers = JoinSet::new();
-        let mut schedulers = Vec::new();
-        let mut background = JoinSet::new();
-        let mut services = Vec::new();
-        let on_drill: DrillHook = Arc::new(write_drill_report);
-        for p in prepared {
-            let rt = p.runtime.clone();
-            let name = rt.name().to_string();
-            background.spawn(rt.clone().track(p.events, on_drill.clone()));
-            let driver = p.driver;
-            drivers.spawn(async move { (name, driver.run().await) });
-
-            for observer in &cfg.daemon.observers {
-                if !p.entry.config.observers().ids.contains(observer) {
-                    continue;
-                }
-                let probes =
-                    probes_for_service(&p.entry.config).map_err(|source| StartError::Probes {
-                        service: rt.name().to_string(),
-                        source,
-                    })?;
-                let sink_rt = rt.clone();
-                let sink = sink_fn(move |report| {
-                    sink_rt.record_probe(&report);
-                    let h = sink_rt.handle.clone();
-                    async move { h.report(report).await }
-                });
-                let options = SchedulerOptions::new(observer.clone()).seed(p.entry.config.seed());
-                schedulers.push(Scheduler::spawn(options, sink, probes));
+            for (observer, probes) in p.probes {
                 tracing::info!(service = %rt.name(), %observer, "probing");
+                let options = SchedulerOptions::new(observer).seed(p.entry.config.seed());
+                schedulers.push(Scheduler::spawn(options, Recorded(rt.clone()), probes));
             }
-
-            if let Some(repl) = &p.replication {
-                background.spawn(poll_replication(
-                    rt.clone(),
-                    repl.backend(),
-                    cfg.daemon.replication_poll,
-                    stop_rx.clone(),
-                ));
-                for resource in p.entry.config.resources() {
-                    if let Some(work) = repl.background(resource) {
-                        let resource = resource.clone();
-                        background.spawn(async move {
-                            if let Err(e) = work.await {
-                                tracing::error!(%resource, error = %e, "continuous replication stopped");
-                            }
-                        });
-                    }
-                }
-                if let Some(rx) = repl.subscribe() {
-                    background.spawn(forward_progress(rt.clone(), rx));
-                }
+            if let Some(rx) = p.replication.as_ref().and_then(Replication::subscribe) {
+                background.spawn(forward_progress(rt.clone(), rx));
             }
             services.push(rt);
         }
@@ -241,7 +228,7 @@ impl Daemon {
             services,
             dns_servers: Some(servers),
             dns_addrs,
-            drivers,
+            ends,
             schedulers,
             background,
             api,
@@ -265,23 +252,26 @@ impl Daemon {
         self.dns_addrs.get(service).map(Vec::as_slice)
     }
 
-    /// Waits until a driver stops on its own (an error: another controller took the store,
-    /// a journal that cannot be saved); returns which and how. Pending forever while all run.
-    pub async fn driver_stopped(&mut self) -> DriverEnd {
-        match self.drivers.join_next().await {
+    /// Waits until a controller stops on its own (an error: another controller took the
+    /// store, a journal that cannot be saved); returns which and how. Each end is returned
+    /// once; pending forever while all run.
+    pub async fn controller_stopped(&mut self) -> ControllerEnd {
+        match self.ends.join_next().await {
             Some(Ok(end)) => end,
+            // The waiting task cannot panic; it is aborted only with the daemon.
             Some(Err(e)) => (
                 "(unknown)".into(),
                 Err(idns_core::Error::Journal(format!(
-                    "driver task failed: {e}"
+                    "the task waiting for a controller failed: {e}"
                 ))),
             ),
             None => std::future::pending().await,
         }
     }
 
-    /// Stops gracefully: the API stops taking requests, probing stops, each driver lets its
-    /// step in flight finish and saves its journal. Returns the first driver error, if any.
+    /// Stops gracefully: the API stops taking requests, probing stops, each controller lets
+    /// its step in flight finish, saves its journal and stops its replication work. Returns
+    /// the first controller error, if any.
     pub async fn shutdown(mut self) -> Result<(), idns_core::Error> {
         tracing::info!("shutting down");
         self.stop.send_replace(true);
@@ -289,21 +279,18 @@ impl Daemon {
             h.shutdown();
         }
         for s in &self.services {
-            s.handle.shutdown();
+            s.controller.shutdown();
         }
         let mut result = Ok(());
-        while let Some(joined) = self.drivers.join_next().await {
-            match joined {
-                Ok((_, Ok(()))) => {}
-                Ok((name, Err(e))) => {
-                    tracing::error!(service = %name, error = %e, "driver stopped with an error");
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
+        for s in &self.services {
+            if let Err(e) = s.controller.stopped().await {
+                tracing::error!(service = %s.name(), error = %e, "controller stopped with an error");
+                if result.is_ok() {
+                    result = Err(e);
                 }
-                Err(e) => tracing::error!(error = %e, "driver task failed"),
             }
         }
+        self.ends.shutdown().await;
         for (_, task) in self.schedulers.drain(..) {
             let _ = task.await;
         }
@@ -321,11 +308,38 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop.send_replace(true);
         self.api.abort();
-        self.drivers.abort_all();
+        for s in &self.services {
+            s.controller.abort();
+        }
         for (h, task) in &self.schedulers {
             h.shutdown();
             task.abort();
         }
+    }
+}
+
+/// Shuts down the controllers started before a later one failed to start, and waits for them
+/// (journals saved), so a failed start leaves nothing running.
+async fn stop_started(services: &[Arc<ServiceRuntime>]) {
+    for s in services {
+        s.controller.shutdown();
+    }
+    for s in services {
+        if let Err(e) = s.controller.stopped().await {
+            tracing::error!(service = %s.name(), error = %e, "controller stopped with an error");
+        }
+    }
+}
+
+/// The report sink of a service's probe schedulers: notes each report in the service's
+/// runtime (for its status and metrics), then hands it to the service's controller.
+struct Recorded(Arc<ServiceRuntime>);
+
+#[async_trait]
+impl ReportSink for Recorded {
+    async fn report(&self, report: ProbeReport) -> Result<(), SinkClosed> {
+        self.0.record_probe(&report);
+        ReportSink::report(&self.0.controller, report).await
     }
 }
 
@@ -346,45 +360,8 @@ fn lock(dir: &Path) -> Result<File, StartError> {
     Ok(file)
 }
 
-/// Reads each resource's replication status every `every`, notes it and feeds it to the
-/// election (lag for the RPO guard).
-async fn poll_replication(
-    rt: Arc<ServiceRuntime>,
-    repl: Arc<dyn ReplicationBackend>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let resources: Vec<ResourceId> = rt.config.resources().to_vec();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stopped(&mut stop) => return,
-        }
-        for resource in &resources {
-            let limit = every.max(Duration::from_secs(5));
-            match tokio::time::timeout(limit, repl.status(resource)).await {
-                Ok(Ok(status)) => {
-                    let at = SystemTime::now();
-                    rt.record_replication(&status, at);
-                    for report in status.reports(at) {
-                        if rt.handle.replication(report).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(service = %rt.name(), %resource, error = %e, "replication status failed");
-                }
-                Err(_) => {
-                    tracing::warn!(service = %rt.name(), %resource, "replication status timed out");
-                }
-            }
-        }
-    }
-}
-
+/// Notes the replication backend's progress events (passes, promotions, rewinds) in the
+/// service's event log.
 async fn forward_progress(rt: Arc<ServiceRuntime>, mut rx: broadcast::Receiver<Progress>) {
     loop {
         match rx.recv().await {
