@@ -124,7 +124,7 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
     .await
     .unwrap_or_else(|_| panic!("{what}: the switchover did not finish"))
     .unwrap();
-    assert_eq!(report.outcome, Outcome::Succeeded, "{what}: {report:?}");
+    assert_eq!(report.outcome, Outcome::Completed, "{what}: {report:?}");
     assert_eq!(report.to.as_ref(), Some(&recovery), "{what}");
     assert_eq!(resolve(&client, NAME).await, Some(recovery_ip), "{what}");
 
