@@ -318,13 +318,11 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         "{}",
         text(&out.stderr)
     );
-    let (code, body) = d
-        .post(&format!("/v1/services/{NAME}/failover"), "{\"to\": 3}")
-        .await;
+    let (code, body) = d.command("failover", "{\"to\": 3}").await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"bad_request\""), "{body}");
     let big = format!("{{\"to\": \"{}\"}}", "x".repeat(64 * 1024));
-    let (code, body) = d.post(&format!("/v1/services/{NAME}/failover"), &big).await;
+    let (code, body) = d.command("failover", &big).await;
     assert_eq!(code, 413, "{body}");
 
     // Hostile clients: connections that never finish their headers, and garbage, do not
@@ -361,15 +359,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     );
 
     // A drill, followed to its end; its report is served and written to the journal directory.
-    let out = d.idnsctl(&["drill", NAME, "--wait"]).await;
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}\nlog:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        d.logs()
-    );
-    let drill = text(&out.stdout);
+    let drill = d.idnsctl_ok(&["drill", NAME, "--wait"]).await;
     assert!(drill.contains("drill on recovery"), "{drill}");
     assert!(drill.contains("completed: RTO"), "{drill}");
     let (code, body) = d.get(&format!("/v1/services/{NAME}/report")).await;
@@ -591,12 +581,7 @@ failover = [
     let mut promotes = Promotes::open(&hooks);
     let (mut d, _) = setup.steady(&replication, "", runbook).await;
 
-    let (code, body) = d
-        .post(
-            &format!("/v1/services/{NAME}/failover"),
-            r#"{"to": "recovery"}"#,
-        )
-        .await;
+    let (code, body) = d.command("failover", r#"{"to": "recovery"}"#).await;
     assert_eq!(code, 202, "{body}");
     promotes.wait(1, || d.logs()).await;
     let s = d.status().await;

@@ -208,6 +208,29 @@ rpo_budget = "30s"
         cfg
     }
 
+    /// Writes the configuration of a daemon `tag` (see [`write_config`](Self::write_config)),
+    /// starts it and waits until it publishes the primary at epoch 1 with both sites up and the
+    /// standby replicating; checks BIND says so too.
+    pub async fn steady(&self, tag: &str, extra: &str) -> Idnsd {
+        let api = api_addr();
+        let cfg = self.write_config(tag, api, extra);
+        let d = Idnsd::started(&cfg, api, &self.name).await;
+        let s = d
+            .wait_status("both sites up and the primary published at epoch 1", |s| {
+                s.epoch == 1
+                    && s.runbook.is_none()
+                    && s.sites.iter().all(|x| x.health == "up")
+                    && s.replication
+                        .iter()
+                        .any(|r| r.site == "recovery" && r.role == "replica")
+            })
+            .await;
+        assert_eq!((s.active.as_str(), s.switches), ("primary", 0), "{s:#?}");
+        assert_eq!(self.dig_a(), ["127.0.0.1"]);
+        assert_eq!(self.dig_owner(), ["\"epoch=1 site=primary\""]);
+        d
+    }
+
     /// The `A` records BIND answers for the service (dig, no recursion, no cache).
     pub fn dig_a(&self) -> Vec<String> {
         self.bind.short(&self.name, "A")
@@ -495,6 +518,13 @@ impl Idnsd {
             .unwrap_or_else(|e| panic!("POST {path}: {e}; log:\n{}", self.logs()));
         let code = resp.status().as_u16();
         (code, resp.text().await.unwrap())
+    }
+
+    /// `POST /v1/services/<name>/<command>` (`failover`, `failback`, …) with a JSON body:
+    /// status code and body.
+    pub async fn command(&self, command: &str, body: &str) -> (u16, String) {
+        self.post(&format!("/v1/services/{}/{command}", self.name), body)
+            .await
     }
 
     /// The service's status.
