@@ -26,6 +26,16 @@ use common::{
 use idns_core::{Event, RunbookKind, StepName};
 use idns_examples::daemon::wire::EventRecord;
 
+/// The stage for `zone` with a daemon in its steady state and orders 1-5 written at the
+/// primary and streamed to the standby; `None` when a server is not installed.
+async fn steady_with_orders(zone: &str) -> Option<(Stage, Idnsd)> {
+    let stage = Stage::start(zone).await?;
+    let d = stage.steady("main", "").await;
+    insert(&stage.pg.a, 1..=5, "before the disaster").await;
+    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
+    Some((stage, d))
+}
+
 /// Kills the primary site: its web app and its database (immediate stop, as in a crash).
 async fn kill_primary(stage: &mut Stage) {
     stage.stop_primary_web().await;
@@ -74,14 +84,11 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// no further.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_dies_mid_failover_and_the_dns_step_is_retried() {
-    let Some(mut stage) = Stage::start("chaos-dns.test").await else {
+    let Some((mut stage, d)) = steady_with_orders("chaos-dns.test").await else {
         return;
     };
     let t0 = Instant::now();
     let name = stage.name.clone();
-    let d = stage.steady("main", "").await;
-    insert(&stage.pg.a, 1..=5, "before the disaster").await;
-    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
 
     let mut cursor = d.status().await.last_event;
     kill_primary(&mut stage).await;
@@ -182,14 +189,11 @@ async fn bind_dies_mid_failover_and_the_dns_step_is_retried() {
 /// ownership record holds epoch 4), the stale controller holds, and the name never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_primary_with_a_lower_epoch_is_never_routed_to() {
-    let Some(mut stage) = Stage::start("chaos-fence.test").await else {
+    let Some((mut stage, d)) = steady_with_orders("chaos-fence.test").await else {
         return;
     };
     let t0 = Instant::now();
     let name = stage.name.clone();
-    let d = stage.steady("main", "").await;
-    insert(&stage.pg.a, 1..=5, "before the disaster").await;
-    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
 
     // ---- Failover to the recovery site (epoch 2) --------------------------------------------
     kill_primary(&mut stage).await;
