@@ -26,27 +26,14 @@ use common::{
 use idns_core::{Event, RunbookKind, StepName};
 use idns_examples::daemon::wire::EventRecord;
 
-/// Starts a daemon on `stage` and waits until it publishes the primary at epoch 1 with both
-/// sites up and the standby replicating.
-async fn steady(stage: &Stage, tag: &str, extra: &str) -> Idnsd {
-    let api = api_addr();
-    let cfg = stage.write_config(tag, api, extra);
-    let mut d = Idnsd::start(&cfg, api, &stage.name);
-    d.ready().await;
-    let s = d
-        .wait_status("both sites up and the primary published at epoch 1", |s| {
-            s.epoch == 1
-                && s.runbook.is_none()
-                && s.sites.iter().all(|x| x.health == "up")
-                && s.replication
-                    .iter()
-                    .any(|r| r.site == "recovery" && r.role == "replica")
-        })
-        .await;
-    assert_eq!(s.active, "primary");
-    assert_eq!(stage.dig_a(), ["127.0.0.1"]);
-    assert_eq!(stage.dig_owner(), ["\"epoch=1 site=primary\""]);
-    d
+/// The stage for `zone` with a daemon in its steady state and orders 1-5 written at the
+/// primary and streamed to the standby; `None` when a server is not installed.
+async fn steady_with_orders(zone: &str) -> Option<(Stage, Idnsd)> {
+    let stage = Stage::start(zone).await?;
+    let d = stage.steady("main", "").await;
+    insert(&stage.pg.a, 1..=5, "before the disaster").await;
+    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
+    Some((stage, d))
 }
 
 /// Kills the primary site: its web app and its database (immediate stop, as in a crash).
@@ -63,6 +50,15 @@ fn decisions(events: &[EventRecord]) -> Vec<(RunbookKind, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// What `e` says of a step: `started` or `retry`, and which step.
+fn step_event(e: &EventRecord) -> Option<(&'static str, StepName)> {
+    match &e.event {
+        Some(Event::StepStarted { name, .. }) => Some(("started", *name)),
+        Some(Event::StepRetry { name, .. }) => Some(("retry", *name)),
+        _ => None,
+    }
 }
 
 /// Every file under `dir` whose text contains `needle`.
@@ -88,27 +84,18 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// no further.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_dies_mid_failover_and_the_dns_step_is_retried() {
-    let Some(mut stage) = Stage::start("chaos-dns.test").await else {
+    let Some((mut stage, d)) = steady_with_orders("chaos-dns.test").await else {
         return;
     };
     let t0 = Instant::now();
     let name = stage.name.clone();
-    let d = steady(&stage, "main", "").await;
-    insert(&stage.pg.a, 1..=5, "before the disaster").await;
-    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
 
     let mut cursor = d.status().await.last_event;
     kill_primary(&mut stage).await;
     say!(t0, "*** the primary is killed ***");
     let started = d
         .wait_event(&mut cursor, "the promote step to start", |e| {
-            matches!(
-                &e.event,
-                Some(Event::StepStarted {
-                    name: StepName::Promote,
-                    ..
-                })
-            )
+            step_event(e) == Some(("started", StepName::Promote))
         })
         .await;
     stage.bind.stop();
@@ -120,13 +107,7 @@ async fn bind_dies_mid_failover_and_the_dns_step_is_retried() {
     // While BIND is away the DNS step fails and is scheduled again.
     let retry = d
         .wait_event(&mut cursor, "a retry of switch_dns", |e| {
-            matches!(
-                &e.event,
-                Some(Event::StepRetry {
-                    name: StepName::SwitchDns,
-                    ..
-                })
-            )
+            step_event(e) == Some(("retry", StepName::SwitchDns))
         })
         .await;
     say!(t0, "{}", retry.text);
@@ -208,14 +189,11 @@ async fn bind_dies_mid_failover_and_the_dns_step_is_retried() {
 /// ownership record holds epoch 4), the stale controller holds, and the name never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_primary_with_a_lower_epoch_is_never_routed_to() {
-    let Some(mut stage) = Stage::start("chaos-fence.test").await else {
+    let Some((mut stage, d)) = steady_with_orders("chaos-fence.test").await else {
         return;
     };
     let t0 = Instant::now();
     let name = stage.name.clone();
-    let d = steady(&stage, "main", "").await;
-    insert(&stage.pg.a, 1..=5, "before the disaster").await;
-    wait_orders(&stage.pg.b, &[1, 2, 3, 4, 5]).await;
 
     // ---- Failover to the recovery site (epoch 2) --------------------------------------------
     kill_primary(&mut stage).await;
@@ -278,7 +256,7 @@ async fn an_old_primary_with_a_lower_epoch_is_never_routed_to() {
 
     // ---- Failback: the revived primary is rewound before anything switches -----------------
     let cursor = s.last_event;
-    let (code, body) = d.post(&format!("/v1/services/{name}/failback"), "{}").await;
+    let (code, body) = d.command("failback", "{}").await;
     assert_eq!(code, 202, "{body}");
     let s = d
         .wait_status("the failback to finish", |s| {
@@ -338,12 +316,7 @@ async fn an_old_primary_with_a_lower_epoch_is_never_routed_to() {
         s.sites.iter().any(|x| x.id == "recovery" && x.eligible)
     })
     .await;
-    let (code, body) = d
-        .post(
-            &format!("/v1/services/{name}/failover"),
-            r#"{"to": "recovery"}"#,
-        )
-        .await;
+    let (code, body) = d.command("failover", r#"{"to": "recovery"}"#).await;
     assert_eq!(code, 202, "{body}");
     d.wait_status("the second failover to finish", |s| {
         s.active == "recovery" && s.runbook.is_none() && s.epoch == 4
@@ -377,9 +350,7 @@ failback = [{ step = "switch_dns" }, { step = "verify_dns" }]
         "it lives in epoch 2"
     );
     let serial = stage.bind.serial();
-    let (code, body) = stale
-        .post(&format!("/v1/services/{name}/failback"), "{}")
-        .await;
+    let (code, body) = stale.command("failback", "{}").await;
     assert_eq!(
         code, 202,
         "its election accepts: it knows no better: {body}"

@@ -79,9 +79,11 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
     let client = resolver(server).unwrap();
     let primary: IpAddr = PRIMARY.parse().unwrap();
     let recovery_ip: IpAddr = RECOVERY.parse().unwrap();
-    tokio::time::timeout(PATIENCE, controller.wait_for(|v| v.epoch.get() >= 1))
+    // The first decision sets epoch 1; its bootstrap runbook publishes the primary.
+    let published = controller.wait_for(|v| v.epoch.get() >= 1 && v.runbook.is_none());
+    tokio::time::timeout(PATIENCE, published)
         .await
-        .unwrap_or_else(|_| panic!("{what}: no first decision"))
+        .unwrap_or_else(|_| panic!("{what}: the primary was never published"))
         .unwrap();
     assert_eq!(resolve(&client, NAME).await, Some(primary), "{what}");
 

@@ -1,250 +1,69 @@
 //! `idnsd` and `idnsctl` as a user runs them: the real binaries, a generated configuration on
 //! loopback (embedded DNS on a high port, two small web sites on 127.0.0.1 and 127.0.0.2,
-//! image or command-hook replication in a temporary directory).
+//! image or command-hook replication in a temporary directory), driven through the harness in
+//! `common` (the same as the tests on BIND and PostgreSQL).
 //!
 //! Waits have generous deadlines so that a broken daemon fails the test instead of hanging
 //! it; nothing asserts on how long anything took.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hickory_resolver::Resolver;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use common::{
+    Idnsd, LIMIT, PRIMARY, RECOVERY, TOKEN, free_port, resolve, resolver, site_toml, text,
+};
 use idns_examples::daemon::wire::{EventsPage, ServiceList, ServiceStatus};
-use idns_examples::loopback::{self, PRIMARY, RECOVERY, Sites, WebSite, resolve};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use idns_examples::loopback::Sites;
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
 const NAME: &str = "www.daemon.test";
-/// The longest any wait may take before the test gives up.
-const LIMIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Support
 // ---------------------------------------------------------------------------------------------
 
-/// A running `idnsd`; killed (SIGKILL) when dropped.
-struct Idnsd {
-    child: Option<Child>,
-    log: PathBuf,
-    api: SocketAddr,
-}
-
-impl Idnsd {
-    fn start(config: &Path, api: SocketAddr) -> Idnsd {
-        let dir = config.parent().unwrap();
-        let n = std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("idnsd-"))
-            })
-            .count();
-        let log = dir.join(format!("idnsd-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_idnsd"))
-            .arg("--config")
-            .arg(config)
-            .env("IDNS_LOG", "info,idns_probe=warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join(format!("idnsd-{n}.out"))).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("idnsd starts");
-        Idnsd {
-            child: Some(child),
-            log,
-            api,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
-    }
-
-    fn signal(&self, s: Signal) {
-        kill(self.pid(), s).unwrap();
-    }
-
-    /// Waits until the process exits.
-    fn wait(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "idnsd did not exit; its log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until the API answers.
-    async fn ready(&mut self) {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("idnsd exited with {status}; its log:\n{}", self.logs());
-            }
-            // Any answer (a 401 for another token too) means it listens.
-            if get(self.api, "/v1/services", Some(TOKEN)).await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "idnsd's API did not come up; its log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn status(&self) -> ServiceStatus {
-        let (code, body) = get(self.api, &format!("/v1/services/{NAME}"), Some(TOKEN))
-            .await
-            .unwrap();
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// Polls the status until `ok` holds.
-    async fn wait_status(&self, what: &str, ok: impl Fn(&ServiceStatus) -> bool) -> ServiceStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let s = self.status().await;
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gave up waiting for {what}: {s:#?}\nlog:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn idnsctl(&self, args: &[&str], token: Option<&str>) -> Output {
-        idnsctl(&format!("http://{}", self.api), args, token).await
-    }
-}
-
-impl Drop for Idnsd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn idnsctl(url: &str, args: &[&str], token: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idnsctl"));
-    cmd.arg("--url")
-        .arg(url)
-        .args(args)
-        .env_remove("IDNS_TOKEN");
-    if let Some(t) = token {
-        cmd.env("IDNS_TOKEN", t);
-    }
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `GET path` with an optional bearer token: status and body.
-async fn get(api: SocketAddr, path: &str, token: Option<&str>) -> reqwest::Result<(u16, String)> {
-    let mut req = reqwest::Client::new().get(format!("http://{api}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.timeout(Duration::from_secs(40)).send().await?;
-    let code = resp.status().as_u16();
-    Ok((code, resp.text().await?))
-}
-
-async fn post(api: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{api}{path}"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let code = resp.status().as_u16();
-    (code, resp.text().await.unwrap())
-}
-
-/// A port free on loopback for TCP and UDP (the daemon binds it a moment later).
-fn free_port() -> u16 {
-    loop {
-        let tcp = StdTcpListener::bind((PRIMARY, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((PRIMARY, port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Both web sites on one port of 127.0.0.1 and 127.0.0.2 (stopped when dropped).
-async fn start_sites() -> (u16, WebSite, WebSite) {
-    let sites = Sites::start(None).await.unwrap();
-    (sites.port, sites.primary, sites.recovery)
-}
-
-fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
-    loopback::resolver(server).unwrap()
-}
-
-struct Ports {
-    api: u16,
-    dns: u16,
+/// What a daemon on loopback needs: both web sites, a temporary directory for its files, and
+/// free ports for its API and its embedded DNS server.
+struct Setup {
+    tmp: tempfile::TempDir,
+    _sites: Sites,
     web: u16,
+    api: SocketAddr,
+    dns: SocketAddr,
 }
 
-fn site_toml(id: &str, priority: u32, addr: Ipv4Addr, web: u16) -> String {
-    format!(
-        r#"
-[[services.sites]]
-id = "{id}"
-priority = {priority}
-addresses = ["{addr}"]
-[[services.sites.probes]]
-id = "http"
-interval = "100ms"
-timeout = "300ms"
-rise = 2
-fall = 3
-check = {{ kind = "http", url = "http://{NAME}:{web}/health", expect = "OK" }}
-"#
-    )
-}
+impl Setup {
+    async fn new() -> Setup {
+        let sites = Sites::start(None).await.unwrap();
+        Setup {
+            tmp: tempfile::tempdir().unwrap(),
+            web: sites.port,
+            _sites: sites,
+            api: SocketAddr::from((PRIMARY, free_port())),
+            dns: SocketAddr::from((PRIMARY, free_port())),
+        }
+    }
 
-/// A service on loopback with the embedded DNS server and `replication` (a TOML table body).
-fn config(dir: &Path, p: &Ports, replication: &str, extra: &str) -> String {
-    format!(
-        r#"
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The service on loopback with the embedded DNS server, `replication` (the body of
+    /// `[services.replication]`) and `policy` inside `[services.policy]`; `tail` is appended
+    /// (e.g. a `[services.runbook]`).
+    fn config(&self, replication: &str, policy: &str, tail: &str) -> String {
+        format!(
+            r#"
 [daemon]
-listen = "127.0.0.1:{api}"
+listen = "{api}"
 token = "{TOKEN}"
 journal_dir = "{dir}/journal"
 observers = ["east", "west"]
@@ -255,21 +74,50 @@ name = "{NAME}"
 zone = "daemon.test"
 ttl = "1s"
 resources = ["app-data"]
-dns = {{ backend = "embedded", listen = ["127.0.0.1:{dns}"] }}
+dns = {{ backend = "embedded", listen = ["{dns}"] }}
 [services.observers]
 ids = ["east", "west"]
 [services.policy]
 min_dwell = "0s"
-{extra}
+{policy}
 [services.replication]
 {replication}
-{primary}{recovery}"#,
-        api = p.api,
-        dns = p.dns,
-        dir = dir.display(),
-        primary = site_toml("primary", 1, PRIMARY, p.web),
-        recovery = site_toml("recovery", 2, RECOVERY, p.web),
-    )
+{primary}{recovery}{tail}"#,
+            api = self.api,
+            dns = self.dns,
+            dir = self.dir().display(),
+            primary = site_toml(NAME, "primary", 1, PRIMARY, self.web),
+            recovery = site_toml(NAME, "recovery", 2, RECOVERY, self.web),
+        )
+    }
+
+    /// Where [`steady`](Self::steady) writes the configuration.
+    fn cfg(&self) -> PathBuf {
+        self.dir().join("idnsd.toml")
+    }
+
+    /// Writes the [`config`](Self::config), starts the daemon on it and waits until both sites
+    /// are up and eligible and the primary is published at epoch 1.
+    async fn steady(&self, replication: &str, policy: &str, tail: &str) -> (Idnsd, ServiceStatus) {
+        std::fs::write(self.cfg(), self.config(replication, policy, tail)).unwrap();
+        let d = Idnsd::started(&self.cfg(), self.api, NAME).await;
+        let s = d
+            .wait_status("both sites up and eligible at epoch 1", |s| {
+                s.epoch == 1
+                    && s.runbook.is_none()
+                    && s.sites.iter().all(|x| x.health == "up" && x.eligible)
+            })
+            .await;
+        (d, s)
+    }
+
+    /// The controller's journal of the service, as the daemon saved it.
+    fn journal(&self) -> serde_json::Value {
+        let path = self.dir().join(format!("journal/{NAME}.json"));
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        stored["journal"].clone()
+    }
 }
 
 fn image_replication(dir: &Path) -> String {
@@ -285,15 +133,10 @@ sites = [{{ site = "primary", root = "{d}/primary" }}, {{ site = "recovery", roo
     )
 }
 
-fn journal(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(format!("journal/{NAME}.json"))).unwrap();
-    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
-    stored["journal"].clone()
-}
-
 /// Command-hook replication of `app-data`: the hook logs each operation to
-/// `<hooks>/hook.log`; `promote` then runs `promote_body` (shell, `$i` starts at 0). Returns
-/// the hooks' directory and the replication table.
+/// `<hooks>/hook.log`; `promote` also writes its line to the named pipe `<hooks>/promotes`
+/// when there is one, then runs `promote_body` (shell, `$i` starts at 0). Returns the hooks'
+/// directory and the replication table.
 fn command_replication(dir: &Path, promote_body: &str) -> (PathBuf, String) {
     let hooks = dir.join("hooks");
     std::fs::create_dir_all(&hooks).unwrap();
@@ -308,7 +151,11 @@ status)
     echo '{{"sites":[{{"site":"primary","role":"primary","lag_ms":0}},{{"site":"recovery","role":"replica","lag_ms":0}}]}}'
     ;;
 promote)
-    echo "promote $IDNS_SITE epoch=$IDNS_EPOCH" >> "$log"
+    line="promote $IDNS_SITE epoch=$IDNS_EPOCH"
+    echo "$line" >> "$log"
+    if [ -p "$HOOK_DIR/promotes" ]; then
+        LINE="$line" timeout 30 sh -c 'echo "$LINE" > "$HOOK_DIR/promotes"'
+    fi
     i=0
     {promote_body}
     ;;
@@ -336,6 +183,54 @@ env = {{ HOOK_DIR = "{hooks}" }}
     (hooks, replication)
 }
 
+/// The named pipe `<hooks>/promotes`, read as the promote hooks write their lines to it.
+struct Promotes {
+    pipe: tokio::net::unix::pipe::Receiver,
+    lines: String,
+}
+
+impl Promotes {
+    /// Makes the pipe in `hooks` and opens it (for reading and writing, so that it never
+    /// reads as closed and a hook's write never waits for a reader).
+    fn open(hooks: &Path) -> Promotes {
+        let path = hooks.join("promotes");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let pipe = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&path)
+            .unwrap();
+        Promotes {
+            pipe,
+            lines: String::new(),
+        }
+    }
+
+    /// Waits until `n` promotes have started in all; returns their lines.
+    async fn wait(&mut self, n: usize, log: impl Fn() -> String) -> Vec<String> {
+        let deadline = Instant::now() + LIMIT;
+        let mut buf = [0u8; 512];
+        while self.lines.lines().count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(read) = tokio::time::timeout(left, self.pipe.read(&mut buf)).await else {
+                panic!(
+                    "{} of {n} promotes started; log:\n{}",
+                    self.lines.lines().count(),
+                    log()
+                );
+            };
+            self.lines.push_str(&text(&buf[..read.unwrap()]));
+        }
+        self.lines.lines().map(str::to_owned).collect()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -346,36 +241,17 @@ env = {{ HOOK_DIR = "{hooks}" }}
 /// picks up where it stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (web, _primary, _recovery) = start_sites().await;
-    let ports = Ports {
-        api: free_port(),
-        dns: free_port(),
-        web,
-    };
+    let setup = Setup::new().await;
+    let dir = setup.dir();
+    let (api, dns) = (setup.api, setup.dns);
     // The application's data at the primary; the recovery site's (empty) volume.
     std::fs::create_dir_all(dir.join("primary/live")).unwrap();
     std::fs::create_dir_all(dir.join("recovery")).unwrap();
     std::fs::write(dir.join("primary/live/orders.txt"), "order 1\n").unwrap();
-    let cfg = dir.join("idnsd.toml");
-    std::fs::write(
-        &cfg,
-        config(dir, &ports, &image_replication(dir), "rpo_budget = \"30s\""),
-    )
-    .unwrap();
-    let api = SocketAddr::from((PRIMARY, ports.api));
-    let dns = SocketAddr::from((PRIMARY, ports.dns));
-    let mut d = Idnsd::start(&cfg, api);
-    d.ready().await;
 
     // Both sites up, the home site published at epoch 1, replication known.
-    let s = d
-        .wait_status("both sites up and eligible at epoch 1", |s| {
-            s.epoch == 1
-                && s.runbook.is_none()
-                && s.sites.iter().all(|x| x.health == "up" && x.eligible)
-        })
+    let (mut d, s) = setup
+        .steady(&image_replication(dir), "rpo_budget = \"30s\"", "")
         .await;
     assert_eq!(s.active, "primary");
     assert_eq!(s.phase, "steady");
@@ -397,60 +273,56 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     assert_eq!(resolve(&r, NAME).await, Some(IpAddr::V4(PRIMARY)));
 
     // The list, through the API and idnsctl.
-    let (code, body) = get(api, "/v1/services", Some(TOKEN)).await.unwrap();
+    let (code, body) = d.get("/v1/services").await;
     assert_eq!(code, 200);
     let list: ServiceList = serde_json::from_str(&body).unwrap();
     assert_eq!(list.services.len(), 1);
     assert_eq!(list.services[0].name, NAME);
-    let out = d.idnsctl(&["status"], Some(TOKEN)).await;
+    let out = d.idnsctl(&["status"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(table.starts_with("SERVICE"), "{table}");
     assert!(table.contains(NAME), "{table}");
     assert!(table.contains("primary* up, recovery up"), "{table}");
-    let out = d.idnsctl(&["status", NAME], Some(TOKEN)).await;
+    let out = d.idnsctl(&["status", NAME]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("PROBE"), "{}", text(&out.stdout));
-    let out = d.idnsctl(&["status", NAME, "--json"], Some(TOKEN)).await;
+    let out = d.idnsctl(&["status", NAME, "--json"]).await;
     let json: ServiceStatus = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json.active, "primary");
 
     // Tokens: none, wrong, and through idnsctl.
-    let (code, body) = get(api, "/v1/services", None).await.unwrap();
+    let (code, body) = d.get_as("/v1/services", None).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("\"unauthorized\""), "{body}");
-    let (code, _) = get(api, "/v1/services", Some("wrong-token-0123456789abcdef"))
-        .await
-        .unwrap();
+    let (code, _) = d
+        .get_as("/v1/services", Some("wrong-token-0123456789abcdef"))
+        .await;
     assert_eq!(code, 401);
-    let out = d.idnsctl(&["status"], Some("not-the-token")).await;
+    let out = d.idnsctl_as(&["status"], Some("not-the-token")).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
 
     // Unknown service, unknown site, bad body, oversized body.
-    let out = d
-        .idnsctl(&["status", "nope.daemon.test"], Some(TOKEN))
-        .await;
+    let out = d.idnsctl(&["status", "nope.daemon.test"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no service named \"nope.daemon.test\""),
         "{}",
         text(&out.stderr)
     );
-    let out = d
-        .idnsctl(&["failover", NAME, "--to", "mars"], Some(TOKEN))
-        .await;
+    let out = d.idnsctl(&["failover", NAME, "--to", "mars"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("\"mars\" is not a site of www.daemon.test"),
         "{}",
         text(&out.stderr)
     );
-    let (code, body) = post(api, &format!("/v1/services/{NAME}/failover"), "{\"to\": 3}").await;
+    let (code, body) = d.command("failover", "{\"to\": 3}").await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"bad_request\""), "{body}");
     let big = format!("{{\"to\": \"{}\"}}", "x".repeat(64 * 1024));
-    let (code, body) = post(api, &format!("/v1/services/{NAME}/failover"), &big).await;
+    let (code, body) = d.command("failover", &big).await;
     assert_eq!(code, 413, "{body}");
 
     // Hostile clients: connections that never finish their headers, and garbage, do not
@@ -473,12 +345,12 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         "{}",
         text(&answer)
     );
-    let (code, _) = get(api, "/v1/services", Some(TOKEN)).await.unwrap();
+    let (code, _) = d.get("/v1/services").await;
     assert_eq!(code, 200);
     drop(idle);
 
     // A refused command carries the election's reason.
-    let out = d.idnsctl(&["failback", NAME], Some(TOKEN)).await;
+    let out = d.idnsctl(&["failback", NAME]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("refused"),
@@ -487,51 +359,29 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     );
 
     // A drill, followed to its end; its report is served and written to the journal directory.
-    let out = d.idnsctl(&["drill", NAME, "--wait"], Some(TOKEN)).await;
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}\nlog:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        d.logs()
-    );
-    let drill = text(&out.stdout);
+    let drill = d.idnsctl_ok(&["drill", NAME, "--wait"]).await;
     assert!(drill.contains("drill on recovery"), "{drill}");
     assert!(drill.contains("completed: RTO"), "{drill}");
-    let (code, body) = get(api, &format!("/v1/services/{NAME}/report"), Some(TOKEN))
-        .await
-        .unwrap();
+    let (code, body) = d.get(&format!("/v1/services/{NAME}/report")).await;
     assert_eq!(code, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["kind"], "drill");
     assert_eq!(report["outcome"], "completed");
     let runbook = report["runbook"].as_u64().unwrap();
-    let (code, md) = get(
-        api,
-        &format!("/v1/services/{NAME}/report?format=md"),
-        Some(TOKEN),
-    )
-    .await
-    .unwrap();
+    let (code, md) = d
+        .get(&format!("/v1/services/{NAME}/report?format=md"))
+        .await;
     assert_eq!(code, 200, "{md}");
     assert!(md.contains("drill.www.daemon.test"), "{md}");
     assert!(md.contains("production untouched"), "{md}");
-    let (code, page) = get(
-        api,
-        &format!("/v1/services/{NAME}/report?format=html"),
-        Some(TOKEN),
-    )
-    .await
-    .unwrap();
+    let (code, page) = d
+        .get(&format!("/v1/services/{NAME}/report?format=html"))
+        .await;
     assert_eq!(code, 200);
     assert!(page.contains("<svg"), "{page}");
-    let (code, _) = get(
-        api,
-        &format!("/v1/services/{NAME}/report?format=pdf"),
-        Some(TOKEN),
-    )
-    .await
-    .unwrap();
+    let (code, _) = d
+        .get(&format!("/v1/services/{NAME}/report?format=pdf"))
+        .await;
     assert_eq!(code, 400);
     for ext in ["json", "md", "html"] {
         let f = dir.join(format!("journal/reports/{NAME}-drill-{runbook}.{ext}"));
@@ -547,19 +397,9 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     assert_eq!(resolve(&r, NAME).await, Some(IpAddr::V4(PRIMARY)));
 
     // A failover, followed step by step.
-    let out = d
-        .idnsctl(
-            &["failover", NAME, "--to", "recovery", "--wait"],
-            Some(TOKEN),
-        )
+    let shown = d
+        .idnsctl_ok(&["failover", NAME, "--to", "recovery", "--wait"])
         .await;
-    let shown = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{shown}\nstderr:\n{}\nlog:\n{}",
-        text(&out.stderr),
-        d.logs()
-    );
     assert!(shown.contains("accepted: failover to recovery"), "{shown}");
     assert!(
         shown.contains("started  promote app-data at recovery"),
@@ -592,9 +432,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     assert!(!decision.reasons.is_empty());
 
     // The same again is refused: the election says why.
-    let out = d
-        .idnsctl(&["failover", NAME, "--to", "recovery"], Some(TOKEN))
-        .await;
+    let out = d.idnsctl(&["failover", NAME, "--to", "recovery"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("refused"),
@@ -603,13 +441,9 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     );
 
     // The events, as a long-poll client sees them.
-    let (code, body) = get(
-        api,
-        &format!("/v1/services/{NAME}/events?after=0&limit=5000"),
-        Some(TOKEN),
-    )
-    .await
-    .unwrap();
+    let (code, body) = d
+        .get(&format!("/v1/services/{NAME}/events?after=0&limit=5000"))
+        .await;
     assert_eq!(code, 200);
     let page: EventsPage = serde_json::from_str(&body).unwrap();
     assert!(
@@ -620,7 +454,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     );
 
     // Metrics, without a token (the default).
-    let (code, metrics) = get(api, "/metrics", None).await.unwrap();
+    let (code, metrics) = d.get_as("/metrics", None).await;
     assert_eq!(code, 200);
     for line in [
         format!("idns_service_epoch{{service=\"{NAME}\"}} 2"),
@@ -645,7 +479,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
             "idns_replication_lag_seconds{{service=\"{NAME}\",resource=\"app-data\",site=\"recovery\"}} "
         ),
         format!(
-            "idns_probe_latency_seconds_count{{service=\"{NAME}\",site=\"primary\",probe=\"http\",observer=\"east\"}} "
+            "idns_probe_latency_seconds_count{{service=\"{NAME}\",site=\"primary\",probe=\"web\",observer=\"east\"}} "
         ),
     ] {
         assert!(
@@ -665,23 +499,23 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     assert_eq!(series.len(), all, "a series is written twice:\n{metrics}");
 
     // Freeze and unfreeze: automatic decisions stop and resume, and say so.
-    let out = d.idnsctl(&["freeze", NAME], Some(TOKEN)).await;
+    let out = d.idnsctl(&["freeze", NAME]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(d.status().await.frozen);
-    let (_, metrics) = get(api, "/metrics", None).await.unwrap();
+    let (_, metrics) = d.get_as("/metrics", None).await;
     assert!(
         metrics
             .lines()
             .any(|l| l == format!("idns_service_frozen{{service=\"{NAME}\"}} 1")),
         "{metrics}"
     );
-    let out = d.idnsctl(&["status"], Some(TOKEN)).await;
+    let out = d.idnsctl(&["status"]).await;
     assert!(
         text(&out.stdout).contains("steady (frozen)"),
         "{}",
         text(&out.stdout)
     );
-    let out = d.idnsctl(&["unfreeze", NAME], Some(TOKEN)).await;
+    let out = d.idnsctl(&["unfreeze", NAME]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!d.status().await.frozen);
 
@@ -690,7 +524,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let status = d.wait();
     assert_eq!(status.code(), Some(0), "log:\n{}", d.logs());
     assert!(d.logs().contains("journals saved"), "{}", d.logs());
-    let j = journal(dir);
+    let j = setup.journal();
     assert_eq!(j["active"], "recovery");
     assert_eq!(j["epoch"], 2);
     assert!(j["runbook"].is_null(), "{j:#}");
@@ -701,8 +535,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
 
     // Started again, it resumes from the journal: same site, same epoch, no new switch, and
     // the embedded DNS server answers what it answered before.
-    let mut d = Idnsd::start(&cfg, api);
-    d.ready().await;
+    let mut d = Idnsd::started(&setup.cfg(), api, NAME).await;
     let s = d
         .wait_status("the restarted daemon sees both sites", |s| {
             s.sites.iter().all(|x| x.health == "up")
@@ -720,17 +553,10 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
 /// DNS is switched once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idnsd_killed_mid_runbook_resumes_it_after_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (web, _primary, _recovery) = start_sites().await;
-    let ports = Ports {
-        api: free_port(),
-        dns: free_port(),
-        web,
-    };
+    let setup = Setup::new().await;
     // The hook logs each operation; promote waits until the test releases it.
     let (hooks, replication) = command_replication(
-        dir,
+        setup.dir(),
         r#"while [ ! -e "$HOOK_DIR/release" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
     echo '{}'"#,
     );
@@ -751,40 +577,13 @@ failover = [
     { step = "verify_dns" },
 ]
 "#;
-    let text_cfg = config(dir, &ports, &replication, "") + runbook;
-    let cfg = dir.join("idnsd.toml");
-    std::fs::write(&cfg, text_cfg).unwrap();
-    let api = SocketAddr::from((PRIMARY, ports.api));
-    let dns = SocketAddr::from((PRIMARY, ports.dns));
     let log = hooks.join("hook.log");
-    let promotes = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("promote"))
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
+    let mut promotes = Promotes::open(&hooks);
+    let (mut d, _) = setup.steady(&replication, "", runbook).await;
 
-    let mut d = Idnsd::start(&cfg, api);
-    d.ready().await;
-    d.wait_status("both sites up at epoch 1", |s| {
-        s.epoch == 1 && s.runbook.is_none() && s.sites.iter().all(|x| x.health == "up")
-    })
-    .await;
-
-    let (code, body) = post(
-        api,
-        &format!("/v1/services/{NAME}/failover"),
-        r#"{"to": "recovery"}"#,
-    )
-    .await;
+    let (code, body) = d.command("failover", r#"{"to": "recovery"}"#).await;
     assert_eq!(code, 202, "{body}");
-    let deadline = Instant::now() + LIMIT;
-    while promotes().is_empty() {
-        assert!(Instant::now() < deadline, "no promote; log:\n{}", d.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    promotes.wait(1, || d.logs()).await;
     let s = d.status().await;
     let rb = s.runbook.expect("the failover runs");
     assert_eq!(rb.steps[0].status, "done", "{rb:#?}");
@@ -797,23 +596,18 @@ failover = [
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
-    let j = journal(dir);
+    let j = setup.journal();
     assert_eq!(j["epoch"], 2, "{j:#}");
     assert_eq!(j["runbook"]["kind"], "failover", "{j:#}");
     assert_eq!(j["runbook"]["done"].as_array().unwrap().len(), 1, "{j:#}");
 
     // Restarted: the promote runs again at the same epoch, nothing before it does.
-    let mut d = Idnsd::start(&cfg, api);
-    d.ready().await;
-    let deadline = Instant::now() + LIMIT;
-    while promotes().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "promote not resumed; log:\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut d = Idnsd::started(&setup.cfg(), setup.api, NAME).await;
+    let started = promotes.wait(2, || d.logs()).await;
+    assert_eq!(
+        started,
+        ["promote recovery epoch=2", "promote recovery epoch=2"]
+    );
     let s = d.status().await;
     assert_eq!(s.epoch, 2);
     assert_eq!(s.phase, "failover");
@@ -830,21 +624,26 @@ failover = [
         s.last_switch.as_ref().map(|r| r.outcome.as_str()),
         Some("completed")
     );
-    assert_eq!(
-        promotes(),
-        vec!["promote recovery epoch=2", "promote recovery epoch=2"]
-    );
     let hook_log = std::fs::read_to_string(&log).unwrap();
+    let promoted: Vec<&str> = hook_log
+        .lines()
+        .filter(|l| l.starts_with("promote"))
+        .collect();
+    assert_eq!(
+        promoted,
+        ["promote recovery epoch=2", "promote recovery epoch=2"],
+        "{hook_log}"
+    );
     let fences: Vec<&str> = hook_log
         .lines()
         .filter(|l| l.starts_with("fence"))
         .collect();
     assert_eq!(fences, vec!["fence primary epoch=2"], "{hook_log}");
     assert_eq!(
-        resolve(&resolver(dns), NAME).await,
+        resolve(&resolver(setup.dns), NAME).await,
         Some(IpAddr::V4(RECOVERY))
     );
-    let j = journal(dir);
+    let j = setup.journal();
     assert_eq!(
         (j["epoch"].as_u64(), j["switches"].as_u64()),
         (Some(2), Some(1))
@@ -999,28 +798,20 @@ async fn the_example_configs_check_and_the_embedded_one_runs() {
     let cfg = tmp.path().join("embedded-image.toml");
     std::fs::write(&cfg, copy).unwrap();
     let api = SocketAddr::from((PRIMARY, api));
-    let mut d = Idnsd::start(&cfg, api);
+    let mut d =
+        Idnsd::start(&cfg, api, "www.idns.test").with_token("change-me-to-a-long-random-token");
     d.ready().await;
-    let (code, body) = get(
-        api,
-        "/v1/services/www.idns.test",
-        Some("change-me-to-a-long-random-token"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
-    let s: ServiceStatus = serde_json::from_str(&body).unwrap();
+    let s = d.status().await;
     assert_eq!(s.active, "primary");
+    d.wait_status("the home site published at epoch 1", |s| {
+        s.epoch == 1 && s.runbook.is_none()
+    })
+    .await;
     let r = resolver(SocketAddr::from((PRIMARY, dns)));
-    let deadline = Instant::now() + LIMIT;
-    while resolve(&r, "www.idns.test").await != Some(IpAddr::V4(PRIMARY)) {
-        assert!(
-            Instant::now() < deadline,
-            "not published; log:\n{}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(
+        resolve(&r, "www.idns.test").await,
+        Some(IpAddr::V4(PRIMARY))
+    );
     assert!(tmp.path().join("idnsd-state/journal").is_dir());
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait().code(), Some(0), "log:\n{}", d.logs());
@@ -1035,16 +826,9 @@ async fn the_example_configs_check_and_the_embedded_one_runs() {
 /// `on_failure = "abort"`) and exits non-zero, naming the failed step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idnsctl_wait_exits_non_zero_when_the_runbook_aborts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (web, _primary, _recovery) = start_sites().await;
-    let ports = Ports {
-        api: free_port(),
-        dns: free_port(),
-        web,
-    };
+    let setup = Setup::new().await;
     let (_hooks, replication) = command_replication(
-        dir,
+        setup.dir(),
         r#"echo '{"error": "the storage array refuses to promote", "kind": "refused"}'
     exit 1"#,
     );
@@ -1056,21 +840,10 @@ failover = [
     { step = "switch_dns" },
 ]
 "#;
-    let cfg = dir.join("idnsd.toml");
-    std::fs::write(&cfg, config(dir, &ports, &replication, "") + runbook).unwrap();
-    let api = SocketAddr::from((PRIMARY, ports.api));
-    let mut d = Idnsd::start(&cfg, api);
-    d.ready().await;
-    d.wait_status("both sites up at epoch 1", |s| {
-        s.epoch == 1 && s.runbook.is_none() && s.sites.iter().all(|x| x.health == "up")
-    })
-    .await;
+    let (d, _) = setup.steady(&replication, "", runbook).await;
 
     let out = d
-        .idnsctl(
-            &["failover", NAME, "--to", "recovery", "--wait"],
-            Some(TOKEN),
-        )
+        .idnsctl(&["failover", NAME, "--to", "recovery", "--wait"])
         .await;
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
@@ -1097,7 +870,7 @@ failover = [
         s.last_switch.as_ref().map(|r| r.outcome.as_str()),
         Some("aborted")
     );
-    let (_, metrics) = get(api, "/metrics", None).await.unwrap();
+    let (_, metrics) = d.get_as("/metrics", None).await;
     let line = format!(
         "idns_runbooks_total{{service=\"{NAME}\",kind=\"failover\",outcome=\"aborted\"}} 1"
     );

@@ -23,8 +23,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use common::{
-    Idnsd, PRIMARY, RECOVERY, Stage, api_addr, in_recovery, insert, markers, metric, order_ids,
-    resolve, resolver, text, wait_orders, wait_resolves,
+    PRIMARY, RECOVERY, Stage, in_recovery, insert, markers, metric, order_ids, resolve, resolver,
+    wait_orders, wait_resolves,
 };
 use idns_core::{Event, Health, RunbookKind, StepName, StepStatus};
 use idns_examples::daemon::wire::{EventRecord, ReportSummary, ServiceStatus};
@@ -82,23 +82,10 @@ async fn the_paper_scenario_on_bind_and_postgres() {
     };
     let t0 = Instant::now();
     let name = stage.name.clone();
-    let api = api_addr();
-    let cfg = stage.write_config("main", api, "");
-    let mut d = Idnsd::start(&cfg, api, &name);
-    d.ready().await;
 
     // ---- Steady state -----------------------------------------------------------------------
-    let s = d
-        .wait_status("both sites up and the primary published at epoch 1", |s| {
-            s.epoch == 1
-                && s.runbook.is_none()
-                && s.sites.iter().all(|x| x.health == "up")
-                && s.replication
-                    .iter()
-                    .any(|r| r.site == "recovery" && r.role == "replica")
-        })
-        .await;
-    assert_eq!((s.active.as_str(), s.switches), ("primary", 0));
+    let mut d = stage.steady("main", "").await;
+    let s = d.status().await;
     assert!(
         s.replication
             .iter()
@@ -106,8 +93,6 @@ async fn the_paper_scenario_on_bind_and_postgres() {
         "{:#?}",
         s.replication
     );
-    assert_eq!(stage.dig_a(), ["127.0.0.1"]);
-    assert_eq!(stage.dig_owner(), ["\"epoch=1 site=primary\""]);
     let r = resolver(stage.bind.addr());
     assert_eq!(resolve(&r, &name).await, Some(IpAddr::V4(PRIMARY)));
     say!(
@@ -290,14 +275,7 @@ async fn the_paper_scenario_on_bind_and_postgres() {
 
     // ---- Failback, by an operator through idnsctl -------------------------------------------
     let cursor = s.last_event;
-    let out = d.idnsctl(&["failback", &name, "--wait"]).await;
-    let shown = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{shown}\nstderr:\n{}\nlog:\n{}",
-        text(&out.stderr),
-        d.logs()
-    );
+    let shown = d.idnsctl_ok(&["failback", &name, "--wait"]).await;
     for line in shown.lines() {
         say!(t0, "idnsctl | {line}");
     }
@@ -496,31 +474,12 @@ async fn a_drill_on_bind_and_postgres_rehearses_on_a_copy_and_cleans_up() {
     let t0 = Instant::now();
     let name = stage.name.clone();
     let drill_name = format!("drill.{name}");
-    let api = api_addr();
-    let cfg = stage.write_config("main", api, "");
-    let mut d = Idnsd::start(&cfg, api, &name);
-    d.ready().await;
-    d.wait_status("both sites up and the primary published at epoch 1", |s| {
-        s.epoch == 1
-            && s.runbook.is_none()
-            && s.sites.iter().all(|x| x.health == "up")
-            && s.replication
-                .iter()
-                .any(|r| r.site == "recovery" && r.role == "replica")
-    })
-    .await;
+    let mut d = stage.steady("main", "").await;
     insert(&stage.pg.a, 1..=10, "taken at the primary").await;
     let want: Vec<i32> = (1..=10).collect();
     wait_orders(&stage.pg.b, &want).await;
 
-    let out = d.idnsctl(&["drill", &name, "--wait"]).await;
-    let shown = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{shown}\nstderr:\n{}\nlog:\n{}",
-        text(&out.stderr),
-        d.logs()
-    );
+    let shown = d.idnsctl_ok(&["drill", &name, "--wait"]).await;
     for line in shown.lines() {
         say!(t0, "idnsctl | {line}");
     }

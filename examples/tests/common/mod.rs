@@ -27,11 +27,15 @@ use idns_examples::loopback::{self, Sites, WebSite};
 #[allow(unused_imports)] // Not every test file resolves by itself.
 pub use idns_examples::loopback::{PRIMARY, RECOVERY, resolve};
 use idns_replication::testing::{PgNode, PgPair};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// The API token of every daemon these tests start.
 pub const TOKEN: &str = "paper-token-0123456789abcdef";
 /// The longest any single wait may take before the test gives up.
 pub const LIMIT: Duration = Duration::from_secs(120);
+/// The longest one long-poll of [`Idnsd::wait_status`] waits for an event, in seconds.
+pub const STATUS_WAIT: u64 = 1;
 
 /// Seconds since `t0`, for narration.
 pub fn stamp(t0: Instant) -> String {
@@ -133,23 +137,7 @@ impl Stage {
     /// `[services.runbook]` table).
     pub fn config(&self, api: SocketAddr, journal_dir: &Path, extra: &str) -> String {
         let site = |id: &str, priority: u32, addr: Ipv4Addr| {
-            format!(
-                r#"
-[[services.sites]]
-id = "{id}"
-priority = {priority}
-addresses = ["{addr}"]
-[[services.sites.probes]]
-id = "web"
-interval = "100ms"
-timeout = "300ms"
-rise = 2
-fall = 3
-check = {{ kind = "http", url = "http://{name}:{port}/health", expect = "OK {id}" }}
-"#,
-                name = self.name,
-                port = self.web_port,
-            )
+            site_toml(&self.name, id, priority, addr, self.web_port)
         };
         let text = format!(
             r#"
@@ -220,6 +208,29 @@ rpo_budget = "30s"
         cfg
     }
 
+    /// Writes the configuration of a daemon `tag` (see [`write_config`](Self::write_config)),
+    /// starts it and waits until it publishes the primary at epoch 1 with both sites up and the
+    /// standby replicating; checks BIND says so too.
+    pub async fn steady(&self, tag: &str, extra: &str) -> Idnsd {
+        let api = api_addr();
+        let cfg = self.write_config(tag, api, extra);
+        let d = Idnsd::started(&cfg, api, &self.name).await;
+        let s = d
+            .wait_status("both sites up and the primary published at epoch 1", |s| {
+                s.epoch == 1
+                    && s.runbook.is_none()
+                    && s.sites.iter().all(|x| x.health == "up")
+                    && s.replication
+                        .iter()
+                        .any(|r| r.site == "recovery" && r.role == "replica")
+            })
+            .await;
+        assert_eq!((s.active.as_str(), s.switches), ("primary", 0), "{s:#?}");
+        assert_eq!(self.dig_a(), ["127.0.0.1"]);
+        assert_eq!(self.dig_owner(), ["\"epoch=1 site=primary\""]);
+        d
+    }
+
     /// The `A` records BIND answers for the service (dig, no recursion, no cache).
     pub fn dig_a(&self) -> Vec<String> {
         self.bind.short(&self.name, "A")
@@ -229,6 +240,27 @@ rpo_budget = "30s"
     pub fn dig_owner(&self) -> Vec<String> {
         self.bind.short(&format!("_idns.{}", self.name), "TXT")
     }
+}
+
+/// A `[[services.sites]]` table of the service `name`: site `id` at `addr`, probed over HTTP
+/// every 100 ms (`http://<name>:<port>/health` answering `OK <id>`, rise 2, fall 3) by the probe
+/// `web`.
+pub fn site_toml(name: &str, id: &str, priority: u32, addr: Ipv4Addr, port: u16) -> String {
+    format!(
+        r#"
+[[services.sites]]
+id = "{id}"
+priority = {priority}
+addresses = ["{addr}"]
+[[services.sites.probes]]
+id = "web"
+interval = "100ms"
+timeout = "300ms"
+rise = 2
+fall = 3
+check = {{ kind = "http", url = "http://{name}:{port}/health", expect = "OK {id}" }}
+"#
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,11 +370,14 @@ pub struct Idnsd {
     pub api: SocketAddr,
     /// The service it runs.
     pub name: String,
+    /// The API token its configuration sets ([`TOKEN`] unless [`with_token`](Self::with_token)).
+    pub token: String,
     http: reqwest::Client,
 }
 
 impl Idnsd {
-    /// Starts `idnsd --config <config>`; its log goes beside the configuration.
+    /// Starts `idnsd --config <config>`; its log goes beside the configuration. The daemon's
+    /// API token is taken to be [`TOKEN`].
     pub fn start(config: &Path, api: SocketAddr, name: &str) -> Idnsd {
         let dir = config.parent().unwrap();
         let n = std::fs::read_dir(dir)
@@ -367,8 +402,22 @@ impl Idnsd {
             log,
             api,
             name: name.to_owned(),
+            token: TOKEN.to_owned(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The same daemon, whose configuration sets the API token `token`.
+    pub fn with_token(mut self, token: &str) -> Idnsd {
+        token.clone_into(&mut self.token);
+        self
+    }
+
+    /// Starts it as [`start`](Self::start) does and waits until its API answers.
+    pub async fn started(config: &Path, api: SocketAddr, name: &str) -> Idnsd {
+        let mut d = Idnsd::start(config, api, name);
+        d.ready().await;
+        d
     }
 
     /// What it logged so far.
@@ -376,34 +425,52 @@ impl Idnsd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits for it to exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("idnsd runs");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Pid {
+        let child = self.child.as_ref().expect("idnsd runs");
+        Pid::from_raw(i32::try_from(child.id()).unwrap())
+    }
+
+    /// Sends it `signal` (to its own process id, nothing else).
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for it to exit (a thread blocks in `waitpid` for it); SIGKILLs it and fails the
+    /// test if it has not exited within [`LIMIT`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let pid = self.pid();
+        let mut child = self.child.take().expect("idnsd runs");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(LIMIT) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                // The waiting thread reaps it.
+                let _ = kill(pid, Signal::SIGKILL);
+                panic!("idnsd did not exit; its log:\n{}", self.logs());
             }
-            assert!(
-                Instant::now() < deadline,
-                "idnsd did not exit; its log:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Waits until the API answers.
+    /// Sends SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// Waits until the API answers (the one retry loop: before the process listens there is
+    /// nothing to wait on but a refused connection).
     pub async fn ready(&mut self) {
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().expect("idnsd runs").try_wait().unwrap() {
+                self.child = None;
                 panic!("idnsd exited with {status}; its log:\n{}", self.logs());
             }
-            if let Ok((200, _)) = self.try_get("/v1/services").await {
+            if let Ok((200, _)) = self.try_get("/v1/services", Some(&self.token)).await {
                 return;
             }
             assert!(
@@ -415,21 +482,24 @@ impl Idnsd {
         }
     }
 
-    async fn try_get(&self, path: &str) -> reqwest::Result<(u16, String)> {
-        let resp = self
-            .http
-            .get(format!("http://{}{path}", self.api))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(40))
-            .send()
-            .await?;
+    async fn try_get(&self, path: &str, token: Option<&str>) -> reqwest::Result<(u16, String)> {
+        let mut req = self.http.get(format!("http://{}{path}", self.api));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.timeout(Duration::from_secs(40)).send().await?;
         let code = resp.status().as_u16();
         Ok((code, resp.text().await?))
     }
 
-    /// `GET path` with the token: status code and body.
+    /// `GET path` with the daemon's token: status code and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        self.try_get(path)
+        self.get_as(path, Some(&self.token)).await
+    }
+
+    /// `GET path` with `token` (none: no `Authorization` header): status code and body.
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        self.try_get(path, token)
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.logs()))
     }
@@ -439,15 +509,22 @@ impl Idnsd {
         let resp = self
             .http
             .post(format!("http://{}{path}", self.api))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body.to_owned())
             .timeout(Duration::from_secs(40))
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; log:\n{}", self.logs()));
         let code = resp.status().as_u16();
         (code, resp.text().await.unwrap())
+    }
+
+    /// `POST /v1/services/<name>/<command>` (`failover`, `failback`, …) with a JSON body:
+    /// status code and body.
+    pub async fn command(&self, command: &str, body: &str) -> (u16, String) {
+        self.post(&format!("/v1/services/{}/{command}", self.name), body)
+            .await
     }
 
     /// The service's status.
@@ -457,7 +534,10 @@ impl Idnsd {
         serde_json::from_str(&body).unwrap()
     }
 
-    /// Polls the status until `ok` holds.
+    /// Waits until the status satisfies `ok`: reads the status and, while `ok` does not hold,
+    /// long-polls the events after the one it saw for the next, then reads it again. Some of
+    /// the status changes without an event (replication polls, probe counters), so one
+    /// long-poll waits at most [`STATUS_WAIT`] seconds.
     pub async fn wait_status(
         &self,
         what: &str,
@@ -474,7 +554,7 @@ impl Idnsd {
                 "gave up waiting for {what}: {s:#?}\nlog:\n{}",
                 self.logs()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.events(s.last_event, STATUS_WAIT).await;
         }
     }
 
@@ -526,16 +606,40 @@ impl Idnsd {
         body
     }
 
-    /// Runs `idnsctl --url <api> ARGS…` with the token.
+    /// Runs `idnsctl --url <api> ARGS…` with the daemon's token.
     pub async fn idnsctl(&self, args: &[&str]) -> Output {
+        self.idnsctl_as(args, Some(&self.token)).await
+    }
+
+    /// Runs `idnsctl --url <api> ARGS…` with `token` in `IDNS_TOKEN` (none: unset).
+    pub async fn idnsctl_as(&self, args: &[&str], token: Option<&str>) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_idnsctl"));
         cmd.arg("--url")
             .arg(format!("http://{}", self.api))
             .args(args)
-            .env("IDNS_TOKEN", TOKEN);
+            .env_remove("IDNS_TOKEN")
+            .env_remove("IDNS_URL");
+        if let Some(t) = token {
+            cmd.env("IDNS_TOKEN", t);
+        }
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()
+    }
+
+    /// Runs `idnsctl` as [`idnsctl`](Self::idnsctl) does, requires it to succeed (else fails
+    /// with its output and the daemon's log) and returns what it printed.
+    pub async fn idnsctl_ok(&self, args: &[&str]) -> String {
+        let out = self.idnsctl(args).await;
+        let shown = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "idnsctl {args:?}: {}\nstdout:\n{shown}\nstderr:\n{}\nlog:\n{}",
+            out.status,
+            text(&out.stderr),
+            self.logs()
+        );
+        shown
     }
 }
 
@@ -548,9 +652,21 @@ impl Drop for Idnsd {
     }
 }
 
+/// A port free on loopback for both TCP and UDP (an API, an embedded DNS server), bound a
+/// moment later by whoever gets it.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let port = idns_core::test_util::servers::free_port().unwrap();
+        if std::net::UdpSocket::bind((PRIMARY, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP on loopback");
+}
+
 /// A free loopback port for an API.
 pub fn api_addr() -> SocketAddr {
-    SocketAddr::from((PRIMARY, idns_core::test_util::servers::free_port().unwrap()))
+    SocketAddr::from((PRIMARY, free_port()))
 }
 
 /// The value of the sample whose line starts with `prefix` (name and labels, then a space).
