@@ -83,7 +83,10 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
     let published = controller.wait_for(|v| v.epoch.get() >= 1 && v.runbook.is_none());
     tokio::time::timeout(PATIENCE, published)
         .await
-        .unwrap_or_else(|_| panic!("{what}: the primary was never published"))
+        .unwrap_or_else(|_| {
+            let view = controller.view();
+            panic!("{what}: the primary was never published: {view:?}")
+        })
         .unwrap();
     assert_eq!(resolve(&client, NAME).await, Some(primary), "{what}");
 
@@ -108,7 +111,10 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
     });
     tokio::time::timeout(PATIENCE, ready)
         .await
-        .unwrap_or_else(|_| panic!("{what}: the recovery site never became eligible"))
+        .unwrap_or_else(|_| {
+            let view = controller.view();
+            panic!("{what}: the recovery site never became eligible: {view:?}")
+        })
         .unwrap();
 
     // An operator switches over; the runbook runs on the real backends.
@@ -132,21 +138,23 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
 
     // The controller's poller publishes the backend's view: the recovery copy is primary.
     let resource: ResourceId = resource.parse().unwrap();
-    let promoted = controller.wait_for(|v| v.epoch == report.epoch);
+    let promoted = controller.wait_for_replication(|polled| {
+        polled.get(&resource).is_some_and(|read| {
+            read.at > report.finished_at
+                && read
+                    .status
+                    .sites
+                    .iter()
+                    .any(|s| s.site == recovery && s.role == Role::Primary)
+        })
+    });
     tokio::time::timeout(PATIENCE, promoted)
         .await
-        .unwrap()
+        .unwrap_or_else(|_| {
+            let read = controller.replication_status();
+            panic!("{what}: {recovery} is not reported primary: {read:?}")
+        })
         .unwrap();
-    let status = controller.replication_status();
-    let read = status
-        .get(&resource)
-        .unwrap_or_else(|| panic!("{what}: no status polled for {resource}"));
-    let role = read.status.sites.iter().find(|s| s.site == recovery);
-    assert_eq!(
-        role.map(|s| s.role),
-        Some(Role::Primary),
-        "{what}: {read:?}"
-    );
 
     controller.shutdown();
     controller.stopped().await.unwrap();
@@ -156,6 +164,7 @@ async fn switch_over(dns: &str, replication: &str, resource: &str, server: Optio
 /// 100 ms (the controller runs the passes).
 fn image_toml(dir: &Path) -> String {
     std::fs::create_dir_all(dir.join("primary/live")).unwrap();
+    std::fs::create_dir_all(dir.join("recovery")).unwrap();
     std::fs::write(dir.join("primary/live/disk.img"), vec![7u8; 64 << 10]).unwrap();
     format!(
         r#"
@@ -216,9 +225,11 @@ async fn the_powerdns_api_with_command_hooks() {
         api_url = "{}"
         api_key = "{}"
         zones = ["example.com"]
+        propagation = {{ servers = ["{}"] }}
         "#,
         pdns.api(),
-        PowerDns::API_KEY
+        PowerDns::API_KEY,
+        pdns.dns()
     );
     let replication = format!(
         r#"

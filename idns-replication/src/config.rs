@@ -6,8 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use idns_core::{BackendError, BackendSpec, ConfigError, ReplicationBackend, ResourceId, SiteId};
+use idns_core::{BackendSpec, ConfigError, ReplicationBackend, ResourceId, SiteId};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::broadcast;
@@ -160,8 +159,8 @@ impl ReplicationConfig {
         }
     }
 
-    /// Builds the backend. Nothing runs until it is asked to: continuous replication is
-    /// started through [`Replication::background`].
+    /// Builds the backend. Nothing runs until it is asked to: continuous replication is the
+    /// backend's [`ReplicationBackend::run`], started by the controller it is handed to.
     pub fn build(&self) -> Replication {
         match self {
             Self::Image(c) => {
@@ -169,7 +168,6 @@ impl ReplicationConfig {
                 Replication {
                     backend: Arc::new(r.clone()),
                     progress: Some(r.subscribe()),
-                    continuous: Some(r),
                 }
             }
             Self::Postgres(c) => {
@@ -177,13 +175,11 @@ impl ReplicationConfig {
                 Replication {
                     progress: Some(r.subscribe()),
                     backend: Arc::new(r),
-                    continuous: None,
                 }
             }
             Self::Command(c) => Replication {
                 backend: Arc::new(CommandReplication::new(c.clone())),
                 progress: None,
-                continuous: None,
             },
         }
     }
@@ -197,12 +193,12 @@ impl fmt::Display for ReplicationConfig {
     }
 }
 
-/// A replication backend built from a [`ReplicationConfig`], with its progress events and its
-/// background work.
+/// A replication backend built from a [`ReplicationConfig`], with its progress events. Its
+/// background work (continuous image replication) is [`ReplicationBackend::run`], which the
+/// controller that is handed the backend starts and stops.
 pub struct Replication {
     backend: Arc<dyn ReplicationBackend>,
     progress: Option<broadcast::Receiver<Progress>>,
-    continuous: Option<ImageReplication>,
 }
 
 impl Replication {
@@ -216,26 +212,13 @@ impl Replication {
     pub fn subscribe(&self) -> Option<broadcast::Receiver<Progress>> {
         self.progress.as_ref().map(broadcast::Receiver::resubscribe)
     }
-
-    /// The backend's own work for `resource` that runs until the program stops (continuous
-    /// image replication: a pass every `interval`); `None` for backends that have none.
-    pub fn background(
-        &self,
-        resource: &ResourceId,
-    ) -> Option<BoxFuture<'static, Result<(), BackendError>>> {
-        let image = self.continuous.clone()?;
-        let resource = resource.clone();
-        Some(Box::pin(
-            async move { image.run_continuous(&resource).await },
-        ))
-    }
 }
 
 impl fmt::Debug for Replication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replication")
             .field("backend", &self.backend)
-            .field("background", &self.continuous.is_some())
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
@@ -296,8 +279,6 @@ mod tests {
             .unwrap();
             assert_eq!(direct, toml::from_str::<ReplicationSpec>(text).unwrap());
             let built = c.build();
-            let resource = &c.resources()[0].id;
-            assert_eq!(built.background(resource).is_some(), name == "image");
             assert_eq!(built.subscribe().is_some(), name != "command");
         }
         let ReplicationConfig::Image(i) = ReplicationConfig::try_from(spec(IMAGE)).unwrap() else {

@@ -254,6 +254,22 @@ impl Controller {
         Ok(found.clone())
     }
 
+    /// Waits until the polled replication status ([`replication_status`](Self::replication_status))
+    /// satisfies `condition` (checked at once, then after every poll) and returns it: e.g.
+    /// a read taken after a switch finished, showing the promoted copy primary. Fails with
+    /// [`Error::Stopped`] when the driver stops first.
+    pub async fn wait_for_replication(
+        &self,
+        mut condition: impl FnMut(&BTreeMap<ResourceId, PolledStatus>) -> bool,
+    ) -> Result<BTreeMap<ResourceId, PolledStatus>, Error> {
+        let mut polled = self.shared.replication.clone();
+        let found = polled
+            .wait_for(|p| condition(p))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        Ok(found.clone())
+    }
+
     /// Waits until a runbook that `which` accepts has finished, completed or aborted (see
     /// [`SwitchReport::outcome`]), and returns its report: the earliest such runbook.
     ///
