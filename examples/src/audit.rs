@@ -40,7 +40,7 @@ pub struct AuditLog {
     verified: Vec<MarkerCheck>,
 }
 
-/// Watches the replication backend ([`Watched`]) to keep evidence for the report: every
+/// Watches the replication backend ([`Watched`](crate::watched::Watched)) to keep evidence for the report: every
 /// mutating call and whether it was on the drill copy, the integrity check's result, the
 /// markers written into the drill copy. Before the cleanup removes a drill copy that holds
 /// markers, it reads them back and verifies them through the backend, and a client resolves

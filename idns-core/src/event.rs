@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
 use crate::error::Refused;
-use crate::health::Health;
 use crate::id::{ObserverId, ProbeId, SiteId};
+use crate::probe::Health;
 use crate::reason::{Reason, explain};
 use crate::runbook::{Phase, RunbookKind, StepId, StepName, StepRecord, StepStatus};
 
@@ -373,8 +373,8 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::health::Health;
     use crate::journal::Serving;
+    use crate::probe::Health;
     use crate::probe::ProbeStatus;
     use crate::replication::Role;
     use crate::runbook::{StepName, StepStatus};

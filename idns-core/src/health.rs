@@ -4,64 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
 use crate::config::{Counting, HealthRule, ProbeSettings, ServiceConfig, Site};
-use crate::probe::ProbeOutcome;
+use crate::probe::{Health, ProbeOutcome};
 use crate::reason::Reason;
-
-/// Health of a probe or site, as the election sees it.
-///
-/// # How health is judged
-/// - **A probe at one observer** turns up after `rise` successes in a row, and down after
-///   `fall` failures (in a row with [`Counting::Consecutive`], or net with
-///   [`Counting::Leaky`], where each success takes one failure back), or when no attempt has
-///   succeeded for `down_after`. With `ignore_down_response`, failures do not count; only
-///   `down_after` does. Until it has crossed a threshold it is unknown.
-/// - **An observer's verdict on a site** combines that site's probes at that observer by the
-///   site's [`HealthRule`]: with `k` probes required up (all, any, or at least `k`), the
-///   verdict is up when `k` probes are up, down when fewer than `k` can still be up (too many
-///   are down), unknown otherwise.
-/// - **Silent observers abstain.** An observer whose last report of anything is
-///   `stale_after` old is not live: it has no verdict until it reports again (silence says
-///   nothing about the sites it probes).
-/// - **The quorum rule.** A site is down when at least `quorum` live observers say down and
-///   fewer than `quorum` say up; up in the mirror case; unknown otherwise (not enough data,
-///   or disputed). With one observer and a quorum of one, the site's health is that
-///   observer's verdict.
-/// - **What the election does with it**: a failover needs the active site down (unknown is
-///   not enough); a site is eligible as a target only when up (and within the RPO budget).
-///   [`ServiceView`](crate::ServiceView) shows each site's health, the time it came up and
-///   every probe's last report at every observer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Alive.
-    Up,
-    /// Dead.
-    Down,
-    /// Not known yet, disputed between observers, or the observers are silent.
-    Unknown,
-}
-
-impl Health {
-    /// The name, as serde spells it: `up`, `down`, `unknown`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Cell {

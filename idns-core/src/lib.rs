@@ -134,9 +134,9 @@ pub use error::{
     BackendError, ConfigError, Error, FieldError, InvalidId, MAX_QUOTED, Problems, Refused,
 };
 pub use event::{Event, Outcome, PhaseTime, SwitchReport, Trigger};
-pub use health::Health;
 pub use id::{DnsName, ObserverId, ProbeId, ResourceId, SiteId};
 pub use journal::{JOURNAL_VERSION, Journal, Serving};
+pub use probe::Health;
 pub use probe::{Probe, ProbeOutcome, ProbeReport, ProbeStatus};
 pub use reason::{Reason, explain};
 pub use replication::{

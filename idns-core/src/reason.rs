@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AllDownPolicy;
-use crate::health::Health;
 use crate::id::{ObserverId, ProbeId, SiteId};
+use crate::probe::Health;
 
 /// One link of a reason chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

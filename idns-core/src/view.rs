@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
-use crate::health::Health;
 use crate::id::{DnsName, ObserverId, ProbeId, SiteId};
 use crate::journal::Serving;
+use crate::probe::Health;
 use crate::reason::Reason;
 use crate::runbook::{RunbookKind, StepName};
 

@@ -117,9 +117,9 @@ pub use db::{DbSpec, Secret};
 pub use dns::{DnsProbe, DnsSpec};
 pub use error::Error;
 pub use http::{HttpProbe, HttpSpec, StatusSpec};
-pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions, SchedulerStats};
 #[cfg(feature = "controller")]
-pub use sink::spawn_probes;
+pub use scheduler::spawn_probes;
+pub use scheduler::{Scheduler, SchedulerHandle, SchedulerOptions, SchedulerStats};
 pub use sink::{FnSink, ReportSink, SinkClosed, sink_fn};
 pub use spec::{
     AliasSpec, CheckSpec, ScheduledProbe, TIMEOUT_GRACE, Target, build_probe, probes_for_service,

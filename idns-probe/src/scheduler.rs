@@ -532,6 +532,26 @@ fn hash_key(key: &(SiteId, ProbeId)) -> u64 {
     h
 }
 
+/// Runs every probe of the controller's service ([`probes_for_service`]) as `observer`,
+/// reporting into the controller, on a [`Scheduler`] seeded with the service's seed.
+///
+/// Returns the scheduler's handle and task, as [`Scheduler::spawn`] does: the scheduler runs
+/// while the handle is kept (or until [`SchedulerHandle::shutdown`]) and stops by itself,
+/// with [`Error::SinkClosed`], once the controller has stopped.
+/// Fails when a probe's check cannot be built.
+///
+/// [`probes_for_service`]: crate::probes_for_service
+#[cfg(feature = "controller")]
+pub fn spawn_probes(
+    controller: &idns_core::runtime::Controller,
+    observer: ObserverId,
+) -> Result<(SchedulerHandle, tokio::task::JoinHandle<Result<(), Error>>), idns_core::ConfigError> {
+    let cfg = controller.config();
+    let probes = crate::probes_for_service(cfg)?;
+    let options = SchedulerOptions::new(observer).seed(cfg.seed());
+    Ok(Scheduler::spawn(options, controller.clone(), probes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,20 +4,15 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use idns_core::ProbeReport;
-use tokio::sync::mpsc;
 #[cfg(feature = "controller")]
-use {
-    crate::scheduler::{Scheduler, SchedulerHandle, SchedulerOptions},
-    idns_core::runtime::Controller,
-    idns_core::{ConfigError, ObserverId},
-    tokio::task::JoinHandle,
-};
+use idns_core::runtime::Controller;
+use tokio::sync::mpsc;
 
 /// The receiving end of [`ProbeReport`]s. The scheduler stops when a sink says it is closed.
 ///
 /// Implemented for `idns-core`'s `runtime::Controller` (feature `controller`, on by default),
 /// so a scheduler reports straight into a controller and stops once the controller has
-/// stopped ([`spawn_probes`] does the whole set-up); for tokio `mpsc` senders; and, for
+/// stopped ([`spawn_probes`](crate::spawn_probes) does the whole set-up); for tokio `mpsc` senders; and, for
 /// anything else, async closures wrapped in [`sink_fn`]:
 ///
 /// ```
@@ -42,7 +37,7 @@ pub trait ReportSink: Send + Sync + 'static {
 pub struct SinkClosed(pub String);
 
 /// The paved path: `Scheduler::spawn(options, controller.clone(), probes)`, or
-/// [`spawn_probes`].
+/// [`spawn_probes`](crate::spawn_probes).
 #[cfg(feature = "controller")]
 #[async_trait]
 impl ReportSink for Controller {
@@ -51,26 +46,6 @@ impl ReportSink for Controller {
             .await
             .map_err(|e| SinkClosed(e.to_string()))
     }
-}
-
-/// Runs every probe of the controller's service ([`probes_for_service`]) as `observer`,
-/// reporting into the controller, on a [`Scheduler`] seeded with the service's seed.
-///
-/// Returns the scheduler's handle and task, as [`Scheduler::spawn`] does: the scheduler runs
-/// while the handle is kept (or until [`SchedulerHandle::shutdown`]) and stops by itself,
-/// with [`Error::SinkClosed`](crate::Error::SinkClosed), once the controller has stopped.
-/// Fails when a probe's check cannot be built.
-///
-/// [`probes_for_service`]: crate::probes_for_service
-#[cfg(feature = "controller")]
-pub fn spawn_probes(
-    controller: &Controller,
-    observer: ObserverId,
-) -> Result<(SchedulerHandle, JoinHandle<Result<(), crate::Error>>), ConfigError> {
-    let cfg = controller.config();
-    let probes = crate::probes_for_service(cfg)?;
-    let options = SchedulerOptions::new(observer).seed(cfg.seed());
-    Ok(Scheduler::spawn(options, controller.clone(), probes))
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Block, ListKind, Report, Span, Table, status_word};
-use super::svg;
+use super::svg::{self, esc};
 use super::verdict::Verdict;
 
 const CSS: &str = r#"
@@ -215,23 +215,6 @@ fn spans(spans: &[Span]) -> String {
             Span::Badge(true) => write!(out, "<span class=\"badge pass\">PASS</span>"),
             Span::Badge(false) => write!(out, "<span class=\"badge fail\">FAIL</span>"),
         };
-    }
-    out
-}
-
-/// Text for HTML and SVG (element content and quoted attribute values).
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => {}
-            c => out.push(c),
-        }
     }
     out
 }

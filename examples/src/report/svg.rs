@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use idns_core::{Phase, StepStatus};
 
-use super::html::esc;
 use super::model::{fmt_ms, status_word};
 use super::timeline::Timeline;
 
@@ -356,4 +355,21 @@ fn label_beside(o: &mut String, x0: f64, x1: f64, y: f64, text: &str, color: &st
         "<text x=\"{tx:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" style=\"fill:{color}\">{}</text>",
         esc(text)
     );
+}
+
+/// Text for HTML and SVG (element content and quoted attribute values).
+pub(super) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

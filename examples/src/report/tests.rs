@@ -7,9 +7,8 @@ use idns_core::{
 };
 use idns_core::{Event, Outcome, RunbookKind, SwitchReport};
 
-use super::html::esc;
 use super::model::{fmt_ms, time};
-use super::svg::{fmt_tick, tick_step};
+use super::svg::{esc, fmt_tick, tick_step};
 use super::*;
 
 const SERVICE: &str = "www.example.test";

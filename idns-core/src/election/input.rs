@@ -10,7 +10,7 @@ use super::plan::lag_check;
 use crate::dns::Propagation;
 use crate::error::BackendError;
 use crate::event::Event;
-use crate::health::Health;
+use crate::probe::Health;
 use crate::probe::ProbeReport;
 use crate::replication::{IntegrityReport, Promoted, ReplicationReport, Role};
 use crate::runbook::StepId;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::event::Outcome;
-use crate::health::Health;
+use crate::probe::Health;
 use crate::probe::{ProbeOutcome, ProbeReport};
 
 const S: fn(u64) -> Duration = Duration::from_secs;

@@ -14,6 +14,14 @@ use crate::event::Event;
 use crate::replication::ReplicationBackend;
 use crate::store::StateStore;
 
+impl Controller {
+    /// Starts assembling a controller of the service `config` describes: hand it the
+    /// backends, then [`start`](ControllerBuilder::start) it.
+    pub fn builder(config: ServiceConfig) -> ControllerBuilder {
+        ControllerBuilder::new(config)
+    }
+}
+
 /// Assembles a [`Controller`]: each backend handed in once, a few knobs, then
 /// [`start`](Self::start). Made by [`Controller::builder`].
 ///

@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::builder::ControllerBuilder;
 use crate::config::ServiceConfig;
 use crate::election::{Command, Input};
 use crate::error::{Error, Refused};
@@ -150,12 +149,6 @@ impl fmt::Debug for Controller {
 }
 
 impl Controller {
-    /// Starts assembling a controller of the service `config` describes: hand it the
-    /// backends, then [`start`](ControllerBuilder::start) it.
-    pub fn builder(config: ServiceConfig) -> ControllerBuilder {
-        ControllerBuilder::new(config)
-    }
-
     pub(super) fn new(inbox: mpsc::Sender<Request>, shared: Shared) -> Self {
         Self {
             inbox,
@@ -177,7 +170,8 @@ impl Controller {
     }
 
     /// Feeds a replica's role and lag, on top of (or instead of) the controller's own
-    /// polling ([`ControllerBuilder::replication_poll`]).
+    /// polling
+    /// ([`ControllerBuilder::replication_poll`](super::ControllerBuilder::replication_poll)).
     pub async fn replication(&self, report: ReplicationReport) -> Result<(), Error> {
         self.send(Request::Report(Input::Replication(report))).await
     }
@@ -218,18 +212,18 @@ impl Controller {
     }
 
     /// The last replication status read of each resource, from the controller's poller
-    /// ([`ControllerBuilder::replication_poll`]); empty until the first read, and without
-    /// polling. This is the one poller of the program: read the status here rather than
+    /// ([`ControllerBuilder::replication_poll`](super::ControllerBuilder::replication_poll));
+    /// empty until the first read, and without polling. This is the one poller of the program: read the status here rather than
     /// asking the backend again.
     pub fn replication_status(&self) -> BTreeMap<ResourceId, PolledStatus> {
         self.shared.replication.borrow().clone()
     }
 
     /// The election's events from now on. A subscriber that falls more than
-    /// [`ControllerBuilder::event_capacity`] behind gets
+    /// [`ControllerBuilder::event_capacity`](super::ControllerBuilder::event_capacity) behind gets
     /// [`broadcast::error::RecvError::Lagged`]; once the driver has stopped, `recv` returns
     /// [`broadcast::error::RecvError::Closed`]. To see the events of the very start, subscribe
-    /// on the builder ([`ControllerBuilder::subscribe`]).
+    /// on the builder ([`ControllerBuilder::subscribe`](super::ControllerBuilder::subscribe)).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         match self.shared.events.upgrade() {
             Some(tx) => tx.subscribe(),

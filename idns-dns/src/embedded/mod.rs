@@ -16,7 +16,7 @@
 //!   non-terminal is NODATA; a CNAME is followed inside its zone;
 //! - ANY gets one RRset (RFC 8482);
 //! - UDP answers fit 512 bytes, or the client's EDNS size up to
-//!   [`max_udp_payload`](EmbeddedConfig::max_udp_payload); larger ones are sent empty with TC
+//!   [`max_udp_payload`](EmbeddedSpec::max_udp_payload); larger ones are sent empty with TC
 //!   set, so the client retries over TCP;
 //! - a request that cannot be parsed gets FORMERR (its header only), another opcode NOTIMP, a
 //!   packet shorter than a header or with QR set nothing at all;
