@@ -24,6 +24,7 @@ use hickory_resolver::Resolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use idns_core::{ResourceId, SiteId};
+use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_replication::image::{ImageConfig, ImageReplication};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -476,6 +477,18 @@ mod tests {
         assert!(out.ends_with("OK recovery\n"), "{out}");
         Ok(())
     }
+}
+
+/// Starts the embedded authoritative DNS server for `zone` on the primary's address (a free
+/// port, UDP and TCP); returns it and its UDP address, for [`resolver`].
+pub async fn dns_server(zone: &str) -> Result<(EmbeddedServer, SocketAddr), Error> {
+    let listen = vec![SocketAddr::from((PRIMARY, 0))];
+    let server = EmbeddedServer::start(EmbeddedConfig::new(listen, &[zone.parse()?])?).await?;
+    let addr = *server
+        .udp_addrs()
+        .first()
+        .ok_or("the DNS server has no UDP socket")?;
+    Ok((server, addr))
 }
 
 /// Prints lines to standard output, each stamped with the seconds since it was started: the

@@ -28,7 +28,7 @@
 // A command-line program talks to its user on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,10 +42,9 @@ use idns_core::{
     Command, DnsBackend, Event, Health, RecordSet, ReplicationBackend, ResourceId, Role,
     RunbookKind, ServiceConfig, SiteId, StepName, SwitchReport,
 };
-use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_examples::audit::DrillAudit;
 use idns_examples::loopback::{
-    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, resolver,
+    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, dns_server, resolver,
 };
 use idns_examples::report::{self, Check, ReportContext, SiteNote};
 use idns_examples::watched::Watched;
@@ -133,15 +132,7 @@ async fn run(args: Args) -> Result<bool, Error> {
         sites.primary_addr(),
         sites.recovery_addr()
     ));
-    let dns = EmbeddedServer::start(EmbeddedConfig::new(
-        vec![SocketAddr::from((PRIMARY, 0))],
-        &[ZONE.parse()?],
-    )?)
-    .await?;
-    let dns_addr = *dns
-        .udp_addrs()
-        .first()
-        .ok_or("the DNS server has no UDP socket")?;
+    let (dns, dns_addr) = dns_server(ZONE).await?;
     say.say(format!(
         "embedded DNS server for {ZONE} on {dns_addr} (UDP and TCP)"
     ));

@@ -21,10 +21,9 @@ use clap::Parser;
 use idns_core::runtime::{Controller, FileStore};
 use idns_core::{Command, Event, Health, Outcome, Phase, RunbookKind, ServiceConfig, SwitchReport};
 use idns_core::{StepName, StepStatus};
-use idns_dns::embedded::{EmbeddedConfig, EmbeddedServer};
 use idns_examples::loopback::{
-    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, WebSite, resolve, resolver,
-    wait_resolves,
+    Error, ImagePair, Narrator, PRIMARY, RECOVERY, ServiceToml, Sites, WebSite, dns_server,
+    resolve, resolver, wait_resolves,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
@@ -81,15 +80,7 @@ async fn run() -> Result<(), Error> {
     ));
 
     // The embedded authoritative DNS server.
-    let dns = EmbeddedServer::start(EmbeddedConfig::new(
-        vec![SocketAddr::from((PRIMARY, 0))],
-        &[ZONE.parse()?],
-    )?)
-    .await?;
-    let dns_addr = *dns
-        .udp_addrs()
-        .first()
-        .ok_or("the DNS server has no UDP socket")?;
+    let (dns, dns_addr) = dns_server(ZONE).await?;
     say.say(format!(
         "embedded DNS server for {ZONE} on {dns_addr} (UDP and TCP)"
     ));
