@@ -2,85 +2,26 @@
 //! election's safety rules, whoever chooses the inputs (a property test, a fuzzer, the
 //! simulator).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{FailbackMode, ServiceConfig};
+use crate::config::ServiceConfig;
 use crate::election::{Command, Election, Input, StepDone};
 use crate::epoch::Epoch;
 use crate::error::Refused;
 use crate::event::Event;
 use crate::id::SiteId;
 use crate::journal::Journal;
-use crate::probe::Health;
-use crate::reason::Reason;
-use crate::runbook::{Action, RunbookKind, Step, StepId};
+use crate::runbook::{Action, StepId};
 use crate::test_util::Trace;
 use crate::test_util::trace::Entry;
 
-/// Which invariant a run broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Invariant {
-    /// The epoch went down.
-    EpochDecreased,
-    /// Two decisions (or DNS writes) named different sites for one epoch.
-    TwoActivesInOneEpoch,
-    /// A decision did not raise the epoch, or an action carried an epoch above the view's.
-    EpochNotIncreased,
-    /// An unforced switch went to a site that was not up, or over the RPO budget.
-    IneligibleTarget,
-    /// Two unforced switches closer than the minimum dwell.
-    DwellViolated,
-    /// An automatic failback the policy does not allow (manual, or before the hold-down).
-    FailbackPolicy,
-    /// A backend was asked to write an epoch lower than one it had accepted.
-    StaleWrite,
-    /// A restart from the journal did not reach the same state, switched again, or
-    /// re-emitted a finished step; or a report or step result was refused.
-    ReplayMismatch,
-    /// An action was emitted while another was still outstanding (handed out, neither
-    /// answered nor past its timeout).
-    TwoActionsInFlight,
-}
+mod rules;
+mod violation;
 
-impl fmt::Display for Invariant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// A broken invariant: which, when, why, and what led to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// Which invariant.
-    pub invariant: Invariant,
-    /// Time since the checker's origin.
-    pub at: Duration,
-    /// What happened.
-    pub detail: String,
-    /// The last lines of the trace, up to the violation (inputs, actions, restarts).
-    pub trace: Vec<String>,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} at {:.3}s: {}",
-            self.invariant,
-            self.at.as_secs_f64(),
-            self.detail
-        )?;
-        for line in &self.trace {
-            write!(f, "\n  {line}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Violation {}
+use rules::Seen;
+pub use violation::{Invariant, Violation};
 
 /// A DNS write of the service's name: its epoch and the site it publishes.
 type Write = (Epoch, Option<SiteId>);
@@ -169,19 +110,6 @@ pub struct Checker {
     violation: Option<Violation>,
     inputs: u64,
 }
-
-/// What the checker remembers of the run, to judge the next decision.
-#[derive(Debug, Default)]
-struct Seen {
-    /// The highest epoch the view has shown.
-    epoch: Epoch,
-    last_decision_epoch: Epoch,
-    /// The site each epoch belongs to (`None`: no site, as in an all-down decision).
-    owners: BTreeMap<Epoch, Option<SiteId>>,
-    last_switch: Option<Duration>,
-    home_up_since: Option<Duration>,
-}
-
 impl fmt::Debug for Checker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Checker")
@@ -488,23 +416,6 @@ impl Checker {
         }
     }
 
-    /// The DNS write of the service's name an action makes, if it makes one.
-    fn dns_write(&self, action: &Action) -> Option<Write> {
-        match &action.step {
-            Step::SwitchDns { change } if change.name == *self.config.name() => {
-                Some((change.epoch, change.site.clone()))
-            }
-            _ => None,
-        }
-    }
-
-    fn check_write(&mut self, (epoch, site): Write) {
-        self.check_owner(epoch, site, "DNS write");
-    }
-
-    /// Drains actions (persisting the journal first) and events, checking each. Only the
-    /// election's answers to this one input are drained, and checking them never calls the
-    /// election: the journal version is the same throughout.
     #[inline]
     fn pump(&mut self, resumed: Option<&Journal>) {
         let Some(e) = self.election.as_mut() else {
@@ -573,165 +484,13 @@ impl Checker {
         self.outstanding = Some((action.id, self.dns_write(&action), end));
         self.actions.push_back(action);
     }
-
-    fn check_owner(&mut self, epoch: Epoch, site: Option<SiteId>, what: &str) {
-        match self.seen.owners.get(&epoch) {
-            Some(prev) if *prev != site => {
-                let detail = format!(
-                    "{what} for epoch {epoch} names {site:?}, but epoch {epoch} already belongs to {prev:?}"
-                );
-                self.violate(Invariant::TwoActivesInOneEpoch, detail);
-            }
-            Some(_) => {}
-            None => {
-                self.seen.owners.insert(epoch, site);
-            }
-        }
-    }
-
-    fn check_action(&mut self, action: &Action) {
-        let epoch = self.election.as_ref().map(|e| e.view().epoch);
-        if let Some(epoch) = epoch
-            && action.epoch > epoch
-        {
-            self.violate(
-                Invariant::EpochNotIncreased,
-                format!(
-                    "action {} carries epoch {} above the view's {epoch}",
-                    action.id, action.epoch
-                ),
-            );
-        }
-    }
-
-    fn check_event(&mut self, ev: &Event, now: Duration) {
-        match ev {
-            Event::SiteChanged { site, to, .. } if *site == self.config.home().id => {
-                self.seen.home_up_since = (*to == Health::Up).then_some(now);
-            }
-            Event::Decision {
-                kind,
-                to,
-                epoch,
-                forced,
-                reasons,
-                ..
-            } => self.check_decision(now, *kind, to.clone(), *epoch, *forced, reasons),
-            _ => {}
-        }
-    }
-
-    fn check_decision(
-        &mut self,
-        now: Duration,
-        kind: RunbookKind,
-        to: Option<SiteId>,
-        epoch: Epoch,
-        forced: bool,
-        reasons: &[Reason],
-    ) {
-        if kind == RunbookKind::Drill {
-            return;
-        }
-        if epoch <= self.seen.last_decision_epoch {
-            let detail = format!(
-                "{kind} decision at epoch {epoch}, not above the previous decision's {}",
-                self.seen.last_decision_epoch
-            );
-            self.violate(Invariant::EpochNotIncreased, detail);
-        }
-        self.seen.last_decision_epoch = epoch;
-        let owner = if kind == RunbookKind::AllDown {
-            None
-        } else {
-            to.clone()
-        };
-        self.check_owner(epoch, owner, "decision");
-        if kind == RunbookKind::Bootstrap {
-            return;
-        }
-        let operator = reasons.contains(&Reason::Operator);
-        let policy = self.config.policy();
-        let (min_dwell, failback, hold_down, rpo_budget) = (
-            policy.min_dwell,
-            policy.failback,
-            policy.failback_hold_down,
-            policy.rpo_budget,
-        );
-        // Dwell: measured against the previous switch, forced or not.
-        if !forced
-            && let Some(prev) = self.seen.last_switch
-            && now.saturating_sub(prev) < min_dwell
-        {
-            let detail = format!(
-                "{kind} {:.3}s after the previous switch, minimum dwell {min_dwell:?}",
-                (now - prev).as_secs_f64(),
-            );
-            self.violate(Invariant::DwellViolated, detail);
-        }
-        self.seen.last_switch = Some(now);
-        if kind == RunbookKind::Failback && !operator {
-            if failback == FailbackMode::Manual {
-                self.violate(
-                    Invariant::FailbackPolicy,
-                    "automatic failback with a manual failback policy".into(),
-                );
-            } else if self
-                .seen
-                .home_up_since
-                .is_none_or(|t| now.saturating_sub(t) < hold_down)
-            {
-                let detail = format!(
-                    "automatic failback with the home site up since {:?}, hold-down {hold_down:?}",
-                    self.seen.home_up_since
-                );
-                self.violate(Invariant::FailbackPolicy, detail);
-            }
-        }
-        if forced {
-            return;
-        }
-        let Some(to) = to else {
-            return;
-        };
-        let Some(site) = self
-            .election
-            .as_ref()
-            .and_then(|e| e.view().sites.iter().find(|s| s.id == to))
-        else {
-            return;
-        };
-        let (health, lag) = (site.health, site.lag);
-        if health != Health::Up {
-            let detail = format!("{kind} to {to}, which is {health}");
-            self.violate(Invariant::IneligibleTarget, detail);
-        }
-        if matches!(kind, RunbookKind::Failover | RunbookKind::Restore)
-            && let Some(budget) = rpo_budget
-            && !self.config.resources().is_empty()
-            && lag.is_none_or(|l| l > budget)
-        {
-            let detail = format!("{kind} to {to} with lag {lag:?} over the budget {budget:?}");
-            self.violate(Invariant::IneligibleTarget, detail);
-        }
-    }
-
-    fn check_view(&mut self) {
-        let Some(e) = self.election.as_ref() else {
-            return;
-        };
-        let epoch = e.view().epoch;
-        if epoch < self.seen.epoch {
-            let detail = format!("epoch went from {} down to {epoch}", self.seen.epoch);
-            self.violate(Invariant::EpochDecreased, detail);
-        }
-        self.seen.epoch = self.seen.epoch.max(epoch);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
+    use crate::runbook::{RunbookKind, Step};
     use crate::test_util::sim::{ServiceShape, site_id};
 
     #[allow(clippy::disallowed_methods)]
