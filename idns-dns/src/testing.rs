@@ -326,39 +326,62 @@ impl PowerDns {
             status.success(),
             "sqlite3 could not create PowerDNS's database"
         );
-        let dns_port = free_port().expect("a free port");
-        let api_port = free_port().expect("a free port");
-        let d = dir.path().display();
+        // A port can still be taken between choosing it and the server binding it; a server
+        // that exits before its API answers is started again on other ports.
+        let mut pdns = PowerDns {
+            dir,
+            pdnsutil,
+            dns_port: 0,
+            api_port: 0,
+            child: None,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            pdns.dns_port = free_port().expect("a free port");
+            pdns.api_port = free_port().expect("a free port");
+            pdns.spawn(&server, &db);
+            match pdns.create_zone().await {
+                Ok(()) => return Some(pdns),
+                Err(exited) if attempt < 3 => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("PowerDNS exited at start ({exited}); trying other ports");
+                    }
+                }
+                Err(exited) => panic!("PowerDNS exited at start ({exited}):\n{}", pdns.log()),
+            }
+        }
+    }
+
+    /// Writes `pdns.conf` for this server's ports and starts `pdns_server`.
+    fn spawn(&mut self, server: &Path, db: &Path) {
+        let d = self.dir.path().display();
         std::fs::write(
-            dir.path().join("pdns.conf"),
+            self.dir.path().join("pdns.conf"),
             format!(
                 "launch=gsqlite3\ngsqlite3-database={}\nlocal-address=127.0.0.1\n\
-                 local-port={dns_port}\nsocket-dir={d}\ndaemon=no\nguardian=no\n\
+                 local-port={}\nsocket-dir={d}\ndaemon=no\nguardian=no\n\
                  disable-syslog=yes\nwebserver=yes\nwebserver-address=127.0.0.1\n\
-                 webserver-port={api_port}\nwebserver-allow-from=127.0.0.0/8\napi=yes\n\
+                 webserver-port={}\nwebserver-allow-from=127.0.0.0/8\napi=yes\n\
                  api-key={}\nsecurity-poll-suffix=\ndnsupdate=yes\n\
                  allow-dnsupdate-from=127.0.0.0/8\nloglevel=4\n",
                 db.display(),
+                self.dns_port,
+                self.api_port,
                 Self::API_KEY,
             ),
         )
         .expect("pdns.conf written");
-        let log = std::fs::File::create(dir.path().join("pdns.log")).expect("pdns.log");
-        let child = Command::new(&server)
-            .arg(format!("--config-dir={d}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("pdns_server starts");
-        let pdns = PowerDns {
-            dir,
-            pdnsutil,
-            dns_port,
-            api_port,
-            child: Some(child),
-        };
-        pdns.create_zone().await;
-        Some(pdns)
+        let log = std::fs::File::create(self.dir.path().join("pdns.log")).expect("pdns.log");
+        self.child = Some(
+            Command::new(server)
+                .arg(format!("--config-dir={d}"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("pdns_server starts"),
+        );
     }
 
     /// The API's base URL.
@@ -377,8 +400,9 @@ impl PowerDns {
     }
 
     /// Creates the zone through the API once it answers (the server takes a moment to
-    /// start; 15 s at most), then lets the TSIG key update it.
-    async fn create_zone(&self) {
+    /// start; 15 s at most), then lets the TSIG key update it. `Err` with the exit status when
+    /// the server exited before its API answered (a port taken under it, say).
+    async fn create_zone(&mut self) -> Result<(), String> {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(15);
         let body = serde_json::json!({
@@ -401,6 +425,9 @@ impl PowerDns {
                     r.text().await.unwrap_or_default()
                 ),
                 Err(_) if Instant::now() < deadline => {
+                    if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                        return Err(status.to_string());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!(
@@ -437,6 +464,7 @@ impl PowerDns {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(())
     }
 }
 

@@ -40,8 +40,7 @@ async fn peer(reply: fn(&[u8]) -> Option<Vec<u8>>) -> (u16, tokio::task::JoinHan
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    l.local_addr().unwrap().port()
+    idns_core::test_util::servers::free_port().unwrap()
 }
 
 #[tokio::test]

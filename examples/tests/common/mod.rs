@@ -652,16 +652,10 @@ impl Drop for Idnsd {
     }
 }
 
-/// A port free on loopback for both TCP and UDP (an API, an embedded DNS server), bound a
-/// moment later by whoever gets it.
+/// A port free on loopback ([`PRIMARY`]) for both TCP and UDP (an API, an embedded DNS
+/// server), bound a moment later by whoever gets it.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let port = idns_core::test_util::servers::free_port().unwrap();
-        if std::net::UdpSocket::bind((PRIMARY, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP on loopback");
+    idns_core::test_util::servers::free_port().expect("a free loopback port")
 }
 
 /// A free loopback port for an API.

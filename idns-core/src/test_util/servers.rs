@@ -46,9 +46,54 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; a test should bind it soon after).
+/// A loopback port that is free for both TCP and UDP on 127.0.0.1, for a server a test is
+/// about to start on it.
+///
+/// The port is taken from outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): a port the OS hands out for `bind(0)` can be
+/// taken a moment later by any client socket of a test running beside this one (a resolver's
+/// UDP query, say), and the server then fails with "Address already in use". Outside that range
+/// only an explicit bind takes a port, and every test asks here, walking the range from a
+/// per-process starting point.
 #[allow(clippy::disallowed_methods)]
 pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(l.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = outside_ephemeral_range();
+    let span = u32::from(hi - lo) + 1;
+    // Spread processes apart (a test binary and the daemons it starts may pick at once).
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span.min(4096) {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = lo + ((start + step) % span) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no port free for both TCP and UDP on 127.0.0.1 in {lo}..={hi}"),
+    ))
+}
+
+/// The ports [`free_port`] takes from: the larger stretch of 10000..=65535 outside the
+/// ephemeral range.
+fn outside_ephemeral_range() -> (u16, u16) {
+    let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let below = (10_000, eph_lo.saturating_sub(1));
+    let above = (eph_hi.saturating_add(1), u16::MAX);
+    let len = |(a, b): (u16, u16)| if b >= a { b - a } else { 0 };
+    if len(below) >= len(above) {
+        below
+    } else {
+        above
+    }
 }
