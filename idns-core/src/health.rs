@@ -32,7 +32,12 @@ impl Cell {
     }
 
     /// Applies one outcome; returns the new health when it changed.
-    fn record(&mut self, s: &ProbeSettings, outcome: ProbeOutcome, now: Instant) -> Option<Health> {
+    fn record(
+        &mut self,
+        s: &ProbeSettings,
+        outcome: &ProbeOutcome,
+        now: Instant,
+    ) -> Option<Health> {
         let before = self.health;
         if outcome.is_up() {
             self.last_ok = Some(now);
@@ -60,7 +65,8 @@ impl Cell {
             if self.health != Health::Down && (self.fails >= s.fall || timed_out) {
                 self.health = Health::Down;
             }
-            self.last_reason = outcome.reason;
+            // In place: a probe failing again and again reuses the reason's allocation.
+            self.last_reason.clone_from(&outcome.reason);
         }
         (self.health != before).then_some(self.health)
     }
@@ -138,7 +144,7 @@ impl HealthBook {
         si: usize,
         pi: usize,
         oi: usize,
-        outcome: ProbeOutcome,
+        outcome: &ProbeOutcome,
         now: Instant,
     ) -> Change {
         let mut change = Change {
@@ -364,15 +370,15 @@ mod tests {
         let s = settings(2, 3);
         let t = origin();
         let mut c = Cell::new();
-        assert_eq!(c.record(&s, ok(), t), None);
-        assert_eq!(c.record(&s, ok(), t), Some(Health::Up));
-        assert_eq!(c.record(&s, bad(), t), None);
-        assert_eq!(c.record(&s, bad(), t), None);
-        assert_eq!(c.record(&s, ok(), t), None, "one success resets the count");
+        assert_eq!(c.record(&s, &ok(), t), None);
+        assert_eq!(c.record(&s, &ok(), t), Some(Health::Up));
+        assert_eq!(c.record(&s, &bad(), t), None);
+        assert_eq!(c.record(&s, &bad(), t), None);
+        assert_eq!(c.record(&s, &ok(), t), None, "one success resets the count");
         for _ in 0..2 {
-            assert_eq!(c.record(&s, bad(), t), None);
+            assert_eq!(c.record(&s, &bad(), t), None);
         }
-        assert_eq!(c.record(&s, bad(), t), Some(Health::Down));
+        assert_eq!(c.record(&s, &bad(), t), Some(Health::Down));
     }
 
     #[test]
@@ -381,23 +387,23 @@ mod tests {
         s.counting = Counting::Leaky;
         let t = origin();
         let mut c = Cell::new();
-        c.record(&s, ok(), t);
+        c.record(&s, &ok(), t);
         assert_eq!(c.health, Health::Up);
         let mut went_down = false;
         for _ in 0..10 {
-            went_down |= c.record(&s, bad(), t) == Some(Health::Down);
-            went_down |= c.record(&s, bad(), t) == Some(Health::Down);
-            c.record(&s, ok(), t);
+            went_down |= c.record(&s, &bad(), t) == Some(Health::Down);
+            went_down |= c.record(&s, &bad(), t) == Some(Health::Down);
+            c.record(&s, &ok(), t);
         }
         assert!(went_down);
         // Consecutive counting never fires on the same pattern.
         let s = settings(1, 3);
         let mut c = Cell::new();
-        c.record(&s, ok(), t);
+        c.record(&s, &ok(), t);
         for _ in 0..10 {
-            assert_ne!(c.record(&s, bad(), t), Some(Health::Down));
-            assert_ne!(c.record(&s, bad(), t), Some(Health::Down));
-            c.record(&s, ok(), t);
+            assert_ne!(c.record(&s, &bad(), t), Some(Health::Down));
+            assert_ne!(c.record(&s, &bad(), t), Some(Health::Down));
+            c.record(&s, &ok(), t);
         }
     }
 
@@ -408,11 +414,11 @@ mod tests {
         s.down_after = Some(Duration::from_secs(60));
         let t = origin();
         let mut c = Cell::new();
-        c.record(&s, ok(), t);
-        assert_eq!(c.record(&s, bad(), t + Duration::from_secs(30)), None);
-        assert_eq!(c.record(&s, bad(), t + Duration::from_secs(59)), None);
+        c.record(&s, &ok(), t);
+        assert_eq!(c.record(&s, &bad(), t + Duration::from_secs(30)), None);
+        assert_eq!(c.record(&s, &bad(), t + Duration::from_secs(59)), None);
         assert_eq!(
-            c.record(&s, bad(), t + Duration::from_secs(60)),
+            c.record(&s, &bad(), t + Duration::from_secs(60)),
             Some(Health::Down)
         );
     }

@@ -31,6 +31,39 @@ pub enum Input {
     StepDone(StepDone),
 }
 
+/// What [`Election::handle`] takes: an [`Input`], or a reference to one. Sealed.
+pub trait Feed: sealed::Sealed {
+    #[doc(hidden)]
+    fn feed(self, e: &mut Election, now: Instant);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Input {}
+    impl Sealed for &super::Input {}
+}
+
+impl Feed for Input {
+    #[inline]
+    fn feed(self, e: &mut Election, now: Instant) {
+        match self {
+            Input::StepDone(d) => e.on_step_done(d, now),
+            ref other => other.feed(e, now),
+        }
+    }
+}
+
+impl Feed for &Input {
+    #[inline]
+    fn feed(self, e: &mut Election, now: Instant) {
+        match self {
+            Input::Probe(r) => e.on_probe(r, now),
+            Input::Replication(r) => e.on_replication(r, now),
+            Input::StepDone(d) => e.on_step_done(d.clone(), now),
+        }
+    }
+}
+
 /// The result of one [`Action`](crate::Action).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepDone {
@@ -56,7 +89,7 @@ pub enum StepOutput {
 }
 
 impl Election {
-    pub(super) fn on_probe(&mut self, r: ProbeReport, now: Instant) {
+    pub(super) fn on_probe(&mut self, r: &ProbeReport, now: Instant) {
         let Some(si) = self.cfg.site_index(&r.site) else {
             tracing::debug!(site = %r.site, "probe report for an unknown site ignored");
             return;
@@ -70,7 +103,7 @@ impl Election {
             tracing::debug!(observer = %r.observer, "report from an unknown observer ignored");
             return;
         };
-        let change = self.health.record(site, si, pi, oi, r.outcome, now);
+        let change = self.health.record(site, si, pi, oi, &r.outcome, now);
         if change.seen_moved || change.observer_back {
             // Otherwise the timer already says when the next observer falls silent.
             self.timers
@@ -89,9 +122,9 @@ impl Election {
                 _ => self.health.last_reason(si, pi, oi).to_owned(),
             };
             self.events.push_back(Event::ProbeChanged {
-                site: r.site,
-                probe: r.probe,
-                observer: r.observer,
+                site: r.site.clone(),
+                probe: r.probe.clone(),
+                observer: r.observer.clone(),
                 health,
                 reason,
             });
@@ -115,7 +148,7 @@ impl Election {
         });
     }
 
-    pub(super) fn on_replication(&mut self, r: ReplicationReport, now: Instant) {
+    pub(super) fn on_replication(&mut self, r: &ReplicationReport, now: Instant) {
         let Some(si) = self.cfg.site_index(&r.site) else {
             tracing::debug!(site = %r.site, "replication report for an unknown site ignored");
             return;

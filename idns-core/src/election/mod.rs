@@ -32,7 +32,7 @@ mod plan;
 mod step;
 
 pub use command::{Command, Resume};
-pub use input::{Input, StepDone, StepOutput};
+pub use input::{Feed, Input, StepDone, StepOutput};
 
 /// The election of one service.
 ///
@@ -250,15 +250,15 @@ impl Election {
     // Inputs
     // ----------------------------------------------------------------------------------------
 
-    /// Feeds a report or a step result. Inputs are never refused: reports for an unknown
-    /// site, probe, observer or resource, and results for a step not in flight, are ignored
-    /// (and traced at debug level).
-    pub fn handle(&mut self, input: Input, now: Instant) {
-        match input {
-            Input::Probe(r) => self.on_probe(r, now),
-            Input::Replication(r) => self.on_replication(r, now),
-            Input::StepDone(d) => self.on_step_done(d, now),
-        }
+    /// Feeds a report or a step result: an [`Input`], or a reference to one. Inputs are never
+    /// refused: reports for an unknown site, probe, observer or resource, and results for a
+    /// step not in flight, are ignored (and traced at debug level).
+    ///
+    /// The election copies what it keeps of a report, so a caller that feeds the same report
+    /// again and again (a scheduler, a simulator) can keep it and pass `&input`; a step result
+    /// given by value is moved into the journal without a copy.
+    pub fn handle(&mut self, input: impl Feed, now: Instant) {
+        input.feed(self, now);
     }
 
     /// Handles every timer due at `now`.

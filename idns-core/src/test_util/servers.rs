@@ -90,7 +90,7 @@ fn outside_ephemeral_range() -> (u16, u16) {
         .unwrap_or((32768, 60999));
     let below = (10_000, eph_lo.saturating_sub(1));
     let above = (eph_hi.saturating_add(1), u16::MAX);
-    let len = |(a, b): (u16, u16)| if b >= a { b - a } else { 0 };
+    let len = |(a, b): (u16, u16)| b.saturating_sub(a);
     if len(below) >= len(above) {
         below
     } else {

@@ -2,12 +2,13 @@
 //! election's safety rules, whoever chooses the inputs (a property test, a fuzzer, the
 //! simulator).
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::ServiceConfig;
-use crate::election::{Command, Election, Input, StepDone};
+use crate::election::{Command, Election, Feed, Input, StepDone};
 use crate::epoch::Epoch;
 use crate::error::Refused;
 use crate::event::Event;
@@ -196,20 +197,25 @@ impl Checker {
     // ----------------------------------------------------------------------------------------
 
     /// Feeds a report or a step result (a command goes to [`command`](Self::command)), then
-    /// checks. A result for the outstanding action
-    /// that succeeded counts as carried out (a DNS write is checked against the epoch's
-    /// owner). While the controller is down the input is lost, as it would be.
+    /// checks: an [`Input`] or a reference to one, as [`Election::handle`] takes. A result for
+    /// the outstanding action that succeeded counts as carried out (a DNS write is checked
+    /// against the epoch's owner). While the controller is down the input is lost, as it
+    /// would be.
     #[inline]
-    pub fn handle(&mut self, input: Input, now: Instant) -> Result<(), Violation> {
+    pub fn handle(
+        &mut self,
+        input: impl Feed + Borrow<Input>,
+        now: Instant,
+    ) -> Result<(), Violation> {
         self.clock = now;
         if self.election.is_none() {
             return self.result();
         }
-        match &input {
+        match input.borrow() {
             Input::StepDone(done) => self.step_done(done),
             _ if self.trace_reports => {
                 let at = self.elapsed();
-                self.trace.push(at, Entry::Input(input.clone()));
+                self.trace.push(at, Entry::Input(input.borrow().clone()));
             }
             _ => {}
         }

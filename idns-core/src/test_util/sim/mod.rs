@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::dns::RecordSet;
 use crate::election::{Input, StepDone, StepOutput};
 use crate::error::BackendError;
-use crate::id::{ObserverId, ProbeId, SiteId};
+use crate::id::SiteId;
 use crate::probe::{ProbeOutcome, ProbeReport};
 use crate::replication::{ReplicationReport, Role};
 use crate::runbook::{Action, Step};
@@ -56,9 +56,16 @@ struct Tick {
     si: usize,
     pi: usize,
     oi: usize,
-    site: SiteId,
-    probe: ProbeId,
-    observer: ObserverId,
+    /// The report it feeds, built once: each run sets its outcome and time, and the election
+    /// is given a reference (no id is cloned or dropped per report).
+    report: Input,
+}
+
+/// Copies `from` into `to`, reusing `to`'s reason allocation.
+fn set_outcome(to: &mut ProbeOutcome, from: &ProbeOutcome) {
+    to.status = from.status;
+    to.latency = from.latency;
+    to.reason.clone_from(&from.reason);
 }
 
 /// Virtual time in nanoseconds: the simulator's clock, cheap to compare and add.
@@ -98,8 +105,13 @@ pub struct Simulator {
     timeouts: Vec<Vec<ProbeOutcome>>,
     /// The outcome of a probe of a dead site.
     refused: ProbeOutcome,
+    /// The outcome of a probe of a live site.
+    up: ProbeOutcome,
     next_repl_report: u64,
     repl_every: u64,
+    /// The replication reports, `[resource * sites + site]`, built once as the probe reports
+    /// are.
+    repl_reports: Vec<Input>,
     in_flight: Option<(Action, u64)>,
     /// When the action in flight completes (`u64::MAX`: none is).
     in_flight_at: u64,
@@ -148,9 +160,13 @@ impl Simulator {
                         si,
                         pi,
                         oi,
-                        site: s.id.clone(),
-                        probe: p.id.clone(),
-                        observer: observer.clone(),
+                        report: Input::Probe(ProbeReport {
+                            site: s.id.clone(),
+                            probe: p.id.clone(),
+                            observer: observer.clone(),
+                            outcome: ProbeOutcome::up(Duration::ZERO),
+                            at: SystemTime::UNIX_EPOCH,
+                        }),
                     });
                 }
             }
@@ -180,6 +196,21 @@ impl Simulator {
         let origin = virtual_origin();
         let next_tick = ticks.iter().map(|t| t.at).min().unwrap_or(u64::MAX);
         let repl_every = nanos(cfg.sites()[0].probes[0].interval);
+        let repl_reports = cfg
+            .resources()
+            .iter()
+            .flat_map(|r| {
+                cfg.sites().iter().map(|s| {
+                    Input::Replication(ReplicationReport {
+                        resource: r.clone(),
+                        site: s.id.clone(),
+                        role: Role::Replica,
+                        lag: None,
+                        at: SystemTime::UNIX_EPOCH,
+                    })
+                })
+            })
+            .collect();
         let mut checker = Checker::stopped(cfg.clone(), origin);
         checker.trace_reports(false);
         Simulator {
@@ -201,8 +232,10 @@ impl Simulator {
             timer_seen: None,
             timeouts,
             refused: ProbeOutcome::down(Duration::from_millis(1), "connection refused"),
+            up: ProbeOutcome::up(Duration::from_millis(2)),
             next_repl_report: 0,
             repl_every,
+            repl_reports,
             in_flight: None,
             in_flight_at: u64::MAX,
             script,
@@ -486,26 +519,25 @@ impl Simulator {
     }
 
     fn probe(&mut self, i: usize) {
-        let tick = &self.ticks[i];
+        let tick = &mut self.ticks[i];
         let (si, pi, oi) = (tick.si, tick.pi, tick.oi);
         if self.world.silent[oi] {
             return;
         }
         let outcome = if self.world.blocked[oi * self.world.alive.len() + si] {
-            self.timeouts[si][pi].clone()
+            &self.timeouts[si][pi]
         } else if self.world.alive[si] {
-            ProbeOutcome::up(Duration::from_millis(2))
+            &self.up
         } else {
-            self.refused.clone()
+            &self.refused
         };
-        let report = ProbeReport {
-            site: tick.site.clone(),
-            probe: tick.probe.clone(),
-            observer: tick.observer.clone(),
-            outcome,
-            at: self.wall(),
-        };
-        self.feed(Input::Probe(report));
+        if let Input::Probe(report) = &mut tick.report {
+            set_outcome(&mut report.outcome, outcome);
+            report.at = self.clock.1;
+        }
+        // A violation is kept by the checker; the run loop stops on it.
+        let _ = self.checker.handle(&tick.report, self.clock.0);
+        self.take_actions();
     }
 
     fn replication_reports(&mut self) {
@@ -524,23 +556,22 @@ impl Simulator {
                 .collect();
             self.primaries = Some(primaries);
         }
-        let at = self.wall();
-        for ri in 0..self.sc.config.resources().len() {
-            for si in 0..self.sc.config.sites().len() {
-                let primary = self.primaries.as_ref().is_some_and(|p| p[ri][si]);
-                let report = ReplicationReport {
-                    resource: self.sc.config.resources()[ri].clone(),
-                    site: self.sc.config.sites()[si].id.clone(),
-                    role: if primary {
-                        Role::Primary
-                    } else {
-                        Role::Replica
-                    },
-                    lag: self.world.lag[si],
-                    at,
+        let sites = self.sc.config.sites().len();
+        for i in 0..self.repl_reports.len() {
+            let (ri, si) = (i / sites, i % sites);
+            let primary = self.primaries.as_ref().is_some_and(|p| p[ri][si]);
+            if let Input::Replication(report) = &mut self.repl_reports[i] {
+                report.role = if primary {
+                    Role::Primary
+                } else {
+                    Role::Replica
                 };
-                self.feed(Input::Replication(report));
+                report.lag = self.world.lag[si];
+                report.at = self.clock.1;
             }
+            // A violation is kept by the checker; the run loop stops on it.
+            let _ = self.checker.handle(&self.repl_reports[i], self.clock.0);
+            self.take_actions();
         }
     }
 
