@@ -184,6 +184,14 @@ impl HealthBook {
         self.live[oi]
     }
 
+    /// Whether every live observer calls the site down (and at least one is live): the only
+    /// case in which a failed fence of the site may be skipped.
+    pub(crate) fn unreachable(&self, si: usize) -> bool {
+        let sh = &self.sites[si];
+        let mut live = (0..self.n_obs).filter(|&oi| self.live[oi]).peekable();
+        live.peek().is_some() && live.all(|oi| sh.verdicts[oi] == Health::Down)
+    }
+
     /// A probe's health at an observer.
     pub(crate) fn probe(&self, si: usize, pi: usize, oi: usize) -> Health {
         self.sites[si].cells[pi * self.n_obs + oi].health

@@ -141,7 +141,8 @@ impl fmt::Display for Phase {
 pub enum OnFailure {
     /// Keep retrying transient failures without a budget (permanent ones hold).
     Retry,
-    /// Record the step as skipped and go on.
+    /// Record the step as skipped and go on. For a fence, only when every live observer
+    /// calls the site down; otherwise the runbook holds (a site still reached may take writes).
     Skip,
     /// Stop the runbook; the new epoch stands and an operator decides what next.
     Abort,
@@ -170,8 +171,10 @@ pub struct StepPolicy {
 }
 
 impl StepPolicy {
-    /// The defaults of a step: fencing an unreachable site is skipped (the epoch still fences
-    /// it at the DNS), everything that touches data holds for an operator.
+    /// The defaults of a step: a failed fence is skipped only when every live observer calls
+    /// its site down (the epoch still fences it at the DNS; the step's record says so), and
+    /// holds for an operator when an observer still reaches the site, whatever the policy says;
+    /// everything that touches data holds for an operator.
     pub fn default_for(step: StepName) -> StepPolicy {
         let s = Duration::from_secs;
         let (timeout, retries, on_failure) = match step {

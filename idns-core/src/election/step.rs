@@ -227,8 +227,8 @@ impl Election {
                     });
                     return;
                 }
-                let detail = format!("after {} attempt(s): {err}", self.attempt());
-                match policy.on_failure {
+                let mut detail = format!("after {} attempt(s): {err}", self.attempt());
+                match self.fence_failure(&planned, policy.on_failure, &mut detail) {
                     OnFailure::Skip => self.finish_step(StepStatus::Skipped, detail, now),
                     OnFailure::Abort => self.finish_step(StepStatus::Failed, detail, now),
                     OnFailure::Hold | OnFailure::Retry => {
@@ -247,6 +247,37 @@ impl Election {
                 }
             }
         }
+    }
+
+    /// What a step's final failure leads to. A fence is skipped only when every live
+    /// observer calls its site down: a site some observer still reaches may still take
+    /// writes, so a failed fence there holds for an operator instead (skipping it could leave
+    /// two writable primaries). `detail` is told which case it was.
+    fn fence_failure(
+        &self,
+        planned: &PlannedStep,
+        configured: OnFailure,
+        detail: &mut String,
+    ) -> OnFailure {
+        let Step::Fence { site, .. } = &planned.step else {
+            return configured;
+        };
+        if configured != OnFailure::Skip {
+            return configured;
+        }
+        let Some(si) = self.cfg.site_index(site) else {
+            return configured;
+        };
+        if self.health.unreachable(si) {
+            detail.push_str(&format!(
+                "; skipped: site {site} is unreachable by every observer"
+            ));
+            return OnFailure::Skip;
+        }
+        detail.push_str(&format!(
+            "; not skipped: site {site} is still reached by an observer and may take writes"
+        ));
+        OnFailure::Hold
     }
 
     /// Keeps what a successful step returned; returns its summary.

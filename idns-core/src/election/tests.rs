@@ -7,14 +7,17 @@ use super::*;
 use crate::event::Outcome;
 use crate::probe::Health;
 use crate::probe::{ProbeOutcome, ProbeReport};
+use crate::runbook::{Step, StepStatus};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
-fn config(extra: &str) -> ServiceConfig {
+/// Two sites and two observers; `top` goes before the tables, `extra` into `[policy]`.
+fn config(top: &str, extra: &str) -> ServiceConfig {
     ServiceConfig::from_toml(&format!(
         r#"
         name = "www.example.com"
         zone = "example.com"
+        {top}
         [observers]
         ids = ["o1", "o2"]
         quorum = 1
@@ -47,11 +50,15 @@ struct Rig {
 
 impl Rig {
     fn new(extra: &str) -> Rig {
+        Rig::with("", extra)
+    }
+
+    fn with(top: &str, extra: &str) -> Rig {
         // Only an origin: every time in these tests is an offset from it.
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
         let wall0 = SystemTime::UNIX_EPOCH + S(1_700_000_000);
-        let e = Election::new(config(extra), None, t0, wall0).unwrap();
+        let e = Election::new(config(top, extra), None, t0, wall0).unwrap();
         let mut rig = Rig {
             e,
             t0,
@@ -84,19 +91,10 @@ impl Rig {
     }
 
     fn report(&mut self, site: &str, observer: &str, up: bool, secs: u64) {
-        let outcome = if up {
-            ProbeOutcome::up(Duration::ZERO)
-        } else {
-            ProbeOutcome::down(Duration::ZERO, "refused")
-        };
-        let report = ProbeReport {
-            site: site.parse().unwrap(),
-            probe: "http".parse().unwrap(),
-            observer: observer.parse().unwrap(),
-            outcome,
-            at: self.wall(secs),
-        };
-        self.e.handle(Input::Probe(report), self.at(secs));
+        self.e.handle(
+            report_of(site, observer, up, self.wall(secs)),
+            self.at(secs),
+        );
         self.drive(secs);
     }
 
@@ -315,4 +313,114 @@ fn step_ids_order_by_runbook_then_step_then_attempt() {
     let mut ids = vec![id(2, 0, 1), id(1, 1, 1), id(1, 0, 2), id(1, 0, 1)];
     ids.sort();
     assert_eq!(ids, [id(1, 0, 1), id(1, 0, 2), id(1, 1, 1), id(2, 0, 1)]);
+}
+
+/// A report of the `http` probe.
+fn report_of(site: &str, observer: &str, up: bool, at: SystemTime) -> Input {
+    let outcome = if up {
+        ProbeOutcome::up(Duration::ZERO)
+    } else {
+        ProbeOutcome::down(Duration::ZERO, "refused")
+    };
+    Input::Probe(ProbeReport {
+        site: site.parse().unwrap(),
+        probe: "http".parse().unwrap(),
+        observer: observer.parse().unwrap(),
+        outcome,
+        at,
+    })
+}
+
+/// Drives an election whose backend fails every fence (permanently, so no retry) and
+/// carries out every other step; returns the steps it was given.
+fn fence_fails(r: &mut Rig, secs: u64) -> Vec<Step> {
+    let now = r.at(secs);
+    let mut steps = Vec::new();
+    while let Some(a) = r.e.poll_action() {
+        let result = match a.step {
+            Step::Fence { .. } => Err(crate::error::BackendError::Refused(
+                "pg_ctl stop: server did not shut down".into(),
+            )),
+            _ => Ok(StepOutput::Done),
+        };
+        steps.push(a.step);
+        r.e.handle(Input::StepDone(StepDone { id: a.id, result }), now);
+    }
+    r.events.extend(std::iter::from_fn(|| r.e.poll_event()));
+    steps
+}
+
+#[test]
+fn a_failed_fence_of_a_site_an_observer_still_reaches_holds_instead_of_being_skipped() {
+    let mut r = Rig::with("resources = [\"db\"]", "");
+    for o in ["o1", "o2"] {
+        r.report("a", o, true, 1);
+        r.report("b", o, true, 1);
+    }
+    // A planned switch: a is up, so its fence failing means it may still take writes.
+    r.e.command(
+        Command::Failover {
+            to: None,
+            force: true,
+        },
+        r.at(2),
+    )
+    .unwrap();
+    let steps = fence_fails(&mut r, 2);
+    assert!(
+        matches!(steps.as_slice(), [Step::Fence { .. }]),
+        "{steps:?}"
+    );
+    let rb =
+        r.e.journal()
+            .runbook()
+            .expect("the runbook is held, not over");
+    let held = rb.held.as_deref().unwrap_or_default();
+    assert!(
+        held.contains("not skipped: site a is still reached by an observer"),
+        "{held}"
+    );
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, Event::StepFinished { record, .. }
+            if record.status == StepStatus::Skipped)),
+        "no step skipped: {:?}",
+        r.events
+    );
+    assert!(
+        r.events.iter().any(|e| matches!(e, Event::Held { .. })),
+        "an operator is asked: {:?}",
+        r.events
+    );
+}
+
+#[test]
+fn a_failed_fence_of_a_site_no_observer_reaches_is_skipped_and_says_so() {
+    let mut r = Rig::with("resources = [\"db\"]", "");
+    for o in ["o1", "o2"] {
+        r.report("a", o, true, 1);
+        r.report("b", o, true, 1);
+    }
+    // Both observers call a down: the failover fences it, fails, and goes on.
+    r.e.handle(report_of("a", "o1", false, r.wall(2)), r.at(2));
+    r.e.handle(report_of("a", "o2", false, r.wall(2)), r.at(2));
+    let steps = fence_fails(&mut r, 2);
+    assert!(
+        steps.len() > 1,
+        "the runbook went on past the fence: {steps:?}"
+    );
+    assert!(r.e.journal().runbook().is_none(), "the failover finished");
+    assert_eq!(r.e.view().active.as_str(), "b");
+    let skipped = r.events.iter().find_map(|e| match e {
+        Event::StepFinished { record, .. } if record.status == StepStatus::Skipped => {
+            Some(record.detail.clone())
+        }
+        _ => None,
+    });
+    let skipped = skipped.expect("the fence was skipped");
+    assert!(
+        skipped.contains("skipped: site a is unreachable by every observer"),
+        "{skipped}"
+    );
 }
