@@ -98,6 +98,23 @@ impl Rig {
         self.drive(secs);
     }
 
+    /// An operator's forced failover, at `secs`; its actions are left to the test.
+    fn switch(&mut self, secs: u64) {
+        let failover = Command::Failover {
+            to: None,
+            force: true,
+        };
+        self.e.command(failover, self.at(secs)).unwrap();
+    }
+
+    /// Both sites up at both observers, at `secs`.
+    fn all_up(&mut self, secs: u64) {
+        for o in ["o1", "o2"] {
+            self.report("a", o, true, secs);
+            self.report("b", o, true, secs);
+        }
+    }
+
     fn decisions(&self) -> Vec<(RunbookKind, Trigger)> {
         self.events
             .iter()
@@ -195,14 +212,7 @@ fn a_decision_says_whether_the_election_or_a_command_caused_it() {
     let mut r = Rig::new("");
     r.report("a", "o1", true, 1);
     r.report("b", "o1", true, 1);
-    r.e.command(
-        Command::Failover {
-            to: None,
-            force: true,
-        },
-        r.at(2),
-    )
-    .unwrap();
+    r.switch(2);
     r.drive(2);
     r.report("b", "o1", false, 70);
     assert_eq!(
@@ -288,14 +298,7 @@ fn the_journal_changes_with_every_step_attempt_and_only_then() {
     r.report("b", "o2", true, 2);
     assert_eq!(r.e.journal_version(), quiet);
     // A decision changes it before its first action goes out.
-    r.e.command(
-        Command::Failover {
-            to: None,
-            force: true,
-        },
-        r.at(3),
-    )
-    .unwrap();
+    r.switch(3);
     let decided = r.e.journal_version();
     assert_ne!(decided, quiet);
     let action = r.e.poll_action().unwrap();
@@ -353,19 +356,9 @@ fn fence_fails(r: &mut Rig, secs: u64) -> Vec<Step> {
 #[test]
 fn a_failed_fence_of_a_site_an_observer_still_reaches_holds_instead_of_being_skipped() {
     let mut r = Rig::with("resources = [\"db\"]", "");
-    for o in ["o1", "o2"] {
-        r.report("a", o, true, 1);
-        r.report("b", o, true, 1);
-    }
+    r.all_up(1);
     // A planned switch: a is up, so its fence failing means it may still take writes.
-    r.e.command(
-        Command::Failover {
-            to: None,
-            force: true,
-        },
-        r.at(2),
-    )
-    .unwrap();
+    r.switch(2);
     let steps = fence_fails(&mut r, 2);
     assert!(
         matches!(steps.as_slice(), [Step::Fence { .. }]),
@@ -398,10 +391,7 @@ fn a_failed_fence_of_a_site_an_observer_still_reaches_holds_instead_of_being_ski
 #[test]
 fn a_failed_fence_of_a_site_no_observer_reaches_is_skipped_and_says_so() {
     let mut r = Rig::with("resources = [\"db\"]", "");
-    for o in ["o1", "o2"] {
-        r.report("a", o, true, 1);
-        r.report("b", o, true, 1);
-    }
+    r.all_up(1);
     // Both observers call a down: the failover fences it, fails, and goes on.
     r.e.handle(report_of("a", "o1", false, r.wall(2)), r.at(2));
     r.e.handle(report_of("a", "o2", false, r.wall(2)), r.at(2));
