@@ -8,6 +8,7 @@
 //! - [`Error`]: the crate-level sum of the above, plus a journal that does not fit the config.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,9 @@ pub struct Problems {
 }
 
 impl Problems {
+    /// The lower bound "longer than zero" for [`duration`](Self::duration).
+    pub const ABOVE_ZERO: Duration = Duration::from_nanos(1);
+
     /// An empty collector.
     pub fn new() -> Self {
         Self::default()
@@ -134,6 +138,44 @@ impl Problems {
             value: quote(&value.to_string()),
             problem: problem.into(),
         });
+    }
+
+    /// Records a problem when the duration `d` written at `path` is outside `min..=max`.
+    ///
+    /// Every duration a configuration gives has both bounds: a lower one so that nothing
+    /// polls in a tight loop or times out before it starts, an upper one so that no
+    /// arithmetic on it (`timeout + 1s`, `now + interval`) can overflow.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idns_core::Problems;
+    ///
+    /// let mut p = Problems::new();
+    /// let (ms, min) = (Duration::from_millis, Duration::from_secs(60));
+    /// p.duration("poll_interval", Duration::ZERO, ms(10), min);
+    /// p.duration("timeout", Duration::MAX, ms(1), min);
+    /// p.duration("query_timeout", ms(500), ms(1), min);
+    /// let err = p.finish().unwrap_err();
+    /// assert_eq!(err.errors[0].to_string(), "poll_interval = 0s: must be at least 10ms");
+    /// assert!(err.errors[1].to_string().ends_with(": must be at most 1m"));
+    /// assert_eq!(err.errors.len(), 2);
+    /// ```
+    pub fn duration(&mut self, path: impl fmt::Display, d: Duration, min: Duration, max: Duration) {
+        let fmt = humantime::format_duration;
+        if d < min {
+            let problem = if min == Self::ABOVE_ZERO {
+                "must be more than zero".to_owned()
+            } else {
+                format!("must be at least {}", fmt(min))
+            };
+            self.push(path.to_string(), fmt(d), problem);
+        } else if d > max {
+            self.push(
+                path.to_string(),
+                fmt(d),
+                format!("must be at most {}", fmt(max)),
+            );
+        }
     }
 
     /// Records the problems of a part parsed on its own, their paths put under `prefix`

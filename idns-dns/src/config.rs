@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use idns_core::{BackendSpec, ConfigError, DnsName};
 use serde::de::Error as _;
@@ -14,6 +15,10 @@ use crate::embedded::{EmbeddedConfig, EmbeddedSpec};
 use crate::powerdns::{PowerDnsConfig, PowerDnsSpec};
 #[cfg(feature = "rfc2136")]
 use crate::rfc2136::{Rfc2136Config, Rfc2136Spec};
+
+/// The longest timeout or pause any DNS backend setting may give: an hour is already far
+/// beyond any sensible DNS exchange, and the bound keeps `timeout + margin` from overflowing.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A DNS backend as written in a configuration file: one table whose `backend` field picks
 /// the variant, the other fields being that backend's settings. [`DnsConfig::try_from`]
@@ -292,6 +297,48 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("embedded"), "{err}");
+    }
+
+    #[test]
+    fn every_duration_of_every_backend_is_bounded() {
+        let cases = [
+            (
+                r#"backend = "rfc2136"
+                   server = "127.0.0.1:53"
+                   zones = ["example.com"]
+                   insecure_allow_unsigned_updates = true
+                   timeout = "500000000years"
+                   propagation = { servers = ["127.0.0.1:53"], poll_interval = "0s" }"#,
+                &[
+                    "timeout = 500000000years: must be at most 1h",
+                    "propagation.poll_interval = 0s: must be at least 10ms",
+                ][..],
+            ),
+            (
+                r#"backend = "powerdns"
+                   api_url = "http://127.0.0.1:8081"
+                   api_key = "k"
+                   zones = ["example.com"]
+                   timeout = "2h"
+                   propagation = { servers = ["127.0.0.1:53"], query_timeout = "0s" }"#,
+                &[
+                    "timeout = 2h: must be at most 1h",
+                    "propagation.query_timeout = 0s: must be more than zero",
+                ],
+            ),
+            (
+                r#"backend = "embedded"
+                   listen = ["127.0.0.1:5354"]
+                   zones = [{ name = "example.com" }]
+                   tcp_idle_timeout = "1year""#,
+                &["tcp_idle_timeout = 1year: must be at most 1h"],
+            ),
+        ];
+        for (text, problems) in cases {
+            let err = DnsConfig::try_from(spec(text)).unwrap_err();
+            let got: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+            assert_eq!(got, problems, "{text}");
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ use idns_core::{
     BackendError, ConfigError, DnsName, Problems, Propagation, RecordSet, ServerAnswer,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::config::MAX_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
@@ -74,9 +76,21 @@ impl TryFrom<PropagationSpec> for PropagationChecker {
     /// Checks every field; the error lists every problem with its field path.
     fn try_from(spec: PropagationSpec) -> Result<Self, ConfigError> {
         let mut p = Problems::new();
-        if spec.query_timeout.is_zero() {
-            p.push("query_timeout", "0s", "must be longer than zero");
-        }
+        let query_timeout = spec.query_timeout;
+        p.duration(
+            "query_timeout",
+            query_timeout,
+            Problems::ABOVE_ZERO,
+            MAX_TIMEOUT,
+        );
+        // A pause of zero would query a lagging server in a tight loop.
+        let poll = spec.poll_interval;
+        p.duration(
+            "poll_interval",
+            poll,
+            Duration::from_millis(10),
+            MAX_TIMEOUT,
+        );
         for (i, s) in spec.servers.iter().enumerate() {
             if s.port() == 0 {
                 p.push(format!("servers[{i}]"), s, "needs a port");

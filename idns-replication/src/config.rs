@@ -315,4 +315,27 @@ mod tests {
                 .to_string();
         assert!(err.contains("unknown variant `tape`"), "{err}");
     }
+
+    #[test]
+    fn every_duration_is_bounded() {
+        let image = IMAGE.replace(
+            "home = \"primary\"",
+            "home = \"primary\"\ninterval = \"0s\"",
+        );
+        let command = COMMAND.replace(
+            "dir = \"hooks\"",
+            "dir = \"hooks\"\nstatus_timeout = \"1year\"",
+        );
+        for (text, problem) in [
+            (image, "resources[0].interval = 0s: must be at least 10ms"),
+            (
+                command,
+                "resources[0].status_timeout = 1year: must be at most 1h",
+            ),
+        ] {
+            let err = ReplicationConfig::try_from(spec(&text)).unwrap_err();
+            let got: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+            assert_eq!(got, [problem], "{text}");
+        }
+    }
 }

@@ -1,22 +1,14 @@
-//! Upper bounds on durations, so that time arithmetic downstream can never overflow.
+//! Bounds on durations, given to [`Problems::duration`](crate::Problems::duration): upper
+//! ones so that time arithmetic downstream can never overflow, and "more than zero".
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::error::Problems;
 
+/// As a lower bound: zero is allowed.
+pub(super) const ZERO: Duration = Duration::ZERO;
+/// As a lower bound: anything longer than zero.
+pub(super) const NONZERO: Duration = Problems::ABOVE_ZERO;
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 pub(super) const MONTH: Duration = Duration::from_secs(30 * 86_400);
 pub(super) const YEAR: Duration = Duration::from_secs(366 * 86_400);
-
-/// Bounds a duration, so that time arithmetic downstream can never overflow. The path is
-/// written out only for a problem.
-pub(super) fn at_most(p: &mut Problems, path: impl fmt::Display, d: Duration, max: Duration) {
-    if d > max {
-        p.push(
-            path.to_string(),
-            humantime::format_duration(d),
-            format!("must be at most {}", humantime::format_duration(max)),
-        );
-    }
-}

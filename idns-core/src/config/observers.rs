@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::bounds::{MONTH, at_most};
+use super::bounds::{MONTH, NONZERO};
 use crate::error::Problems;
 use crate::id::ObserverId;
 
@@ -127,10 +127,7 @@ pub(super) fn validate_observers(
         );
     }
     let stale_after = spec.stale_after.unwrap_or(longest.saturating_mul(3));
-    if stale_after.is_zero() {
-        p.push("observers.stale_after", "0s", "must be more than zero");
-    }
-    at_most(p, "observers.stale_after", stale_after, MONTH);
+    p.duration("observers.stale_after", stale_after, NONZERO, MONTH);
     Observers {
         ids,
         quorum,

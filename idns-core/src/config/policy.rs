@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::bounds::{YEAR, at_most};
+use super::bounds::{YEAR, ZERO};
 use super::site::RecordMode;
 use crate::error::Problems;
 
@@ -168,10 +168,15 @@ pub struct Policy {
 
 /// Validates the policy of a service whose name points at its sites by `record`.
 pub(super) fn validate_policy(p: &mut Problems, pol: &PolicySpec, record: RecordMode) -> Policy {
-    at_most(p, "policy.failback_hold_down", pol.failback_hold_down, YEAR);
-    at_most(p, "policy.min_dwell", pol.min_dwell, YEAR);
+    p.duration(
+        "policy.failback_hold_down",
+        pol.failback_hold_down,
+        ZERO,
+        YEAR,
+    );
+    p.duration("policy.min_dwell", pol.min_dwell, ZERO, YEAR);
     if let Some(b) = pol.rpo_budget {
-        at_most(p, "policy.rpo_budget", b, YEAR);
+        p.duration("policy.rpo_budget", b, ZERO, YEAR);
     }
     if pol.all_down == AllDownPolicy::FailOpen && record == RecordMode::Alias {
         p.push(

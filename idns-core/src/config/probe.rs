@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::bounds::{DAY, MONTH, at_most};
+use super::bounds::{DAY, MONTH, NONZERO};
 use crate::error::Problems;
 use crate::id::ProbeId;
 
@@ -241,40 +241,17 @@ pub(super) fn validate_probe(
     let id = ProbeId::try_from(pr.id.as_str())
         .map_err(|e| p.push(format!("{path}.id"), &pr.id, e.problem))
         .ok();
-    let fmt = |d: Duration| humantime::format_duration(d).to_string();
-    if pr.interval < Duration::from_millis(10) {
-        p.push(
-            format!("{path}.interval"),
-            fmt(pr.interval),
-            "must be at least 10ms",
-        );
-    }
-    if pr.timeout.is_zero() {
-        p.push(
-            format!("{path}.timeout"),
-            fmt(pr.timeout),
-            "must be more than zero",
-        );
-    }
-    at_most(p, format_args!("{path}.interval"), pr.interval, DAY);
-    at_most(p, format_args!("{path}.timeout"), pr.timeout, DAY);
+    let interval = format_args!("{path}.interval");
+    p.duration(interval, pr.interval, Duration::from_millis(10), DAY);
+    p.duration(format_args!("{path}.timeout"), pr.timeout, NONZERO, DAY);
     if let Some(d) = pr.down_after {
-        at_most(p, format_args!("{path}.down_after"), d, MONTH);
+        p.duration(format_args!("{path}.down_after"), d, NONZERO, MONTH);
     }
     if pr.rise == 0 {
         p.push(format!("{path}.rise"), 0, "must be at least 1");
     }
     if pr.fall == 0 {
         p.push(format!("{path}.fall"), 0, "must be at least 1");
-    }
-    if let Some(d) = pr.down_after
-        && d.is_zero()
-    {
-        p.push(
-            format!("{path}.down_after"),
-            fmt(d),
-            "must be more than zero",
-        );
     }
     if pr.ignore_down_response && pr.down_after.is_none() {
         p.push(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::bounds::{DAY, MONTH, at_most};
+use super::bounds::{DAY, MONTH, NONZERO, ZERO};
 use crate::error::Problems;
 use crate::runbook::{OnFailure, StepName, StepPolicy};
 
@@ -137,22 +137,15 @@ pub(super) fn validate_runbook(
             on_failure: s.on_failure.unwrap_or(d.on_failure),
         };
         let sp = || format!("{path}[{i}]");
-        if policy.timeout.is_zero() {
-            p.push(format!("{}.timeout", sp()), "0s", "must be more than zero");
-        }
-        at_most(
-            p,
-            format_args!("{path}[{i}].timeout"),
+        p.duration(
+            format_args!("{}.timeout", sp()),
             policy.timeout,
+            NONZERO,
             MONTH,
         );
-        at_most(p, format_args!("{path}[{i}].backoff"), policy.backoff, DAY);
-        at_most(
-            p,
-            format_args!("{path}[{i}].max_backoff"),
-            policy.max_backoff,
-            DAY,
-        );
+        p.duration(format_args!("{}.backoff", sp()), policy.backoff, ZERO, DAY);
+        let max_backoff = policy.max_backoff;
+        p.duration(format_args!("{}.max_backoff", sp()), max_backoff, ZERO, DAY);
         if policy.retries > 1000 {
             p.push(
                 format!("{}.retries", sp()),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use idns_core::{ConfigError, DnsName, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MAX_TIMEOUT;
+
 use super::dynamic_ttl::{DynamicTtl, TtlBounds};
 use crate::ttl::Ttl;
 
@@ -254,9 +256,8 @@ impl TryFrom<EmbeddedSpec> for EmbeddedConfig {
         if spec.max_tcp_connections == 0 {
             p.push("max_tcp_connections", "0", "must be at least 1");
         }
-        if spec.tcp_idle_timeout.is_zero() {
-            p.push("tcp_idle_timeout", "0s", "must be longer than zero");
-        }
+        let idle = spec.tcp_idle_timeout;
+        p.duration("tcp_idle_timeout", idle, Problems::ABOVE_ZERO, MAX_TIMEOUT);
         let dynamic_ttl = spec
             .dynamic_ttl
             .and_then(|d| d.check("dynamic_ttl", &mut p));

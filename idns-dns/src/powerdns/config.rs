@@ -6,6 +6,8 @@ use std::time::Duration;
 use idns_core::{ConfigError, DnsName, Problems, Secret};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MAX_TIMEOUT;
+
 use crate::propagation::{self, PropagationChecker, PropagationSpec};
 
 /// Where the PowerDNS API is, its key, and the zones this backend may change, as written;
@@ -130,9 +132,7 @@ impl TryFrom<PowerDnsSpec> for PowerDnsConfig {
                 Err(e) => p.push(format!("zones[{i}]"), z, e.problem),
             }
         }
-        if spec.timeout.is_zero() {
-            p.push("timeout", "0s", "must be longer than zero");
-        }
+        p.duration("timeout", spec.timeout, Problems::ABOVE_ZERO, MAX_TIMEOUT);
         let checker = propagation::parse_optional(&mut p, spec.propagation);
         p.finish_with(PowerDnsConfig {
             base: format!(

@@ -10,6 +10,8 @@ use hickory_proto::rr::{Name, TSigner};
 use idns_core::{ConfigError, DnsName, Problems, Secret};
 use serde::{Deserialize, Serialize};
 
+use crate::config::MAX_TIMEOUT;
+
 use crate::propagation::{self, PropagationChecker, PropagationSpec};
 
 /// Where to send dynamic updates, for which zones, and how to sign them, as written;
@@ -184,9 +186,7 @@ impl TryFrom<Rfc2136Spec> for Rfc2136Config {
             (Some(t), false) => signer(&mut p, t),
             (None, true) => None,
         };
-        if spec.timeout.is_zero() {
-            p.push("timeout", "0s", "must be longer than zero");
-        }
+        p.duration("timeout", spec.timeout, Problems::ABOVE_ZERO, MAX_TIMEOUT);
         let checker = propagation::parse_optional(&mut p, spec.propagation).unwrap_or_else(|| {
             PropagationChecker::new([spec.server])
                 .with_query_timeout(spec.timeout.min(Duration::from_secs(2)))

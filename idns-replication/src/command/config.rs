@@ -8,6 +8,9 @@ use std::time::Duration;
 use idns_core::{ConfigError, Problems, ResourceId, SiteId};
 use serde::{Deserialize, Serialize};
 
+/// The longest a status hook may be given.
+const HOUR: Duration = Duration::from_secs(3600);
+
 /// The operations a hook is run for.
 pub const OPERATIONS: [&str; 5] = ["status", "fence", "promote", "reprotect", "integrity"];
 
@@ -122,23 +125,22 @@ impl TryFrom<CommandSpec> for CommandConfig {
 
     fn try_from(spec: CommandSpec) -> Result<Self, ConfigError> {
         let mut p = Problems::new();
-        let mut push = |path: String, value: String, problem: &str| p.push(path, value, problem);
         if spec.resources.is_empty() {
-            push("resources".into(), String::new(), "lists no resource");
+            p.push("resources", "", "lists no resource");
         }
         let mut resources: Vec<CommandResource> = Vec::new();
         for (i, r) in spec.resources.iter().enumerate() {
             let at = |f: &str| format!("resources[{i}].{f}");
             let id = ResourceId::try_from(r.id.as_str())
-                .map_err(|e| push(at("id"), r.id.clone(), e.problem))
+                .map_err(|e| p.push(at("id"), r.id.clone(), e.problem))
                 .ok();
             if let Some(id) = &id
                 && resources.iter().any(|x| &x.id == id)
             {
-                push(at("id"), r.id.clone(), "is used by another resource");
+                p.push(at("id"), r.id.clone(), "is used by another resource");
             }
             if r.sites.len() < 2 {
-                push(
+                p.push(
                     at("sites"),
                     r.sites.len().to_string(),
                     "needs at least two sites",
@@ -148,28 +150,24 @@ impl TryFrom<CommandSpec> for CommandConfig {
             for (j, s) in r.sites.iter().enumerate() {
                 match SiteId::try_from(s.as_str()) {
                     Ok(site) if sites.contains(&site) => {
-                        push(at(&format!("sites[{j}]")), s.clone(), "is listed twice")
+                        p.push(at(&format!("sites[{j}]")), s.clone(), "is listed twice")
                     }
                     Ok(site) => sites.push(site),
-                    Err(e) => push(at(&format!("sites[{j}]")), s.clone(), e.problem),
+                    Err(e) => p.push(at(&format!("sites[{j}]")), s.clone(), e.problem),
                 }
             }
             if r.command.as_ref().is_some_and(|c| c.is_empty()) {
-                push(at("command"), "[]".into(), "names no program");
+                p.push(at("command"), "[]", "names no program");
             }
             for (op, argv) in &r.commands {
                 if !OPERATIONS.contains(&op.as_str()) {
-                    push(
+                    p.push(
                         at(&format!("commands.{op}")),
-                        String::new(),
+                        "",
                         "is not an operation (status, fence, promote, reprotect, integrity)",
                     );
                 } else if argv.is_empty() {
-                    push(
-                        at(&format!("commands.{op}")),
-                        "[]".into(),
-                        "names no program",
-                    );
+                    p.push(at(&format!("commands.{op}")), "[]", "names no program");
                 }
             }
             let mut hooks = BTreeMap::new();
@@ -183,20 +181,15 @@ impl TryFrom<CommandSpec> for CommandConfig {
                     Some(argv) => {
                         hooks.insert(op, argv.clone());
                     }
-                    None => push(
+                    None => p.push(
                         at(&format!("commands.{op}")),
-                        String::new(),
+                        "",
                         "has no hook: set `command` or `commands.<operation>`",
                     ),
                 }
             }
-            if r.status_timeout.is_zero() {
-                push(
-                    at("status_timeout"),
-                    "0s".into(),
-                    "must be longer than zero",
-                );
-            }
+            let status_timeout = at("status_timeout");
+            p.duration(status_timeout, r.status_timeout, Problems::ABOVE_ZERO, HOUR);
             if let Some(id) = id {
                 resources.push(CommandResource {
                     id,
@@ -211,8 +204,8 @@ impl TryFrom<CommandSpec> for CommandConfig {
         if let Some(f) = &spec.state_file
             && !f.is_absolute()
         {
-            push(
-                "state_file".into(),
+            p.push(
+                "state_file",
                 f.display().to_string(),
                 "must be an absolute path",
             );

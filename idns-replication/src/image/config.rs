@@ -7,6 +7,9 @@ use std::time::Duration;
 use idns_core::{ConfigError, Problems, ResourceId, SiteId};
 use serde::{Deserialize, Serialize};
 
+/// The longest pause between two passes.
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// Image replication as written in a configuration file (any serde format).
 ///
 /// ```
@@ -207,107 +210,88 @@ impl TryFrom<ImageSpec> for ImageConfig {
     /// Checks every field; the error lists every problem with its path.
     fn try_from(spec: ImageSpec) -> Result<Self, ConfigError> {
         let mut p = Problems::new();
-        let mut push = |path: String, value: String, problem: String| p.push(path, value, problem);
         if spec.resources.is_empty() {
-            push(
-                "resources".into(),
-                String::new(),
-                "lists no resource".into(),
-            );
+            p.push("resources", "", "lists no resource");
         }
         let mut resources = Vec::new();
         let mut all_roots: Vec<(String, PathBuf)> = Vec::new();
         for (ri, r) in spec.resources.iter().enumerate() {
             let at = |f: &str| format!("resources[{ri}].{f}");
             let id = ResourceId::try_from(r.id.as_str())
-                .map_err(|e| push(at("id"), r.id.clone(), e.problem.into()))
+                .map_err(|e| p.push(at("id"), r.id.clone(), e.problem))
                 .ok();
             if let Some(id) = &id
                 && resources.iter().any(|x: &ResourceConfig| &x.id == id)
             {
-                push(at("id"), r.id.clone(), "is used by another resource".into());
+                p.push(at("id"), r.id.clone(), "is used by another resource");
             }
             if !(4096..=(64 << 20)).contains(&r.chunk_size) || !r.chunk_size.is_power_of_two() {
-                push(
+                p.push(
                     at("chunk_size"),
                     r.chunk_size.to_string(),
-                    "must be a power of two from 4096 to 67108864".into(),
+                    "must be a power of two from 4096 to 67108864",
                 );
             }
             if r.keep == 0 {
-                push(
-                    at("keep"),
-                    "0".into(),
-                    "must keep at least one checkpoint".into(),
-                );
+                p.push(at("keep"), "0", "must keep at least one checkpoint");
             }
-            if r.interval.is_zero() {
-                push(
-                    at("interval"),
-                    "0s".into(),
-                    "must be longer than zero".into(),
-                );
-            }
+            p.duration(at("interval"), r.interval, Duration::from_millis(10), DAY);
             if r.max_bytes_per_sec == Some(0) {
-                push(
-                    at("max_bytes_per_sec"),
-                    "0".into(),
-                    "must be above zero".into(),
-                );
+                p.push(at("max_bytes_per_sec"), "0", "must be above zero");
             }
             if r.sites.len() < 2 {
-                push(
+                p.push(
                     at("sites"),
                     r.sites.len().to_string(),
-                    "needs at least two sites".into(),
+                    "needs at least two sites",
                 );
             }
             let mut sites: Vec<SiteConfig> = Vec::new();
             for (si, s) in r.sites.iter().enumerate() {
                 let at = |f: &str| format!("resources[{ri}].sites[{si}].{f}");
                 let site = SiteId::try_from(s.site.as_str())
-                    .map_err(|e| push(at("site"), s.site.clone(), e.problem.into()))
+                    .map_err(|e| p.push(at("site"), s.site.clone(), e.problem))
                     .ok();
                 if let Some(site) = &site
                     && sites.iter().any(|x| &x.site == site)
                 {
-                    push(at("site"), s.site.clone(), "is listed twice".into());
+                    p.push(at("site"), s.site.clone(), "is listed twice");
                 }
                 if !s.root.is_absolute() {
-                    push(
+                    p.push(
                         at("root"),
                         s.root.display().to_string(),
-                        "must be an absolute path".into(),
+                        "must be an absolute path",
                     );
                 }
                 let live = s.live.clone().unwrap_or_else(|| s.root.join("live"));
                 if !live.is_absolute() {
-                    push(
+                    p.push(
                         at("live"),
                         live.display().to_string(),
-                        "must be an absolute path".into(),
+                        "must be an absolute path",
                     );
                 }
                 if s.live.is_some() && (live.starts_with(&s.root) && live != s.root.join("live")) {
-                    push(
+                    p.push(
                         at("live"),
                         live.display().to_string(),
-                        "may not lie inside root except as root/live".into(),
+                        "may not lie inside root except as root/live",
                     );
                 }
                 if s.live.is_some() && s.root.starts_with(&live) {
-                    push(
+                    p.push(
                         at("live"),
                         live.display().to_string(),
-                        "may not contain root".into(),
+                        "may not contain root",
                     );
                 }
-                for (other, p) in &all_roots {
-                    if p.starts_with(&s.root) || s.root.starts_with(p) {
-                        push(
+                for (other, root) in &all_roots {
+                    if root.starts_with(&s.root) || s.root.starts_with(root) {
+                        p.push(
                             at("root"),
                             s.root.display().to_string(),
-                            format!("overlaps {other} ({})", p.display()),
+                            format!("overlaps {other} ({})", root.display()),
                         );
                     }
                 }
@@ -321,12 +305,12 @@ impl TryFrom<ImageSpec> for ImageConfig {
                 }
             }
             let home = SiteId::try_from(r.home.as_str())
-                .map_err(|e| push(at("home"), r.home.clone(), e.problem.into()))
+                .map_err(|e| p.push(at("home"), r.home.clone(), e.problem))
                 .ok();
             if let Some(h) = &home
                 && !sites.iter().any(|s| &s.site == h)
             {
-                push(at("home"), r.home.clone(), "is not one of the sites".into());
+                p.push(at("home"), r.home.clone(), "is not one of the sites");
             }
             if let (Some(id), Some(home)) = (id, home) {
                 resources.push(ResourceConfig {
