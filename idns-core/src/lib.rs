@@ -147,6 +147,6 @@ pub use runbook::{
     Action, OnFailure, Phase, PlannedStep, Runbook, RunbookKind, Step, StepId, StepName,
     StepPolicy, StepRecord, StepStatus,
 };
-pub use secret::Secret;
+pub use secret::{RedactedMap, Secret, is_secret_name};
 pub use store::{StateStore, Stored};
 pub use view::{ObserverView, ProbeView, RunbookView, ServiceView, SiteView};

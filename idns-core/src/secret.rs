@@ -1,9 +1,72 @@
 //! Secrets (passwords, TSIG keys, API keys, tokens): kept out of `Debug`, `Display` and logs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+
+/// Whether a setting, header or environment variable called `name` holds a secret, in any case:
+/// its name contains `password`, `passwd`, `secret`, `token`, `key`, `credential`,
+/// `authorization`, `cookie` or `auth`. A name ending in `_env` names a variable and is not
+/// itself a secret.
+///
+/// ```
+/// use idns_core::is_secret_name;
+///
+/// for name in ["SRM_PASSWORD", "Authorization", "cookie", "X-Api-Key", "PGPASSWD", "db_token"] {
+///     assert!(is_secret_name(name), "{name}");
+/// }
+/// for name in ["user", "Accept", "password_env", "PGHOST"] {
+///     assert!(!is_secret_name(name), "{name}");
+/// }
+/// ```
+pub fn is_secret_name(name: &str) -> bool {
+    const WORDS: [&str; 9] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "key",
+        "credential",
+        "authorization",
+        "cookie",
+        "auth",
+    ];
+    let lower = name.to_ascii_lowercase();
+    !lower.ends_with("_env") && WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// Shows a map of names to values (HTTP headers, a hook's environment) with the value of every
+/// [secret name](is_secret_name) replaced by `<redacted>`: the `Debug` of a configuration
+/// that holds such a map goes through it.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use idns_core::RedactedMap;
+///
+/// let env = BTreeMap::from([("SRM_PASSWORD".to_owned(), "hunter2".to_owned()),
+///                           ("SRM_HOST".to_owned(), "vc1".to_owned())]);
+/// assert_eq!(
+///     format!("{:?}", RedactedMap(&env)),
+///     r#"{"SRM_HOST": "vc1", "SRM_PASSWORD": <redacted>}"#
+/// );
+/// ```
+pub struct RedactedMap<'a>(pub &'a BTreeMap<String, String>);
+
+impl fmt::Debug for RedactedMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.0 {
+            if is_secret_name(k) {
+                m.entry(k, &format_args!("<redacted>"));
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
 
 /// A secret string: a password, a TSIG key (base64), an API key or a token.
 ///

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idns_core::{ConfigError, Probe, ProbeOutcome, ProbeStatus};
+use idns_core::{ConfigError, Probe, ProbeOutcome, ProbeStatus, RedactedMap};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,10 @@ use idns_core::Problems;
 /// The connection goes to the site's address (or `alias.address`), while the `Host` header and
 /// the TLS SNI carry the URL's host — normally the service's name — so each site is probed
 /// exactly as clients would reach it once DNS points there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows the value of a secret header (`Authorization`, `Cookie`, `X-Api-Key`, …:
+/// see [`is_secret_name`](idns_core::is_secret_name)) as `<redacted>`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSpec {
     /// The page: an absolute `http://` or `https://` URL whose host is the name to send, or a
@@ -77,6 +81,31 @@ pub struct HttpSpec {
     /// Log this probe's details at `info` instead of `debug` (the paper's Debug knob).
     #[serde(default)]
     pub debug: bool,
+}
+
+impl fmt::Debug for HttpSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSpec")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &RedactedMap(&self.headers))
+            .field("body", &self.body)
+            .field("status", &self.status)
+            .field("expect", &self.expect)
+            .field("expect_regex", &self.expect_regex)
+            .field("case_insensitive", &self.case_insensitive)
+            .field("body_window", &self.body_window)
+            .field("redirects", &self.redirects)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
+            .field("alias", &self.alias)
+            .field("debug", &self.debug)
+            .finish()
+    }
 }
 
 /// One entry of an HTTP probe's expected status codes.
@@ -263,7 +292,9 @@ impl HttpProbe {
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
-                (Ok(n), Ok(v)) => {
+                (Ok(n), Ok(mut v)) => {
+                    // Its `Debug` (and the probe's) then shows `Sensitive`, not the value.
+                    v.set_sensitive(idns_core::is_secret_name(name));
                     headers.insert(n, v);
                 }
                 (Err(_), _) => p.push(hp, name, "is not a valid header name"),

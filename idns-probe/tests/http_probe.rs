@@ -404,3 +404,24 @@ async fn a_site_known_by_host_name_is_probed_at_that_name_with_the_service_name(
         Some(format!("{SERVICE}:{}", srv.addr.port()).as_str())
     );
 }
+
+#[test]
+fn secret_headers_never_reach_debug_output() {
+    let check = json!({"kind": "http", "url": "http://a.b/", "headers": {
+        "Authorization": "Bearer s3cr3t-bearer",
+        "cookie": "session=s3cr3t-cookie",
+        "X-Api-Key": "s3cr3t-key",
+        "Accept": "text/plain",
+    }});
+    let spec = idns_probe::CheckSpec::from_value(&check, "check").unwrap();
+    let built = probe(check.clone(), ip(LOCAL), Duration::from_secs(1));
+    let logged = idns_core::redacted(&check);
+    for shown in [
+        format!("{spec:?}"),
+        format!("{built:?}"),
+        format!("{logged:?}"),
+    ] {
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("text/plain"), "{shown}");
+    }
+}

@@ -338,4 +338,18 @@ mod tests {
             assert_eq!(got, [problem], "{text}");
         }
     }
+
+    #[test]
+    fn secret_variables_of_a_hook_never_reach_debug_output() {
+        let text = COMMAND.replace(
+            "dir = \"hooks\"",
+            "dir = \"hooks\"\nenv = { Srm_Password = \"s3cr3t\", SRM_HOST = \"vc1\" }",
+        );
+        let s = spec(&text);
+        let c = ReplicationConfig::try_from(s.clone()).unwrap();
+        for shown in [format!("{s:?}"), format!("{c:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("vc1"), "{shown}");
+        }
+    }
 }

@@ -181,21 +181,16 @@ pub struct ProbeSettings {
     pub check: serde_json::Value,
 }
 
-/// A copy of a check table with every value whose key names a secret (`password`, `secret`,
-/// `token`, `key`, `credential`, in any case and position) replaced by `"<redacted>"`, so
-/// configurations can be logged. `password_env` (the name of a variable) is kept.
+/// A copy of a check table with every value whose key is a
+/// [secret name](crate::is_secret_name) replaced by `"<redacted>"`, so configurations can be
+/// logged. `password_env` (the name of a variable) is kept.
 pub fn redacted(check: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match check {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    let secret = !lower.ends_with("_env")
-                        && ["password", "secret", "token", "key", "credential"]
-                            .iter()
-                            .any(|w| lower.contains(w));
-                    let v = if secret && !v.is_null() {
+                    let v = if crate::is_secret_name(k) && !v.is_null() {
                         Value::String("<redacted>".to_owned())
                     } else {
                         redacted(v)

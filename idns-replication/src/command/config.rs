@@ -2,10 +2,11 @@
 //! validated ([`CommandConfig`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use idns_core::{ConfigError, Problems, ResourceId, SiteId};
+use idns_core::{ConfigError, Problems, RedactedMap, ResourceId, SiteId};
 use serde::{Deserialize, Serialize};
 
 /// The longest a status hook may be given.
@@ -44,8 +45,9 @@ pub struct CommandSpec {
     pub state_file: Option<PathBuf>,
 }
 
-/// One resource's hooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One resource's hooks. Its `Debug` shows the value of a secret variable in `env`
+/// (`SRM_PASSWORD`, …: see [`is_secret_name`](idns_core::is_secret_name)) as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandResourceSpec {
     /// The resource id.
@@ -92,6 +94,33 @@ fn resolve(base: &Path, path: &mut Option<PathBuf>) {
     }
 }
 
+impl fmt::Debug for CommandResourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandResourceSpec")
+            .field("id", &self.id)
+            .field("sites", &self.sites)
+            .field("command", &self.command)
+            .field("commands", &self.commands)
+            .field("status_timeout", &self.status_timeout)
+            .field("env", &RedactedMap(&self.env))
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CommandResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandResource")
+            .field("id", &self.id)
+            .field("sites", &self.sites)
+            .field("hooks", &self.hooks)
+            .field("status_timeout", &self.status_timeout)
+            .field("env", &RedactedMap(&self.env))
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
 /// Validated command replication settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -102,8 +131,8 @@ pub struct CommandConfig {
     pub state_file: Option<PathBuf>,
 }
 
-/// A validated resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated resource; its `Debug` redacts secret variables in `env`, as the spec's does.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CommandResource {
     /// The resource id.
