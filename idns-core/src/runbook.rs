@@ -493,9 +493,15 @@ pub struct Runbook {
     /// Set while the runbook waits for an operator: why.
     pub held: Option<String>,
     /// Attempts made so far at the current step (kept across restarts, so a crash-looping
-    /// controller does not get a fresh retry budget each time).
+    /// controller does not get a fresh retry budget each time). Also the number in each
+    /// attempt's [`StepId`]: it only grows while the step runs, so every attempt's id is
+    /// unique and a late result of an abandoned attempt is never taken for a later one.
     #[serde(default)]
     pub attempt: u32,
+    /// The attempts made before an operator's retry of a held step: the step's retry budget
+    /// counts only the attempts after them.
+    #[serde(default)]
+    pub retried_after: u32,
 }
 
 impl Runbook {

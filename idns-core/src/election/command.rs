@@ -132,7 +132,7 @@ impl Election {
                 }
                 match how {
                     Resume::Retry => {
-                        self.set_attempt(0);
+                        self.fresh_budget();
                         self.launch_next(now);
                     }
                     Resume::Skip => {

@@ -114,6 +114,7 @@ impl Election {
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
             held: None,
             attempt: 0,
+            retried_after: 0,
         });
         self.last_note = None;
 
@@ -213,11 +214,15 @@ impl Election {
             }
             Err(err) => {
                 let policy = planned.policy;
-                let budget_left = self.attempt() <= policy.retries;
+                let budget_left = self.budget_attempt() <= policy.retries;
                 if err.is_transient() && (budget_left || policy.on_failure == OnFailure::Retry) {
                     let jitter = self.rng.random_range(0.0..0.2);
-                    let delay =
-                        plan::backoff(self.attempt(), policy.backoff, policy.max_backoff, jitter);
+                    let delay = plan::backoff(
+                        self.budget_attempt(),
+                        policy.backoff,
+                        policy.max_backoff,
+                        jitter,
+                    );
                     self.timers.set(Timer::Retry, now + delay);
                     self.events.push_back(Event::StepRetry {
                         id: d.id,
@@ -349,6 +354,7 @@ impl Election {
         let id = rb.id;
         rb.done.push(record.clone());
         rb.attempt = 0;
+        rb.retried_after = 0;
 
         self.timers.stop(Timer::Retry);
         self.events.push_back(Event::StepFinished {
@@ -449,6 +455,7 @@ impl Election {
         rb.steps.extend(cleanup);
         rb.held = None;
         rb.attempt = 0;
+        rb.retried_after = 0;
         self.orphan_in_flight();
 
         self.step_started = None;
@@ -497,9 +504,19 @@ impl Election {
         self.journal.runbook().map_or(0, |rb| rb.attempt)
     }
 
-    pub(super) fn set_attempt(&mut self, attempt: u32) {
+    /// The current attempt counted from the operator's last retry: what the retry budget and
+    /// the backoff go by.
+    fn budget_attempt(&self) -> u32 {
+        self.journal
+            .runbook()
+            .map_or(0, |rb| rb.attempt.saturating_sub(rb.retried_after))
+    }
+
+    /// An operator's retry of a held step: a fresh retry budget, while the attempt numbers
+    /// (and so the step ids) go on counting.
+    pub(super) fn fresh_budget(&mut self) {
         if let Some(rb) = self.journal.runbook_mut() {
-            rb.attempt = attempt;
+            rb.retried_after = rb.attempt;
         }
     }
 }

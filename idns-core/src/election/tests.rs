@@ -414,3 +414,44 @@ fn a_failed_fence_of_a_site_no_observer_reaches_is_skipped_and_says_so() {
         "{skipped}"
     );
 }
+
+#[test]
+fn a_late_result_of_an_abandoned_attempt_is_not_taken_for_the_operators_retry() {
+    let mut r = Rig::with("resources = [\"db\"]", "");
+    r.all_up(1);
+    r.switch(2);
+    // The fence never answers: the watchdog gives up on each attempt, and the runbook holds.
+    let mut abandoned = Vec::new();
+    while r.e.journal().runbook().is_some_and(|rb| rb.held.is_none()) {
+        abandoned.extend(std::iter::from_fn(|| r.e.poll_action()).map(|a| a.id));
+        let t = r.e.poll_timeout().expect("a watchdog or retry timer");
+        r.e.handle_timeout(t);
+        assert!(abandoned.len() < 10, "{abandoned:?}");
+    }
+    assert_eq!(abandoned.len(), 3, "the first attempt and two retries");
+    let now = r.e.poll_timeout().unwrap_or(r.at(600));
+    r.e.command(Command::Resume(Resume::Retry), now).unwrap();
+    let retry = r.e.poll_action().expect("the operator's retry").id;
+    assert!(
+        !abandoned.contains(&retry),
+        "{retry} reuses an abandoned id"
+    );
+    // The first attempt's result comes in late: it is not the retry's.
+    let late = StepDone {
+        id: abandoned[0],
+        result: Ok(StepOutput::Done),
+    };
+    r.e.handle(Input::StepDone(late), now);
+    assert_eq!(r.e.poll_action(), None, "nothing went on");
+    let rb = r.e.journal().runbook().expect("the runbook still runs");
+    assert!(rb.done.is_empty(), "{:?}", rb.done);
+    // The retry's own result is.
+    let done = StepDone {
+        id: retry,
+        result: Ok(StepOutput::Done),
+    };
+    r.e.handle(Input::StepDone(done), now);
+    let rb = r.e.journal().runbook().expect("the runbook goes on");
+    assert_eq!(rb.done.len(), 1);
+    assert_eq!(rb.done[0].attempts, 4, "every attempt is counted");
+}
