@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use idns_core::{BackendSpec, ConfigError, DnsName};
 use serde::de::Error as _;
@@ -15,10 +14,6 @@ use crate::embedded::{EmbeddedConfig, EmbeddedSpec};
 use crate::powerdns::{PowerDnsConfig, PowerDnsSpec};
 #[cfg(feature = "rfc2136")]
 use crate::rfc2136::{Rfc2136Config, Rfc2136Spec};
-
-/// The longest timeout or pause any DNS backend setting may give: an hour is already far
-/// beyond any sensible DNS exchange, and the bound keeps `timeout + margin` from overflowing.
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A DNS backend as written in a configuration file: one table whose `backend` field picks
 /// the variant, the other fields being that backend's settings. [`DnsConfig::try_from`]

@@ -63,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bounds;
 mod config;
 pub mod embedded;
 mod error;

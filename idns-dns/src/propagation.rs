@@ -30,7 +30,7 @@ use idns_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_TIMEOUT;
+use crate::bounds::MAX_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;

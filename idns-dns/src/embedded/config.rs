@@ -8,7 +8,7 @@ use std::time::Duration;
 use idns_core::{ConfigError, DnsName, Problems};
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_TIMEOUT;
+use crate::bounds::MAX_TIMEOUT;
 
 use super::dynamic_ttl::{DynamicTtl, TtlBounds};
 use crate::ttl::Ttl;

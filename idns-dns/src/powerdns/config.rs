@@ -6,7 +6,7 @@ use std::time::Duration;
 use idns_core::{ConfigError, DnsName, Problems, Secret};
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_TIMEOUT;
+use crate::bounds::MAX_TIMEOUT;
 
 use crate::propagation::{self, PropagationChecker, PropagationSpec};
 

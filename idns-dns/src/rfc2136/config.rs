@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, TSigner};
 use idns_core::{ConfigError, DnsName, Problems, Secret};
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_TIMEOUT;
+use crate::bounds::MAX_TIMEOUT;
 
 use crate::propagation::{self, PropagationChecker, PropagationSpec};
 
