@@ -257,7 +257,16 @@ impl Election {
     /// The election copies what it keeps of a report, so a caller that feeds the same report
     /// again and again (a scheduler, a simulator) can keep it and pass `&input`; a step result
     /// given by value is moved into the journal without a copy.
+    ///
+    /// Time-dependent state is first brought up to `now`: timers whose moment has passed (an
+    /// observer gone silent, say) are handled before the input, so an input never counts on
+    /// what was true only before `now`, however late the driver calls
+    /// [`handle_timeout`](Self::handle_timeout). A timer due at `now` itself is left to it,
+    /// after the inputs of the same moment.
     pub fn handle(&mut self, input: impl Feed, now: Instant) {
+        if self.timers.next().is_some_and(|t| t < now) {
+            self.handle_timeout(now);
+        }
         input.feed(self, now);
     }
 

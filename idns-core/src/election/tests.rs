@@ -455,3 +455,34 @@ fn a_late_result_of_an_abandoned_attempt_is_not_taken_for_the_operators_retry() 
     assert_eq!(rb.done.len(), 1);
     assert_eq!(rb.done[0].attempts, 4, "every attempt is counted");
 }
+
+#[test]
+fn a_silent_observer_is_expired_before_the_next_input_however_late_the_timers_run() {
+    let mut r = Rig::new("");
+    // o1 watches b only, o2 watches a only.
+    r.report("b", "o1", true, 1);
+    r.report("a", "o2", true, 1);
+    // o1 falls silent: stale from 11 s on, but the driver has not run the timers yet when
+    // o2 calls a down at 20 s.
+    assert_eq!(r.e.poll_timeout(), Some(r.at(11)));
+    r.report("a", "o2", false, 20);
+    let v = r.e.view();
+    assert!(!v.observers[0].live, "o1 no longer counts");
+    assert_ne!(
+        v.sites[1].health,
+        Health::Up,
+        "b was up only by o1's stale word"
+    );
+    assert_eq!(
+        v.active.as_str(),
+        "a",
+        "no failover to a site no live observer sees"
+    );
+    assert!(
+        !r.decisions()
+            .iter()
+            .any(|(kind, _)| *kind == RunbookKind::Failover),
+        "{:?}",
+        r.decisions()
+    );
+}
