@@ -20,7 +20,8 @@ use crate::error::Problems;
 /// - Two switches are at least `min_dwell` apart, unless an operator forces one.
 /// - Failback to the home site is an operator's decision ([`FailbackMode::Manual`]), or
 ///   automatic once the home site has been up for `failback_hold_down`.
-/// - With every site down, `all_down` says what the name publishes.
+/// - With every site down, `all_down` says what the name publishes; with
+///   [`FailoverMode::Manual`] the election only says so, and the name is left as it is.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,7 +52,8 @@ pub struct PolicySpec {
     /// Largest replication lag a site may have to be failed over to; none = no RPO guard.
     #[serde(default, with = "humantime_serde")]
     pub rpo_budget: Option<Duration>,
-    /// What to publish when every site is down.
+    /// What to publish when every site is down (applied by the election itself only with
+    /// automatic failover; with `failover = "manual"` it is reported, not applied).
     #[serde(default)]
     pub all_down: AllDownPolicy,
 }

@@ -117,15 +117,18 @@ impl Election {
             }
         };
 
-        if self.cfg.policy().failover == FailoverMode::Manual
-            && let Some(si) = target
-        {
+        if self.cfg.policy().failover == FailoverMode::Manual {
+            // Manual means the election never changes the name by itself: not for a failover,
+            // a restore, nor the all-down policy.
             reasons.push(Reason::ManualFailover);
-            self.note(Event::Recommendation {
-                kind,
-                to: self.cfg.sites()[si].id.clone(),
-                reasons,
-            });
+            match target {
+                Some(si) => self.note(Event::Recommendation {
+                    kind,
+                    to: self.cfg.sites()[si].id.clone(),
+                    reasons,
+                }),
+                None => self.note(Event::Blocked { reasons }),
+            }
             return;
         }
         if self.journal.frozen() {

@@ -486,3 +486,32 @@ fn a_silent_observer_is_expired_before_the_next_input_however_late_the_timers_ru
         r.decisions()
     );
 }
+
+#[test]
+fn with_manual_failover_the_all_down_policy_is_reported_not_applied() {
+    let mut r = Rig::new("failover = \"manual\"\nall_down = \"fail_closed\"");
+    r.all_up(1);
+    for site in ["a", "b"] {
+        r.report(site, "o1", false, 2);
+        r.report(site, "o2", false, 2);
+    }
+    assert!(r.e.view().sites.iter().all(|s| s.health == Health::Down));
+    assert_eq!(r.e.journal().serving(), crate::journal::Serving::Active);
+    assert_eq!(
+        r.e.view().active.as_str(),
+        "a",
+        "the name is left as it was"
+    );
+    let blocked = r.events.iter().rev().find_map(|e| match e {
+        Event::Blocked { reasons } => Some(crate::reason::explain(reasons)),
+        _ => None,
+    });
+    let blocked = blocked.expect("the election says why it does nothing");
+    assert!(blocked.contains("failover is manual"), "{blocked}");
+    assert_eq!(
+        r.decisions().len(),
+        1,
+        "only the bootstrap: {:?}",
+        r.decisions()
+    );
+}
