@@ -329,6 +329,11 @@ fn check(p: &mut Reader, mut root: toml::Table, base: &Path) -> Option<DaemonCon
 fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSettings> {
     let spec: DaemonSpec = p.take(v, "daemon")?;
     let mut ok = true;
+    if spec.journal_dir.as_os_str().is_empty() {
+        // Resolved against the file's folder, it would scatter journals among the configs.
+        p.push("daemon.journal_dir", "", "must name a directory");
+        ok = false;
+    }
     let mut journal_dir = spec.journal_dir;
     resolve(base, &mut journal_dir);
     let token = match (spec.token, spec.token_file) {
@@ -815,6 +820,22 @@ probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
 
     fn parse(text: &str) -> Result<DaemonConfig, ConfigErrors> {
         DaemonConfig::parse(text, Path::new("/srv/idns"))
+    }
+
+    #[test]
+    fn an_empty_journal_dir_is_refused() {
+        let text = format!(
+            "{}{}",
+            DAEMON.replace("journal_dir = \"state\"", "journal_dir = \"\""),
+            service(
+                "www.example.test",
+                "example.test",
+                r#"{ backend = "embedded", listen = ["127.0.0.1:5354"] }"#
+            )
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("daemon.journal_dir"), "{err}");
+        assert!(err.contains("must name a directory"), "{err}");
     }
 
     #[test]

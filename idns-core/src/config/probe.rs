@@ -242,11 +242,11 @@ pub(super) fn validate_probe(
     if let Some(d) = pr.down_after {
         p.duration(format_args!("{path}.down_after"), d, NONZERO, MONTH);
     }
-    if pr.rise == 0 {
-        p.push(format!("{path}.rise"), 0, "must be at least 1");
-    }
-    if pr.fall == 0 {
-        p.push(format!("{path}.fall"), 0, "must be at least 1");
+    for (field, n) in [("rise", pr.rise), ("fall", pr.fall)] {
+        if !(1..=MAX_RUN).contains(&n) {
+            let problem = format!("must be from 1 to {MAX_RUN}");
+            p.push(format!("{path}.{field}"), n, problem);
+        }
     }
     if pr.ignore_down_response && pr.down_after.is_none() {
         p.push(
@@ -267,6 +267,10 @@ pub(super) fn validate_probe(
         check: pr.check.clone(),
     })
 }
+
+/// The most consecutive results `rise` and `fall` may ask for: at the shortest interval, more
+/// than ten seconds of them, and far beyond any sensible setting at longer ones.
+const MAX_RUN: u32 = 1000;
 
 mod defaults {
     use std::time::Duration;

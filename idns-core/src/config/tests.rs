@@ -90,6 +90,26 @@ fn huge_durations_are_refused_not_overflowed() {
 }
 
 #[test]
+fn rise_and_fall_are_bounded() {
+    let text = GOOD.replacen(
+        r#"{ id = "http" }"#,
+        r#"{ id = "http", rise = 65536, fall = 1001 }"#,
+        1,
+    );
+    let err = ServiceConfig::from_toml(&text).unwrap_err();
+    let got: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "sites[0].probes[0].rise = 65536: must be from 1 to 1000",
+            "sites[0].probes[0].fall = 1001: must be from 1 to 1000",
+        ]
+    );
+    let most = GOOD.replacen(r#"{ id = "http" }"#, r#"{ id = "http", fall = 1000 }"#, 1);
+    assert!(ServiceConfig::from_toml(&most).is_ok());
+}
+
+#[test]
 fn debug_output_hides_secrets_in_checks() {
     let text = GOOD.replacen(
         r#"{ id = "http" }"#,
