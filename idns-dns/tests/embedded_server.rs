@@ -113,13 +113,7 @@ async fn udp_garbage_gets_no_crash_and_no_oversized_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_serves_several_queries_on_one_connection() {
     let server = EmbeddedServer::start(checked(config())).await.unwrap();
-    let many: Vec<String> = (1..=80).map(|i| format!("192.0.2.{i}")).collect();
-    let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    server
-        .backend()
-        .apply(&change(addrs(&many), 1))
-        .await
-        .unwrap();
+    let many = eighty_addresses(&server).await;
     // Over UDP without EDNS it is truncated...
     let q = query("app.example.com.", RecordType::A);
     let m = Message::from_vec(&udp_ask(server.udp_addrs()[0], &q).await.unwrap()).unwrap();
@@ -142,12 +136,88 @@ async fn tcp_serves_several_queries_on_one_connection() {
     let p = PropagationChecker::new(server.udp_addrs().iter().copied())
         .check(
             &"app.example.com".parse().unwrap(),
-            &addrs(&many),
+            &many,
             Duration::from_secs(2),
         )
         .await;
     assert!(p.complete(), "{p:?}");
     server.shutdown();
+}
+
+/// Publishes 80 addresses for `app.example.com` (an answer too big for UDP without EDNS);
+/// returns them.
+async fn eighty_addresses(server: &EmbeddedServer) -> RecordSet {
+    let many: Vec<String> = (1..=80).map(|i| format!("192.0.2.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let records = addrs(&many);
+    server
+        .backend()
+        .apply(&change(records.clone(), 1))
+        .await
+        .unwrap();
+    records
+}
+
+/// Sends `q` framed for TCP.
+async fn tcp_send(stream: &mut TcpStream, q: &[u8]) -> std::io::Result<()> {
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(q);
+    stream.write_all(&framed).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_loses_its_tcp_slot() {
+    let mut spec = config();
+    spec.max_tcp_connections = 1;
+    spec.tcp_idle_timeout = Duration::from_millis(500);
+    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
+    eighty_addresses(&server).await;
+    let q = query("app.example.com.", RecordType::A);
+    let tcp = server.tcp_addrs()[0];
+    // The only slot: a client that asks for 20,000 answers of about 1.3 kB and reads none,
+    // far more than the socket buffers between them hold.
+    let mut greedy = TcpStream::connect(tcp).await.unwrap();
+    let flood = q.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if tcp_send(&mut greedy, &flood).await.is_err() {
+                break;
+            }
+        }
+        greedy
+    });
+    // Another client still gets its answer once the server gives up writing to the first.
+    let mut polite = TcpStream::connect(tcp).await.unwrap();
+    tcp_send(&mut polite, &q).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let len = polite.read_u16().await?;
+        let mut buf = vec![0u8; usize::from(len)];
+        polite.read_exact(&mut buf).await?;
+        std::io::Result::Ok(buf)
+    })
+    .await
+    .expect("answered within 10 s: the slot was freed")
+    .unwrap();
+    assert_eq!(Message::from_vec(&answer).unwrap().answers.len(), 80);
+    writer.abort();
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_the_open_tcp_connections() {
+    let server = EmbeddedServer::start(checked(config())).await.unwrap();
+    let q = query("app.example.com.", RecordType::A);
+    let mut stream = TcpStream::connect(server.tcp_addrs()[0]).await.unwrap();
+    tcp_send(&mut stream, &q).await.unwrap();
+    let len = stream.read_u16().await.unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut buf).await.unwrap();
+    server.shutdown();
+    // The connection's task ended with the server: the client sees the close at once, not
+    // after the idle timeout (10 s by default).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

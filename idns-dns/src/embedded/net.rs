@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::answer::Transport;
 use super::fast::{SnapshotCell, Worker};
@@ -229,7 +230,9 @@ fn udp_loop_simple(socket: UdpSocket, mut worker: Worker, stop: Arc<AtomicBool>)
     }
 }
 
-/// Accepts TCP connections and serves each on its own task, at most `max` at once.
+/// Accepts TCP connections and serves each on its own task, at most `max` at once. The
+/// connection tasks belong to this one: when it is stopped (the server shuts down), they end
+/// with it.
 pub(crate) async fn tcp_accept(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
@@ -238,14 +241,16 @@ pub(crate) async fn tcp_accept(
     idle: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(max));
+    let mut connections = JoinSet::new();
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
+        while connections.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let cell = Arc::clone(&cell);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = tcp_serve(stream, cell, max_udp, idle).await {
                         tracing::debug!(%peer, error = %e, "TCP connection closed");
                     }
@@ -260,7 +265,9 @@ pub(crate) async fn tcp_accept(
     }
 }
 
-/// Serves the queries of one TCP connection in order until it is closed or idle.
+/// Serves the queries of one TCP connection in order until it is closed or idle. Reading a
+/// query and writing its answer each have `idle` as their deadline: a client that stops
+/// reading its answers loses its connection instead of holding a slot for ever.
 async fn tcp_serve(
     mut stream: TcpStream,
     cell: Arc<SnapshotCell>,
@@ -294,7 +301,18 @@ async fn tcp_serve(
             framed.clear();
             framed.extend_from_slice(&n.to_be_bytes());
             framed.extend_from_slice(&out);
-            stream.write_all(&framed).await?;
+            match tokio::time::timeout(idle, stream.write_all(&framed)).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client read no answer for {}",
+                            humantime::format_duration(idle)
+                        ),
+                    ));
+                }
+            }
         }
     }
 }
