@@ -22,14 +22,14 @@ use serde::{Deserialize, Serialize, Serializer};
 /// }
 /// ```
 pub fn is_secret_name(name: &str) -> bool {
-    const WORDS: [&str; 9] = [
+    // `auth` covers `authorization` and `x-auth-token`.
+    const WORDS: [&str; 8] = [
         "password",
         "passwd",
         "secret",
         "token",
         "key",
         "credential",
-        "authorization",
         "cookie",
         "auth",
     ];

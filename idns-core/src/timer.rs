@@ -27,27 +27,30 @@ impl Timer {
     ];
 }
 
-/// When each timer fires, if armed.
+/// When each timer fires, if armed, and the earliest of them (asked before every input, so
+/// kept rather than recomputed).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     data: [Option<Instant>; 5],
+    earliest: Option<Instant>,
 }
 
 impl TimerTable {
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.data[timer as usize] = Some(at);
+        self.set_or_stop(timer, Some(at));
     }
 
     pub(crate) fn set_or_stop(&mut self, timer: Timer, at: Option<Instant>) {
         self.data[timer as usize] = at;
+        self.earliest = self.data.iter().flatten().min().copied();
     }
 
     pub(crate) fn stop(&mut self, timer: Timer) {
-        self.data[timer as usize] = None;
+        self.set_or_stop(timer, None);
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.data.iter().flatten().min().copied()
+        self.earliest
     }
 
     /// Disarms and returns the timers that are due at `now`.
@@ -59,6 +62,7 @@ impl TimerTable {
                 due.push(t);
             }
         }
+        self.earliest = self.data.iter().flatten().min().copied();
         due.into_iter()
     }
 }

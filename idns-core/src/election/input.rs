@@ -47,7 +47,10 @@ impl Feed for Input {
     #[inline]
     fn feed(self, e: &mut Election, now: Instant) {
         match self {
-            Input::StepDone(d) => e.on_step_done(d, now),
+            Input::StepDone(d) => {
+                e.catch_up(now);
+                e.on_step_done(d, now)
+            }
             ref other => other.feed(e, now),
         }
     }
@@ -56,6 +59,7 @@ impl Feed for Input {
 impl Feed for &Input {
     #[inline]
     fn feed(self, e: &mut Election, now: Instant) {
+        e.catch_up(now);
         match self {
             Input::Probe(r) => e.on_probe(r, now),
             Input::Replication(r) => e.on_replication(r, now),

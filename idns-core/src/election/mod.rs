@@ -264,10 +264,22 @@ impl Election {
     /// [`handle_timeout`](Self::handle_timeout). A timer due at `now` itself is left to it,
     /// after the inputs of the same moment.
     pub fn handle(&mut self, input: impl Feed, now: Instant) {
-        if self.timers.next().is_some_and(|t| t < now) {
-            self.handle_timeout(now);
-        }
         input.feed(self, now);
+    }
+
+    /// Handles the timers whose moment passed before `now`: what every input does first
+    /// (from [`Feed`], once the input is borrowed, so that nothing is copied around it).
+    #[inline]
+    fn catch_up(&mut self, now: Instant) {
+        if self.timers.next().is_some_and(|t| t < now) {
+            self.handle_overdue(now);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn handle_overdue(&mut self, now: Instant) {
+        self.handle_timeout(now);
     }
 
     /// Handles every timer due at `now`.

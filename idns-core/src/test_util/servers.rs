@@ -61,7 +61,7 @@ pub fn free_port() -> std::io::Result<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (lo, hi) = outside_ephemeral_range();
     let span = u32::from(hi - lo) + 1;
-    // Spread processes apart (a test binary and the daemons it starts may pick at once).
+    // Spread processes apart: test binaries run at once pick from different places.
     let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span.min(4096) {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -79,8 +79,13 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// The ports [`free_port`] takes from: the larger stretch of 10000..=65535 outside the
-/// ephemeral range.
+/// ephemeral range (read once per process).
 fn outside_ephemeral_range() -> (u16, u16) {
+    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(read_outside_ephemeral_range)
+}
+
+fn read_outside_ephemeral_range() -> (u16, u16) {
     let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
