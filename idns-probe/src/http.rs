@@ -3,18 +3,23 @@
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
 use async_trait::async_trait;
+use futures::StreamExt;
 use idns_core::{ConfigError, Probe, ProbeOutcome, ProbeStatus, RedactedMap};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncReadExt, BufReader};
 use tokio::time::Instant;
+use tokio_util::io::StreamReader;
 
 use crate::matcher::Matcher;
 use crate::spec::target::{
@@ -58,7 +63,9 @@ pub struct HttpSpec {
     /// Compare `expect` / `expect_regex` ignoring case.
     #[serde(default)]
     pub case_insensitive: bool,
-    /// How many bytes of the body are searched (default 64 KiB); reading stops there.
+    /// How many bytes of the body are searched (default 64 KiB); reading stops there. A body
+    /// sent compressed (`Content-Encoding` gzip, deflate or br) is decoded first, and the
+    /// window counts decoded bytes, so a small body that expands without end costs no more.
     #[serde(default = "default_window")]
     pub body_window: usize,
     /// Redirects followed (default 0: a 3xx is judged by `status` like any other code).
@@ -301,6 +308,13 @@ impl HttpProbe {
                 (_, Err(_)) => p.push(hp, value, "is not a valid header value"),
             }
         }
+        if !headers.contains_key(ACCEPT_ENCODING) {
+            // As browsers do; any answer in these codings is decoded before the search.
+            headers.insert(
+                ACCEPT_ENCODING,
+                HeaderValue::from_static(ContentCoding::ACCEPT),
+            );
+        }
         let status = StatusSet::parse(&mut p, &format!("{path}.status"), &spec.status);
         let matcher = Matcher::from_fields(
             &mut p,
@@ -435,7 +449,7 @@ impl HttpProbe {
         if let Some(body) = &self.body {
             req = req.body(body.clone());
         }
-        let mut resp = req.send().await.map_err(|e| self.classify(&e))?;
+        let resp = req.send().await.map_err(|e| self.classify(&e))?;
         let code = resp.status();
         if !self.status.contains(code.as_u16()) {
             return Err(Fail::down(format!(
@@ -447,40 +461,76 @@ impl HttpProbe {
             return Ok(());
         };
         *phase = Phase::Body;
+        let codings = match ContentCoding::of(resp.headers()) {
+            Ok(c) => c,
+            Err(why) => return Err(Fail::down(format!("HTTP {}: {why}", code.as_u16()))),
+        };
+        let decoded = if codings.is_empty() {
+            String::new()
+        } else {
+            format!(" (decoded from {})", ContentCoding::list(&codings))
+        };
+        let raw = StreamReader::new(resp.bytes_stream().map(|r| r.map_err(io::Error::other)));
+        let mut body = ContentCoding::decoder(raw, &codings);
         let mut buf: Vec<u8> = Vec::with_capacity(self.window.min(16 * 1024));
+        let mut scratch = [0u8; 16 * 1024];
         loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let take = chunk.len().min(self.window - buf.len());
-                    buf.extend_from_slice(&chunk[..take]);
+            let room = scratch.len().min(self.window - buf.len());
+            match body.read(&mut scratch[..room]).await {
+                Ok(0) => {
+                    return Err(Fail::down(format!(
+                        "HTTP {}: {} not found in the body ({} bytes{decoded})",
+                        code.as_u16(),
+                        matcher.shown(),
+                        buf.len()
+                    )));
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&scratch[..n]);
                     *read = buf.len();
                     if matcher.is_match(&buf) {
                         return Ok(());
                     }
                     if buf.len() >= self.window {
-                        // Stop reading here: dropping the response closes the connection.
+                        // Stop reading (and decoding) here: dropping the response closes the
+                        // connection, so a small compressed body that expands without end
+                        // costs no more than the window.
                         return Err(Fail::down(format!(
-                            "HTTP {}: {} not found in the first {} bytes",
+                            "HTTP {}: {} not found in the first {} bytes{decoded}",
                             code.as_u16(),
                             matcher.shown(),
                             self.window
                         )));
                     }
                 }
-                Ok(None) => {
-                    return Err(Fail::down(format!(
-                        "HTTP {}: {} not found in the body ({} bytes)",
-                        code.as_u16(),
-                        matcher.shown(),
-                        buf.len()
-                    )));
-                }
                 Err(e) => {
-                    let f = self.classify(&e);
-                    return Err(Fail {
-                        status: f.status,
-                        reason: format!("reading the body after {} bytes: {}", buf.len(), f.reason),
-                    });
+                    let transport = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<reqwest::Error>());
+                    let reason = match transport {
+                        Some(t) => {
+                            let f = self.classify(t);
+                            return Err(Fail {
+                                status: f.status,
+                                reason: format!(
+                                    "reading the body after {} bytes{decoded}: {}",
+                                    buf.len(),
+                                    f.reason
+                                ),
+                            });
+                        }
+                        None if codings.is_empty() => {
+                            format!("reading the body after {} bytes: {e}", buf.len())
+                        }
+                        None => format!(
+                            "HTTP {}: the body is compressed ({}) and could not be decoded \
+                             after {} decoded bytes: {e}",
+                            code.as_u16(),
+                            ContentCoding::list(&codings),
+                            buf.len()
+                        ),
+                    };
+                    return Err(Fail::down(reason));
                 }
             }
         }
@@ -525,6 +575,92 @@ impl HttpProbe {
             return Fail::down(format!("connection refused by {}", self.connect_to));
         }
         Fail::down(chain)
+    }
+}
+
+/// A content coding the probe undoes before the search (RFC 9110, section 8.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentCoding {
+    /// `gzip` (also `x-gzip`).
+    Gzip,
+    /// `deflate`: the zlib format.
+    Deflate,
+    /// `br`: Brotli.
+    Brotli,
+}
+
+impl ContentCoding {
+    /// The `Accept-Encoding` the probe sends unless its headers set one.
+    const ACCEPT: &'static str = "gzip, deflate, br";
+
+    /// At most this many codings are undone on one body.
+    const MAX_LAYERS: usize = 2;
+
+    /// The codings of a response in the order they were applied (none for an identity body);
+    /// the error says which coding the probe cannot undo.
+    fn of(headers: &HeaderMap) -> Result<Vec<ContentCoding>, String> {
+        let mut codings = Vec::new();
+        for value in headers.get_all(CONTENT_ENCODING) {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                let coding = match token.to_ascii_lowercase().as_str() {
+                    "identity" => continue,
+                    "gzip" | "x-gzip" => ContentCoding::Gzip,
+                    "deflate" => ContentCoding::Deflate,
+                    "br" => ContentCoding::Brotli,
+                    _ => {
+                        let shown: String = token.chars().take(40).collect();
+                        return Err(format!(
+                            "the body is compressed with {shown:?} (Content-Encoding), which \
+                             the probe cannot decode: it decodes {}",
+                            ContentCoding::ACCEPT
+                        ));
+                    }
+                };
+                codings.push(coding);
+            }
+        }
+        if codings.len() > Self::MAX_LAYERS {
+            return Err(format!(
+                "the body is compressed {} times over ({}); the probe undoes at most {}",
+                codings.len(),
+                ContentCoding::list(&codings),
+                Self::MAX_LAYERS
+            ));
+        }
+        Ok(codings)
+    }
+
+    /// The coding's name in `Content-Encoding`.
+    fn name(self) -> &'static str {
+        match self {
+            ContentCoding::Gzip => "gzip",
+            ContentCoding::Deflate => "deflate",
+            ContentCoding::Brotli => "br",
+        }
+    }
+
+    /// `gzip`, or `gzip, br` for several.
+    fn list(codings: &[ContentCoding]) -> String {
+        let names: Vec<&str> = codings.iter().map(|c| c.name()).collect();
+        names.join(", ")
+    }
+
+    /// `raw` with `codings` undone, last applied first. Decoding is lazy: it goes no further
+    /// than what is read from the result.
+    fn decoder(
+        raw: impl AsyncBufRead + Send + Unpin + 'static,
+        codings: &[ContentCoding],
+    ) -> Box<dyn AsyncBufRead + Send + Unpin> {
+        let mut reader: Box<dyn AsyncBufRead + Send + Unpin> = Box::new(raw);
+        for coding in codings.iter().rev() {
+            reader = match coding {
+                ContentCoding::Gzip => Box::new(BufReader::new(GzipDecoder::new(reader))),
+                ContentCoding::Deflate => Box::new(BufReader::new(ZlibDecoder::new(reader))),
+                ContentCoding::Brotli => Box::new(BufReader::new(BrotliDecoder::new(reader))),
+            };
+        }
+        reader
     }
 }
 
@@ -651,6 +787,31 @@ mod tests {
         assert!(s.contains(204) && s.contains(250) && s.contains(302));
         assert!(!s.contains(303) && !s.contains(404));
         assert_eq!(s.to_string(), "204, 200-299, 301-302");
+    }
+
+    #[test]
+    fn content_codings_are_read_in_order_without_identity() {
+        let of = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            ContentCoding::of(&h)
+        };
+        assert_eq!(of(&[]).unwrap(), []);
+        assert_eq!(of(&["identity"]).unwrap(), []);
+        assert_eq!(of(&["X-GZip"]).unwrap(), [ContentCoding::Gzip]);
+        assert_eq!(
+            of(&["deflate, identity", "br"]).unwrap(),
+            [ContentCoding::Deflate, ContentCoding::Brotli]
+        );
+        let e = of(&["compress"]).unwrap_err();
+        assert!(
+            e.contains("\"compress\"") && e.contains("gzip, deflate, br"),
+            "{e}"
+        );
+        let e = of(&["gzip, gzip, gzip"]).unwrap_err();
+        assert!(e.contains("3 times over (gzip, gzip, gzip)"), "{e}");
     }
 
     #[test]

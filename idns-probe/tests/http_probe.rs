@@ -425,3 +425,181 @@ fn secret_headers_never_reach_debug_output() {
         assert!(shown.contains("text/plain"), "{shown}");
     }
 }
+
+/// What an encoded-body server sends after its head.
+enum Encoded {
+    /// These bytes, then the connection closes.
+    Bytes(Vec<u8>),
+    /// `n` zero bytes gzip-compressed as they are written, for as long as the client reads.
+    GzipZeros(u64),
+}
+
+/// A server on loopback that answers every request `200 OK` with `Content-Encoding: encoding`
+/// and `body`, no length (the body ends when the connection closes). It records each request's
+/// `Accept-Encoding` and counts the body bytes it wrote.
+struct EncodedServer {
+    addr: std::net::SocketAddr,
+    accept_encoding: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EncodedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_encoded(encoding: &'static str, body: Encoded) -> EncodedServer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept_encoding = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = std::sync::Arc::new(body);
+    let (seen, count) = (accept_encoding.clone(), sent.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (seen, count, body) = (seen.clone(), count.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&byte[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                seen.lock().unwrap().push(text.lines().find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
+                        .map(|(_, v)| v.trim().to_owned())
+                }));
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-encoding: {encoding}\r\nconnection: close\r\n\r\n"
+                );
+                if stream.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                match &*body {
+                    Encoded::Bytes(b) => {
+                        if stream.write_all(b).await.is_ok() {
+                            count.fetch_add(b.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                    Encoded::GzipZeros(n) => {
+                        let zeros = tokio::io::BufReader::new(tokio::io::repeat(0).take(*n));
+                        let mut gz = async_compression::tokio::bufread::GzipEncoder::new(zeros);
+                        let mut chunk = vec![0u8; 64 * 1024];
+                        loop {
+                            match gz.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => {
+                                    if stream.write_all(&chunk[..k]).await.is_err() {
+                                        return;
+                                    }
+                                    count.fetch_add(k as u64, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    EncodedServer {
+        addr,
+        accept_encoding,
+        sent,
+        task,
+    }
+}
+
+/// `data` compressed with the coding named as in `Content-Encoding`.
+async fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder};
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => GzipEncoder::new(data).read_to_end(&mut out).await,
+        "deflate" => ZlibEncoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliEncoder::new(data).read_to_end(&mut out).await,
+        other => panic!("no encoder for {other}"),
+    }
+    .unwrap();
+    out
+}
+
+/// The outcome of a probe of `srv` looking for `expect`.
+async fn search(srv: &EncodedServer, expect: &str) -> idns_core::ProbeOutcome {
+    probe(
+        json!({"kind": "http", "url": url(srv.addr.port(), "/"), "expect": expect}),
+        ip(LOCAL),
+        Duration::from_secs(20),
+    )
+    .check()
+    .await
+}
+
+/// Asserts that `o` is down with a reason containing `needle`.
+fn assert_down(o: &idns_core::ProbeOutcome, needle: &str) {
+    assert_eq!(o.status, ProbeStatus::Down, "{o:?}");
+    assert!(o.reason.contains(needle), "{needle:?} missing: {o:?}");
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_searched_decoded() {
+    let text = b"<html><body>status: ALL SYSTEMS OK</body></html>".repeat(20);
+    for coding in ["gzip", "br", "deflate"] {
+        let srv = serve_encoded(coding, Encoded::Bytes(compress(coding, &text).await)).await;
+        let o = search(&srv, "ALL SYSTEMS OK").await;
+        assert_eq!(o.status, ProbeStatus::Up, "{coding}: {o:?}");
+        // The probe asks for the codings it can undo, as a browser does.
+        let asked = srv.accept_encoding.lock().unwrap().clone();
+        assert_eq!(asked, [Some("gzip, deflate, br".to_owned())], "{coding}");
+        // Absent from the decoded text: "not found", counted in decoded bytes, and saying so.
+        let o = search(&srv, "MAINTENANCE").await;
+        let needle = format!(
+            "\"MAINTENANCE\" not found in the body ({} bytes (decoded from {coding}))",
+            text.len()
+        );
+        assert_down(&o, &needle);
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_or_unknown_compression_is_reported_as_such() {
+    let mut gz = compress("gzip", &b"hello OK world ".repeat(400)).await;
+    // Keep the gzip header (10 bytes), garble the compressed data after it.
+    for b in gz.iter_mut().skip(10) {
+        *b = 0xff;
+    }
+    let srv = serve_encoded("gzip", Encoded::Bytes(gz)).await;
+    assert_down(
+        &search(&srv, "OK").await,
+        "the body is compressed (gzip) and could not be decoded",
+    );
+    // A coding the probe does not know is named, not searched as if it were text.
+    let srv = serve_encoded("zstd", Encoded::Bytes(b"(zstd bytes) OK".to_vec())).await;
+    assert_down(
+        &search(&srv, "OK").await,
+        "the body is compressed with \"zstd\"",
+    );
+}
+
+#[tokio::test]
+async fn a_compression_bomb_is_decoded_only_up_to_the_window() {
+    // 64 GiB of zeros, compressed on the fly (about 64 MB of gzip): far beyond the window.
+    let srv = serve_encoded("gzip", Encoded::GzipZeros(64 << 30)).await;
+    assert_down(
+        &search(&srv, "OK").await,
+        "not found in the first 65536 bytes (decoded from gzip)",
+    );
+    // The probe hung up once the window was decoded: the server could write no more than the
+    // socket buffers hold, a small part of the compressed stream.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = srv.sent.load(Ordering::SeqCst);
+    assert!(sent < 16 * 1024 * 1024, "the server wrote {sent} bytes");
+}
