@@ -12,6 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,13 +23,32 @@ use common::{
 use idns_examples::daemon::wire::{EventsPage, ServiceList, ServiceStatus};
 use idns_examples::loopback::Sites;
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "www.daemon.test";
+/// The read-only role's token in [`Setup::config`].
+const READ_TOKEN: &str = "reader-token-0123456789abcdef";
 
 // ---------------------------------------------------------------------------------------------
 // Support
 // ---------------------------------------------------------------------------------------------
+
+/// The address hostile clients connect from.
+const HOSTILE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 3);
+
+/// A connection to `to` from `from`, with a receive buffer of `recv_buffer` bytes if given.
+async fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    recv_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.connect(to).await.unwrap()
+}
 
 /// What a daemon on loopback needs: both web sites, a temporary directory for its files, and
 /// free ports for its API and its embedded DNS server.
@@ -65,6 +85,7 @@ impl Setup {
 [daemon]
 listen = "{api}"
 token = "{TOKEN}"
+read_token = "{READ_TOKEN}"
 journal_dir = "{dir}/journal"
 observers = ["east", "west"]
 replication_poll = "200ms"
@@ -302,6 +323,28 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let out = d.idnsctl_as(&["status"], Some("not-the-token")).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    // The read-only role reads, and may not command.
+    let (code, body) = d.get_as("/v1/services", Some(READ_TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    let out = d.idnsctl_as(&["status", NAME], Some(READ_TOKEN)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for command in ["failover", "freeze", "drill"] {
+        let out = d.idnsctl_as(&[command, NAME], Some(READ_TOKEN)).await;
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(
+                "idnsd refused the command (HTTP 403): this token may only read: commands need \
+                 the operator's token (daemon.token)"
+            ),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        d.status().await.phase,
+        "steady",
+        "a read-only token changed something"
+    );
 
     // Unknown service, unknown site, bad body, oversized body.
     let out = d.idnsctl(&["status", "nope.daemon.test"]).await;
@@ -325,13 +368,24 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let (code, body) = d.command("failover", &big).await;
     assert_eq!(code, 413, "{body}");
 
-    // Hostile clients: connections that never finish their headers, and garbage, do not
-    // stop others from being served.
+    // Hostile clients: one address opening connections that never finish their headers holds
+    // at most daemon.max_connections_per_client (16) of them, the rest are closed at once, and
+    // neither they nor garbage stop others from being served.
     let mut idle = Vec::new();
     for _ in 0..20 {
-        let mut c = TcpStream::connect(api).unwrap();
-        c.write_all(b"GET /v1/serv").unwrap();
+        let mut c = connect_from(HOSTILE, api, None).await;
+        c.write_all(b"GET /v1/serv").await.unwrap();
         idle.push(c);
+    }
+    for (i, c) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 64];
+        let wait = if i < 16 { 300 } else { 5000 };
+        let read = tokio::time::timeout(Duration::from_millis(wait), c.read(&mut buf)).await;
+        match read {
+            Err(_) => assert!(i < 16, "connection {i} from one client was left open"),
+            Ok(Ok(0) | Err(_)) => assert!(i >= 16, "connection {i} was closed under the limit"),
+            Ok(Ok(n)) => panic!("connection {i} answered: {}", text(&buf[..n])),
+        }
     }
     let mut junk = TcpStream::connect(api).unwrap();
     junk.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
@@ -453,8 +507,10 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         "{body}"
     );
 
-    // Metrics, without a token (the default).
-    let (code, metrics) = d.get_as("/metrics", None).await;
+    // Metrics need a token (either role) unless daemon.metrics_public is set.
+    let (code, body) = d.get_as("/metrics", None).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, metrics) = d.get_as("/metrics", Some(READ_TOKEN)).await;
     assert_eq!(code, 200);
     for line in [
         format!("idns_service_epoch{{service=\"{NAME}\"}} 2"),
@@ -502,7 +558,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     let out = d.idnsctl(&["freeze", NAME]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(d.status().await.frozen);
-    let (_, metrics) = d.get_as("/metrics", None).await;
+    let (_, metrics) = d.get_as("/metrics", Some(READ_TOKEN)).await;
     assert!(
         metrics
             .lines()
@@ -747,6 +803,106 @@ dns = {{ backend = "carrier-pigeon" }}
     }
 }
 
+/// A client that stops reading cannot hold a connection: a response that makes no progress
+/// for 10 s is dropped, and its slot under the per-client limit is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idnsd_drops_a_client_that_stops_reading() {
+    let setup = Setup::new().await;
+    std::fs::create_dir_all(setup.dir().join("primary/live")).unwrap();
+    std::fs::create_dir_all(setup.dir().join("recovery")).unwrap();
+    // One connection per client address: every request below comes from an address of its own,
+    // so that only the stalled one can hold the slot the last one needs.
+    std::fs::write(
+        setup.cfg(),
+        setup
+            .config(&image_replication(setup.dir()), "", "")
+            .replace(
+                "replication_poll",
+                "max_connections_per_client = 1\nreplication_poll",
+            ),
+    )
+    .unwrap();
+    let mut d = Idnsd::start(&setup.cfg(), setup.api, NAME);
+    let status = format!("/v1/services/{NAME}");
+    let mut one = String::new();
+    for k in 0..200u8 {
+        let from = std::net::Ipv4Addr::new(127, 0, 1, k);
+        if let Ok(answer) = raw_get(from, setup.api, &status).await
+            && answer.starts_with("HTTP/1.1 200")
+        {
+            one = answer;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!one.is_empty(), "idnsd did not answer; log:\n{}", d.logs());
+    // Enough pipelined requests that their answers fill every buffer (32 MiB, bounded).
+    let n = ((32 << 20) / one.len().max(1000) + 1).min(50_000);
+    let request =
+        format!("GET {status} HTTP/1.1\r\nhost: idnsd\r\nauthorization: Bearer {TOKEN}\r\n\r\n");
+    let stalled = connect_from(HOSTILE, setup.api, Some(4096)).await;
+    let (mut rx, mut tx) = stalled.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..n {
+            if tx.write_all(request.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    // Not reading: the daemon's write stalls, and after 10 s it gives the connection up.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    // The client's one slot is free again: a second connection from it is served.
+    let answer = raw_get(HOSTILE, setup.api, "/v1/services").await;
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+        "{answer:?}; log:\n{}",
+        d.logs()
+    );
+    // What the stalled connection got ends before all its answers.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection was never closed");
+    let answered = text(&got).matches("HTTP/1.1 200").count();
+    assert!(
+        answered < n,
+        "all {n} answers were written to a client that did not read"
+    );
+    writer.abort();
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait().code(), Some(0), "log:\n{}", d.logs());
+}
+
+/// `GET path` with the operator's token over a connection of its own from `from`, closed
+/// after the answer: the whole answer, status line first.
+async fn raw_get(from: std::net::Ipv4Addr, api: SocketAddr, path: &str) -> std::io::Result<String> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    let mut c = socket.connect(api).await?;
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: idnsd\r\nauthorization: Bearer {TOKEN}\r\n\
+             connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 10 s"))??;
+    Ok(text(&answer))
+}
+
 /// The example configurations parse, and the embedded one runs on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_configs_check_and_the_embedded_one_runs() {
@@ -758,10 +914,52 @@ async fn the_example_configs_check_and_the_embedded_one_runs() {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "{files:?}");
+    // The token files, as a checkout leaves them (readable by all), are refused; the configs
+    // are checked from a copy where only their owner may read them.
+    let private = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&examples).unwrap() {
+        let p = e.unwrap().path();
+        let copy = private.path().join(p.file_name().unwrap());
+        std::fs::copy(&p, &copy).unwrap();
+        let mode = if p.extension().is_some_and(|x| x == "example") {
+            0o600
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let open_copy = private.path().join("open");
+    std::fs::create_dir(&open_copy).unwrap();
+    for name in [
+        "powerdns-command.toml",
+        "api-token.example",
+        "read-token.example",
+    ] {
+        let to = open_copy.join(name);
+        std::fs::copy(examples.join(name), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_idnsd"))
+        .arg("--check")
+        .arg(open_copy.join("powerdns-command.toml"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for key in ["daemon.token_file", "daemon.read_token_file"] {
+        assert!(
+            err.lines().any(|l| l.contains(key)
+                && l.contains("is open to other users (mode 0644)")
+                && l.contains("chmod 600")),
+            "{key} not refused: {err}"
+        );
+    }
+    assert!(!err.contains("example-token-0123456789abcdef"), "{err}");
     for f in &files {
+        let f = private.path().join(f.file_name().unwrap());
         let out = Command::new(env!("CARGO_BIN_EXE_idnsd"))
             .arg("--check")
-            .arg(f)
+            .arg(&f)
             .env("IDNS_PROBE_PASSWORD", "not-used")
             .output()
             .unwrap();
@@ -771,12 +969,24 @@ async fn the_example_configs_check_and_the_embedded_one_runs() {
             f.display(),
             text(&out.stderr)
         );
+        // Beyond loopback in plain HTTP: said, loudly.
+        if f.ends_with("powerdns-command.toml") {
+            assert!(
+                text(&out.stderr).contains(
+                    "warning: daemon.listen = 0.0.0.0:9480: the API listens beyond loopback in plain HTTP"
+                ),
+                "{}",
+                text(&out.stderr)
+            );
+        }
         let shown = text(&out.stdout) + &text(&out.stderr);
         assert!(shown.contains("valid"), "{shown}");
         for secret in [
             "change-me-to-a-long-random-token",
             "c2VjcmV0IGtleSBmb3Ig",
             "change-me\"",
+            "example-token-0123456789abcdef",
+            "example-read-only-token-0123456789",
         ] {
             assert!(
                 !shown.contains(secret),
@@ -870,7 +1080,7 @@ failover = [
         s.last_switch.as_ref().map(|r| r.outcome.as_str()),
         Some("aborted")
     );
-    let (_, metrics) = d.get_as("/metrics", None).await;
+    let (_, metrics) = d.get_as("/metrics", Some(READ_TOKEN)).await;
     let line = format!(
         "idns_runbooks_total{{service=\"{NAME}\",kind=\"failover\",outcome=\"aborted\"}} 1"
     );

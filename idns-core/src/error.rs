@@ -66,7 +66,7 @@ impl ConfigError {
             errors: vec![FieldError {
                 path: path.into(),
                 value: quote(&value.into()),
-                problem: problem.into(),
+                problem: cut_quotes(problem.into()),
             }],
         }
     }
@@ -127,6 +127,18 @@ impl Problems {
 
     /// Records a problem: `path` names the field (`sites[1].probes[0].fall`), `value` is what
     /// was written (empty when the field is missing; quoted up to [`MAX_QUOTED`] characters).
+    /// A quoted part of `problem` (a parser's echo of the value) is cut the same way.
+    ///
+    /// ```
+    /// use idns_core::Problems;
+    ///
+    /// let mut p = Problems::new();
+    /// let echo = format!("invalid value: string \"{}\", expected a duration", "x".repeat(1 << 20));
+    /// p.push("ttl", "", echo);
+    /// let shown = p.finish().unwrap_err().to_string();
+    /// assert!(shown.len() < 300, "{shown}");
+    /// assert!(shown.ends_with("…\", expected a duration"), "{shown}");
+    /// ```
     pub fn push(
         &mut self,
         path: impl Into<String>,
@@ -136,7 +148,7 @@ impl Problems {
         self.errors.push(FieldError {
             path: path.into(),
             value: quote(&value.to_string()),
-            problem: problem.into(),
+            problem: cut_quotes(problem.into()),
         });
     }
 
@@ -229,6 +241,50 @@ fn quote(value: &str) -> String {
     match value.char_indices().nth(MAX_QUOTED) {
         Some((cut, _)) => format!("{}…", &value[..cut]),
         None => value.to_owned(),
+    }
+}
+
+/// A problem's text with every quoted part (between `"` or `` ` ``) cut to [`MAX_QUOTED`]
+/// characters: a parser's message such as `invalid value: string "…"` echoes what was written,
+/// however long.
+fn cut_quotes(problem: String) -> String {
+    if problem.chars().count() <= 2 * MAX_QUOTED {
+        return problem;
+    }
+    let mut out = String::with_capacity(4 * MAX_QUOTED);
+    let mut open: Option<char> = None;
+    let mut run = 0;
+    for c in problem.chars() {
+        match open {
+            Some(q) if c == q => {
+                open = None;
+                out.push(c);
+            }
+            Some(_) => {
+                run += 1;
+                if run <= MAX_QUOTED {
+                    out.push(c);
+                } else if run == MAX_QUOTED + 1 {
+                    out.push('…');
+                }
+            }
+            None => {
+                if c == '"' || c == '`' {
+                    open = Some(c);
+                    run = 0;
+                }
+                out.push(c);
+            }
+        }
+    }
+    quote_long(out)
+}
+
+/// Cuts what is still too long (an unquoted echo) to a few quotes' worth.
+fn quote_long(text: String) -> String {
+    match text.char_indices().nth(8 * MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 

@@ -76,6 +76,9 @@ fn main() -> ExitCode {
     };
     if only_check {
         println!("{}: valid\n{}", path.display(), cfg.summary());
+        for w in cfg.warnings() {
+            eprintln!("warning: {w}");
+        }
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(run(cfg));

@@ -24,6 +24,9 @@ pub enum ClientError {
     /// The token was missing or wrong.
     #[error("idnsd refused the token (HTTP 401): {0}; pass --token or set IDNS_TOKEN")]
     Unauthorized(String),
+    /// The token may only read, and the request was a command.
+    #[error("idnsd refused the command (HTTP 403): {0}")]
+    Forbidden(String),
     /// No such service (or endpoint).
     #[error("{0}")]
     NotFound(String),
@@ -60,14 +63,14 @@ pub enum ClientError {
 impl ClientError {
     /// `idnsctl`'s exit status: 1 when the request or the runbook failed (refused, aborted,
     /// unknown service or site), 3 when idnsd cannot be reached or answers nonsense, 4 when
-    /// the token is refused. (2 is a usage error, from the argument parser.)
+    /// the token is refused or may not send commands. (2 is a usage error, from the argument parser.)
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Unreachable { .. }
             | ClientError::Server { .. }
             | ClientError::Protocol(_)
             | ClientError::Output(_) => 3,
-            ClientError::Unauthorized(_) => 4,
+            ClientError::Unauthorized(_) | ClientError::Forbidden(_) => 4,
             _ => 1,
         }
     }
@@ -127,6 +130,7 @@ impl Client {
         };
         Err(match status {
             StatusCode::UNAUTHORIZED => ClientError::Unauthorized(message),
+            StatusCode::FORBIDDEN => ClientError::Forbidden(message),
             StatusCode::NOT_FOUND => ClientError::NotFound(message),
             StatusCode::BAD_REQUEST => ClientError::BadRequest(message),
             StatusCode::CONFLICT => ClientError::Refused(message),

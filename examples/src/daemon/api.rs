@@ -1,9 +1,11 @@
 //! The HTTP API and `/metrics`.
 //!
-//! Every `/v1` request needs `Authorization: Bearer <token>` — reads too, since a status shows
-//! the topology and the reasons of decisions. `/metrics` needs it only with
-//! `daemon.metrics_require_token = true` (the metrics hold no secrets, and most scrapers are
-//! set up without one). The token is compared in constant time (as blake3 hashes).
+//! Every request needs `Authorization: Bearer <token>` — reads too, since a status shows the
+//! topology and the reasons of decisions. There are two roles: the operator's token
+//! (`daemon.token`) may do everything; the read-only token (`daemon.read_token`, for
+//! dashboards and scrapers) may read status, events, reports and `/metrics` but gets 403 for
+//! every command. `/metrics` is served without a token only with `daemon.metrics_public =
+//! true`. Tokens are compared in constant time (as blake3 hashes).
 //!
 //! | request | answer |
 //! |---|---|
@@ -19,13 +21,16 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON: `{"error": "unknown_service", "message": "…"}` with 400 (bad request,
-//! unknown site), 401, 404 (unknown service), 409 (refused), 413 (body over 16 KiB), 503 (the
+//! unknown site), 401 (no token or a wrong one), 403 (a read-only token sent a command), 404 (unknown service), 409 (refused), 413 (body over 16 KiB), 503 (the
 //! controller is stopping or does not answer).
 //!
 //! A hostile client cannot hold the daemon: bodies are capped, request headers must arrive
-//! within 10 s, a request is cut after 60 s, and at most 256 connections are served at once.
+//! within 10 s, a request is cut after 60 s, a response the client stops reading is dropped
+//! after 10 s without progress, one client address holds at most
+//! `daemon.max_connections_per_client` connections (default 16; more are closed at once), and
+//! at most 256 connections are served at once.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,11 +44,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use idns_core::{Command, Resume, RunbookKind, SiteId};
+use idns_core::{Command, Resume, RunbookKind, Secret, SiteId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_io_timeout::TimeoutStream;
 
 use super::events::stopped;
 use super::metrics;
@@ -63,47 +69,81 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
+/// Longest a response write may stall (the client does not read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may sit in a read: a long-poll and a request's time limit, and more.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the controller to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Status, events, reports and metrics.
+    Reader,
+    /// Everything, commands included.
+    Operator,
+}
+
+/// Who may use the API.
+#[derive(Debug)]
+pub struct Access {
+    /// The operator's token.
+    pub operator: Secret,
+    /// The read-only role's token, if one is configured.
+    pub reader: Option<Secret>,
+    /// Whether `/metrics` is served without a token.
+    pub metrics_public: bool,
+}
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct ApiState {
     services: Vec<Arc<ServiceRuntime>>,
-    token: blake3::Hash,
-    metrics_require_token: bool,
+    operator: blake3::Hash,
+    reader: Option<blake3::Hash>,
+    metrics_public: bool,
     stop: watch::Receiver<bool>,
 }
 
 impl ApiState {
-    /// The API over `services`, guarded by `token`; `stop` ends long-polls when it turns true.
+    /// The API over `services`, guarded by `access`; `stop` ends long-polls when it turns true.
     pub fn new(
         services: Vec<Arc<ServiceRuntime>>,
-        token: &str,
-        metrics_require_token: bool,
+        access: &Access,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
             services,
-            token: blake3::hash(token.as_bytes()),
-            metrics_require_token,
+            operator: blake3::hash(access.operator.expose().as_bytes()),
+            reader: access
+                .reader
+                .as_ref()
+                .map(|t| blake3::hash(t.expose().as_bytes())),
+            metrics_public: access.metrics_public,
             stop,
         }
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
+    /// The role of the request's bearer token; `None` without a token or with a wrong one.
+    fn role(&self, headers: &HeaderMap) -> Option<Role> {
+        let value = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let Some((scheme, token)) = value.trim().split_once(' ') else {
-            return false;
-        };
+            .and_then(|v| v.to_str().ok())?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
         // blake3::Hash compares in constant time.
-        scheme.eq_ignore_ascii_case("bearer") && blake3::hash(token.trim().as_bytes()) == self.token
+        let hash = blake3::hash(token.trim().as_bytes());
+        if hash == self.operator {
+            Some(Role::Operator)
+        } else if self.reader.is_some_and(|r| r == hash) {
+            Some(Role::Reader)
+        } else {
+            None
+        }
     }
 
     fn service(&self, name: &str) -> Result<&Arc<ServiceRuntime>, Failure> {
@@ -204,11 +244,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// Reads (GET) need either role's token; everything else needs the operator's.
 async fn require_token(State(state): Shared, req: Request, next: Next) -> Response {
-    if state.authorized(req.headers()) {
-        next.run(req).await
+    let needed = if req.method() == axum::http::Method::GET {
+        Role::Reader
     } else {
-        unauthorized().into_response()
+        Role::Operator
+    };
+    match state.role(req.headers()) {
+        Some(role) if role >= needed => next.run(req).await,
+        Some(_) => Failure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may only read: commands need the operator's token (daemon.token)",
+        )
+        .into_response(),
+        None => unauthorized().into_response(),
     }
 }
 
@@ -520,17 +571,64 @@ async fn report(
 }
 
 async fn metrics_page(State(state): Shared, headers: HeaderMap) -> Result<Response, Failure> {
-    if state.metrics_require_token && !state.authorized(&headers) {
+    if !state.metrics_public && state.role(&headers).is_none() {
         return Err(unauthorized());
     }
     let text = metrics::render(&state.services);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
+/// Counts the connections each client address holds.
+#[derive(Debug, Default)]
+struct PerClient {
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its client address; uncounted when dropped.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    /// Counts a connection from `ip`, unless it already holds `limit`.
+    fn take(table: &Arc<PerClient>, ip: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop` turns true, then lets requests in progress end
-/// (long-polls return at once) for up to 5 s.
-pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+/// (long-polls return at once) for up to 5 s. One client address holds at most `per_client`
+/// connections; more are closed as soon as they are accepted.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    per_client: usize,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(PerClient::default());
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -553,16 +651,25 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             () = stopped(&mut stop) => break,
         };
         while connections.try_join_next().is_some() {}
+        let Some(client) = PerClient::take(&clients, peer.ip(), per_client) else {
+            tracing::debug!(%peer, limit = per_client, "connection refused: the client holds too many");
+            drop(stream);
+            continue;
+        };
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        stream.set_read_timeout(Some(READ_TIMEOUT));
         let service = TowerToHyperService::new(router.clone());
         let mut stop = stop.clone();
         connections.spawn(async move {
             let _permit = permit;
+            let _client = client;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {

@@ -47,6 +47,7 @@ use idns_dns::{DnsConfig, DnsSpec};
 use idns_replication::{ReplicationConfig, ReplicationSpec};
 use serde::Deserialize;
 
+use super::api::MAX_CONNECTIONS;
 use super::parse::{Lines, Problem, Reader, join};
 
 /// Shortest API token accepted.
@@ -66,16 +67,20 @@ pub struct DaemonConfig {
 pub struct DaemonSettings {
     /// Where the HTTP API and `/metrics` listen.
     pub listen: SocketAddr,
-    /// The bearer token every `/v1` request must carry (never shown).
+    /// The operator's bearer token: every request may carry it, commands need it (never shown).
     pub token: Secret,
+    /// The read-only role's token: status, events, reports and `/metrics`, no commands.
+    pub read_token: Option<Secret>,
+    /// Whether `/metrics` is served without a token (default: no; it shows the topology).
+    pub metrics_public: bool,
+    /// Connections one client address may hold open at once.
+    pub max_connections_per_client: usize,
     /// One journal per service is kept here (and the embedded DNS servers' state).
     pub journal_dir: PathBuf,
     /// The observers this process probes as; a service runs those of them it lists.
     pub observers: Vec<ObserverId>,
     /// How often replication status is read (lag, roles) and fed to the election.
     pub replication_poll: Duration,
-    /// Whether `/metrics` needs the token too (default: no, it shows no secrets).
-    pub metrics_require_token: bool,
     /// How many recent events are kept per service for `/events`.
     pub event_log: usize,
 }
@@ -140,7 +145,15 @@ struct DaemonSpec {
     #[serde(default = "defaults::replication_poll", with = "humantime_serde")]
     replication_poll: Duration,
     #[serde(default)]
-    metrics_require_token: bool,
+    read_token: Option<Secret>,
+    #[serde(default)]
+    read_token_file: Option<PathBuf>,
+    #[serde(default)]
+    metrics_require_token: Option<bool>,
+    #[serde(default)]
+    metrics_public: bool,
+    #[serde(default = "defaults::max_connections_per_client")]
+    max_connections_per_client: usize,
     #[serde(default = "defaults::event_log")]
     event_log: usize,
 }
@@ -156,6 +169,9 @@ mod defaults {
     }
     pub(super) fn replication_poll() -> Duration {
         Duration::from_secs(1)
+    }
+    pub(super) fn max_connections_per_client() -> usize {
+        16
     }
     pub(super) fn event_log() -> usize {
         1000
@@ -223,6 +239,29 @@ impl DaemonConfig {
             file: None,
             problems,
         })
+    }
+
+    /// What is allowed but unsafe in this configuration, one sentence each: `idnsd --check`
+    /// prints them and `idnsd` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let d = &self.daemon;
+        if !d.listen.ip().is_loopback() {
+            out.push(format!(
+                "daemon.listen = {}: the API listens beyond loopback in plain HTTP, so its \
+                 tokens and commands cross the network unencrypted; listen on loopback behind \
+                 a TLS proxy, or on a network only the operators reach",
+                d.listen
+            ));
+            if d.metrics_public {
+                out.push(format!(
+                    "daemon.metrics_public = true with daemon.listen = {}: anyone who reaches \
+                     the port reads the services' topology and health from /metrics",
+                    d.listen
+                ));
+            }
+        }
+        out
     }
 
     /// A summary for `idnsd --check`, without secrets.
@@ -336,62 +375,51 @@ fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSet
     }
     let mut journal_dir = spec.journal_dir;
     resolve(base, &mut journal_dir);
-    let token = match (spec.token, spec.token_file) {
-        (Some(_), Some(_)) => {
-            p.push(
-                "daemon.token_file",
-                "",
-                "give either token or token_file, not both",
-            );
-            None
-        }
-        (None, None) => {
-            p.push(
-                "daemon.token",
-                "",
-                "is missing: set token, or token_file naming a file that holds it",
-            );
-            None
-        }
-        (Some(t), None) => Some((t, "daemon.token")),
-        (None, Some(mut f)) => {
-            resolve(base, &mut f);
-            match std::fs::read_to_string(&f) {
-                Ok(text) => Some((Secret::new(text.trim()), "daemon.token_file")),
-                Err(e) => {
-                    p.push(
-                        "daemon.token_file",
-                        f.display(),
-                        format!("cannot be read: {e}"),
-                    );
-                    None
-                }
-            }
-        }
+    let token = read_token(
+        p,
+        base,
+        spec.token,
+        spec.token_file,
+        ("daemon.token", "daemon.token_file"),
+    );
+    let read_token = match (&spec.read_token, &spec.read_token_file) {
+        (None, None) => Some(None),
+        _ => read_token(
+            p,
+            base,
+            spec.read_token,
+            spec.read_token_file,
+            ("daemon.read_token", "daemon.read_token_file"),
+        )
+        .map(Some),
     };
-    let token = match token {
-        Some((t, path)) => {
-            let s = t.expose();
-            if s.chars().count() < MIN_TOKEN_LEN {
-                p.push(
-                    path,
-                    "",
-                    format!("the token must be at least {MIN_TOKEN_LEN} characters"),
-                );
-                None
-            } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.push(
-                    path,
-                    "",
-                    "the token must not contain spaces or control characters",
-                );
-                None
-            } else {
-                Some(t)
-            }
-        }
-        None => None,
-    };
+    if let (Some(t), Some(Some(r))) = (&token, &read_token)
+        && t.expose() == r.expose()
+    {
+        p.push(
+            "daemon.read_token",
+            "",
+            "is the operator token: give the read-only role a token of its own",
+        );
+        ok = false;
+    }
+    if spec.metrics_require_token.is_some() {
+        p.push(
+            "daemon.metrics_require_token",
+            "",
+            "was replaced by metrics_public: /metrics needs a token (either role) unless \
+             metrics_public = true",
+        );
+        ok = false;
+    }
+    if !(1..=MAX_CONNECTIONS).contains(&spec.max_connections_per_client) {
+        p.push(
+            "daemon.max_connections_per_client",
+            spec.max_connections_per_client,
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        );
+        ok = false;
+    }
     let mut observers = Vec::new();
     if spec.observers.is_empty() {
         p.push("daemon.observers", "[]", "needs at least one observer");
@@ -429,15 +457,101 @@ fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSet
         ok = false;
     }
     let token = token?;
+    let read_token = read_token?;
     ok.then_some(DaemonSettings {
         listen: spec.listen,
         token,
+        read_token,
+        metrics_public: spec.metrics_public,
+        max_connections_per_client: spec.max_connections_per_client,
         journal_dir,
         observers,
         replication_poll: spec.replication_poll,
-        metrics_require_token: spec.metrics_require_token,
         event_log: spec.event_log,
     })
+}
+
+/// Reads one role's token, given inline or in a file (`names`: the two keys), and checks it.
+///
+/// A token file that other users may read or write is refused: the token is the key to the
+/// daemon's commands.
+fn read_token(
+    p: &mut Reader,
+    base: &Path,
+    inline: Option<Secret>,
+    file: Option<PathBuf>,
+    (key, file_key): (&str, &str),
+) -> Option<Secret> {
+    let (token, path) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                file_key,
+                "",
+                format!("give either {key} or {file_key}, not both"),
+            );
+            return None;
+        }
+        (None, None) => {
+            p.push(
+                key,
+                "",
+                format!("is missing: set {key}, or {file_key} naming a file that holds it"),
+            );
+            return None;
+        }
+        (Some(t), None) => (t, key),
+        (None, Some(mut f)) => {
+            resolve(base, &mut f);
+            let text = std::fs::metadata(&f).and_then(|meta| {
+                check_private(&meta).map_err(|problem| {
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, problem)
+                })?;
+                std::fs::read_to_string(&f)
+            });
+            match text {
+                Ok(text) => (Secret::new(text.trim()), file_key),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    p.push(file_key, f.display(), e.to_string());
+                    return None;
+                }
+                Err(e) => {
+                    p.push(file_key, f.display(), format!("cannot be read: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let s = token.expose();
+    if s.chars().count() < MIN_TOKEN_LEN {
+        p.push(
+            path,
+            "",
+            format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+        );
+        None
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.push(
+            path,
+            "",
+            "the token must not contain spaces or control characters",
+        );
+        None
+    } else {
+        Some(token)
+    }
+}
+
+/// Refuses a secret file that users other than its owner may read or write.
+fn check_private(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "is open to other users (mode {mode:04o}): make it readable by its owner only \
+             (chmod 600)"
+        ));
+    }
+    Ok(())
 }
 
 fn check_service(
@@ -962,5 +1076,60 @@ probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
         let err = parse("[daemon]\nlisten = \n").unwrap_err().to_string();
         assert!(err.contains("(syntax)"), "{err}");
         assert!(err.contains("(line 2)"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_short_wherever_it_is_refused() {
+        let big = "x".repeat(1 << 20);
+        let text = format!(
+            "{DAEMON}{}",
+            service(
+                "www.example.test",
+                "example.test",
+                &format!(r#"{{ backend = "{big}", listen = ["127.0.0.1:5354"] }}"#)
+            )
+        )
+        .replace(
+            "[services.observers]",
+            &format!("ttl = \"{big}\"\nrecord = \"{big}\"\n[services.observers]"),
+        )
+        .replace("id = \"a\"", &format!("id = \"{big}\""));
+        let err = parse(&text).unwrap_err();
+        assert!(err.problems.len() >= 4, "{err}");
+        for line in err.to_string().lines() {
+            assert!(
+                line.chars().count() < 400,
+                "{} characters: {}…",
+                line.len(),
+                &line[..300]
+            );
+        }
+    }
+
+    const EMBEDDED: &str = r#"{ backend = "embedded", listen = ["127.0.0.1:5354"] }"#;
+
+    #[test]
+    fn roles_and_limits_of_the_api_are_checked() {
+        let text = format!(
+            "{DAEMON}{}",
+            service("www.example.test", "example.test", EMBEDDED)
+        );
+        let cfg = parse(&text).unwrap();
+        assert!(cfg.daemon.read_token.is_none() && !cfg.daemon.metrics_public);
+        assert_eq!(cfg.daemon.max_connections_per_client, 16);
+        let same = text.replace(
+            "token = \"0123456789abcdef-token\"",
+            "token = \"0123456789abcdef-token\"\nread_token = \"0123456789abcdef-token\"\n\
+             metrics_require_token = false\nmax_connections_per_client = 0",
+        );
+        let err = parse(&same).unwrap_err().to_string();
+        for want in [
+            "daemon.read_token: is the operator token",
+            "daemon.metrics_require_token: was replaced by metrics_public",
+            "daemon.max_connections_per_client = 0: must be between 1 and 256",
+        ] {
+            assert!(err.contains(want), "{want} missing: {err}");
+        }
+        assert!(!err.contains("0123456789abcdef-token"), "{err}");
     }
 }

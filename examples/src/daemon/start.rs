@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::api::{ApiState, router, serve};
+use super::api::{Access, ApiState, router, serve};
 use super::config::{DaemonConfig, ServiceEntry};
 use super::service::{DrillHook, ServiceRuntime, summary};
 use crate::report::{self, ReportContext};
@@ -110,6 +110,9 @@ impl Daemon {
     /// Starts everything the configuration describes. Nothing is left running when it fails:
     /// the controllers already started are shut down gracefully first.
     pub async fn start(cfg: DaemonConfig) -> Result<Daemon, StartError> {
+        for w in cfg.warnings() {
+            tracing::warn!("{w}");
+        }
         let d = &cfg.daemon;
         std::fs::create_dir_all(&d.journal_dir).map_err(|source| StartError::Io {
             what: format!(
@@ -215,13 +218,18 @@ impl Daemon {
             services.push(rt);
         }
 
-        let state = Arc::new(ApiState::new(
-            services.clone(),
-            cfg.daemon.token.expose(),
-            cfg.daemon.metrics_require_token,
-            stop_rx.clone(),
+        let access = Access {
+            operator: cfg.daemon.token.clone(),
+            reader: cfg.daemon.read_token.clone(),
+            metrics_public: cfg.daemon.metrics_public,
+        };
+        let state = Arc::new(ApiState::new(services.clone(), &access, stop_rx.clone()));
+        let api = tokio::spawn(serve(
+            listener,
+            router(state),
+            cfg.daemon.max_connections_per_client,
+            stop_rx,
         ));
-        let api = tokio::spawn(serve(listener, router(state), stop_rx));
         tracing::info!(%api_addr, services = services.len(), "idnsd running");
         Ok(Daemon {
             api_addr,
