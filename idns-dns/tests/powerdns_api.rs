@@ -149,3 +149,125 @@ async fn rfc2136_backend_against_powerdns() {
         .await;
     assert!(p.complete(), "{p:?}");
 }
+
+/// A loopback listener that answers each request with `reply` and keeps each request's head.
+struct Listener {
+    port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen(reply: String) -> Listener {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(reply.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    Listener { port, heads, task }
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_api_key_never_follows_it() {
+    let elsewhere = listen(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\
+         connection: close\r\n\r\n{\"rrsets\":[]}"
+            .to_owned(),
+    )
+    .await;
+    let location = format!(
+        "http://127.0.0.1:{}/api/v1/servers/localhost/zones/example.com.",
+        elsewhere.port
+    );
+    let api = listen(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n\
+         connection: close\r\n\r\n"
+    ))
+    .await;
+    let spec = PowerDnsSpec::new(
+        &format!("http://127.0.0.1:{}", api.port),
+        Secret::new("redirect-test-key"),
+        &[zone()],
+    );
+    let backend = PowerDnsBackend::new(PowerDnsConfig::try_from(spec).unwrap()).unwrap();
+    let name: DnsName = "app.example.com".parse().unwrap();
+    match backend.read(&zone(), &name).await {
+        Err(BackendError::Invalid(m)) => {
+            assert!(m.contains("307") && m.contains(&location), "{m}");
+            assert!(!m.contains("redirect-test-key"), "{m}");
+        }
+        other => panic!("expected Err(Invalid) naming the redirect, got {other:?}"),
+    }
+    let asked = api.heads.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].to_ascii_lowercase().contains("x-api-key"),
+        "{asked:?}"
+    );
+    let followed = elsewhere.heads.lock().unwrap().clone();
+    assert!(
+        followed
+            .iter()
+            .all(|h| !h.to_ascii_lowercase().contains("x-api-key")),
+        "the API key followed the redirect: {followed:?}"
+    );
+    assert!(
+        followed.is_empty(),
+        "the redirect was followed: {followed:?}"
+    );
+}
+
+/// The configuration of `api_url`, with `allow_plain_http` when `allow`.
+fn api_config(api_url: &str, allow: bool) -> Result<PowerDnsConfig, String> {
+    let mut spec = PowerDnsSpec::new(api_url, Secret::new("k"), &[zone()]);
+    spec.allow_plain_http = allow;
+    PowerDnsConfig::try_from(spec).map_err(|e| e.to_string())
+}
+
+#[test]
+fn plain_http_is_refused_beyond_loopback_unless_allowed() {
+    let e = api_config("http://10.0.0.1:8081", false).unwrap_err();
+    assert!(e.contains("api_url = http://10.0.0.1:8081"), "{e}");
+    assert!(e.contains("allow_plain_http"), "{e}");
+    for url in [
+        "http://127.0.0.1:8081",
+        "http://127.0.0.2:8081",
+        "http://[::1]:8081",
+        "http://localhost:8081",
+        "https://10.0.0.1:8443",
+        "https://pdns.example.com",
+    ] {
+        api_config(url, false).unwrap_or_else(|e| panic!("{url} refused: {e}"));
+    }
+    api_config("http://10.0.0.1:8081", true).unwrap();
+    // The refusal names the URL without the credentials it carries.
+    let e = api_config("http://admin:pa55word@pdns.example.com:8081", false).unwrap_err();
+    assert!(e.contains("http://pdns.example.com:8081"), "{e}");
+    assert!(!e.contains("pa55word") && !e.contains("admin"), "{e}");
+    let e = api_config("ftp://admin:pa55word@pdns.example.com", false).unwrap_err();
+    assert!(!e.contains("pa55word"), "{e}");
+    let shown = api_config("http://admin:pa55word@127.0.0.1:8081", false).unwrap();
+    assert_eq!(shown.api_url(), "http://127.0.0.1:8081");
+}

@@ -29,8 +29,14 @@ use crate::propagation::{self, PropagationChecker, PropagationSpec};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerDnsSpec {
-    /// The API's base URL, `http(s)://host:port` (the `webserver-address`/`-port`).
+    /// The API's base URL, `https://host:port` (the `webserver-address`/`-port`, or a TLS proxy
+    /// in front of it). Plain `http://` is accepted only to a loopback host (`127.0.0.0/8`,
+    /// `::1`, `localhost`) unless [`allow_plain_http`](Self::allow_plain_http) is set.
     pub api_url: String,
+    /// Accepts an `http://` API URL beyond loopback, so the API key crosses the network in
+    /// clear text. Only for a network where nobody else can listen.
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// The `api-key`.
     pub api_key: Secret,
     /// The server id in the API's paths (default `localhost`).
@@ -61,6 +67,7 @@ impl PowerDnsSpec {
         Self {
             api_url: api_url.to_owned(),
             api_key,
+            allow_plain_http: false,
             server_id: default_server_id(),
             zones: zones.iter().map(ToString::to_string).collect(),
             timeout: default_timeout(),
@@ -82,7 +89,7 @@ pub struct PowerDnsConfig {
 }
 
 impl PowerDnsConfig {
-    /// The API's base URL, as written.
+    /// The API's base URL, as written but without any user name or password.
     pub fn api_url(&self) -> &str {
         &self.api_url
     }
@@ -104,13 +111,20 @@ impl TryFrom<PowerDnsSpec> for PowerDnsConfig {
     /// Checks every field; the error lists every problem with its field path.
     fn try_from(spec: PowerDnsSpec) -> Result<Self, ConfigError> {
         let mut p = Problems::new();
-        let scheme_ok = spec.api_url.starts_with("http://") || spec.api_url.starts_with("https://");
-        if !scheme_ok || reqwest::Url::parse(&spec.api_url).is_err() {
-            p.push(
-                "api_url",
-                &spec.api_url,
-                "must be an http:// or https:// URL",
-            );
+        let shown = shown_url(&spec.api_url);
+        match reqwest::Url::parse(&spec.api_url) {
+            Ok(url) if url.scheme() == "https" => {}
+            Ok(url) if url.scheme() == "http" => {
+                if !spec.allow_plain_http && !is_loopback(&url) {
+                    p.push(
+                        "api_url",
+                        &shown,
+                        "is plain http:// to a host beyond loopback, so the API key would cross \
+                         the network in clear text: use https://, or set allow_plain_http = true",
+                    );
+                }
+            }
+            _ => p.push("api_url", &shown, "must be an http:// or https:// URL"),
         }
         if spec.api_key.is_empty() {
             p.push("api_key", "", "is empty");
@@ -140,12 +154,44 @@ impl TryFrom<PowerDnsSpec> for PowerDnsConfig {
                 spec.api_url.trim_end_matches('/'),
                 spec.server_id
             ),
-            api_url: spec.api_url,
+            api_url: shown,
             api_key: spec.api_key,
             zones,
             timeout: spec.timeout,
             checker,
         })
+    }
+}
+
+/// Whether `url`'s host is this machine's loopback: an address in `127.0.0.0/8`, `::1`, or
+/// the name `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// `url` as it may be shown: without the user name and password it may carry.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                // Both only fail for URLs that cannot carry credentials at all.
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.to_string().trim_end_matches('/').to_owned()
+        }
+        // Unparsable: keep what follows the last '@', which ends any credentials.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, rest)) => format!("<redacted>@{rest}"),
+            None => url.to_owned(),
+        },
     }
 }
 

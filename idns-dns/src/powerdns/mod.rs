@@ -11,7 +11,9 @@
 //!
 //! Errors: 401/403 (a wrong API key) are [`BackendError::Auth`]; 404 (no such zone) is
 //! [`BackendError::NotFound`]; 422 (PowerDNS refused the data) is [`BackendError::Refused`]
-//! with the server's own error text; 5xx, timeouts and connection errors are transient.
+//! with the server's own error text; 5xx, timeouts and connection errors are transient. A
+//! redirect (3xx) is never followed, since the API key would go with it: it is
+//! [`BackendError::Invalid`], naming the status and the `Location`.
 //!
 //! ```no_run
 //! use idns_core::Secret;
@@ -114,6 +116,8 @@ impl PowerDnsBackend {
     pub fn new(config: PowerDnsConfig) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            // A redirect would carry the X-API-Key header to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Io {
                 what: "cannot build the HTTP client".into(),
@@ -253,6 +257,23 @@ async fn check_status(
     let status = response.status();
     if status.is_success() {
         return Ok(response);
+    }
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|l| {
+                String::from_utf8_lossy(l.as_bytes())
+                    .chars()
+                    .take(300)
+                    .collect()
+            })
+            .unwrap_or_else(|| "nowhere (no Location header)".to_owned());
+        return Err(BackendError::Invalid(format!(
+            "the PowerDNS API answered {status} with a redirect to {location}; redirects are \
+             not followed, so the API key is not sent there: set api_url to the address that \
+             answers"
+        )));
     }
     let body = response.text().await.unwrap_or_default();
     let text = serde_json::from_str::<ApiError>(&body)
