@@ -203,6 +203,136 @@ async fn a_client_that_never_reads_its_answers_loses_its_tcp_slot() {
     server.shutdown();
 }
 
+/// Whether the server closes `stream` within `within` (a read returns end of file or a
+/// reset), rather than keeping it open.
+async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Asks `q` on `stream`; the answer, or `None` when none comes within `within`.
+async fn tcp_ask(stream: &mut TcpStream, q: &[u8], within: Duration) -> Option<Message> {
+    tcp_send(stream, q).await.ok()?;
+    let answer = tokio::time::timeout(within, async {
+        let len = stream.read_u16().await?;
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await?;
+        std::io::Result::Ok(buf)
+    })
+    .await;
+    Message::from_vec(&answer.ok()?.ok()?).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_tcp_limit_is_closed_while_other_clients_are_answered() {
+    const LIMIT: usize = 16;
+    const EXTRA: usize = 4;
+    let mut spec = config();
+    // The server as a whole could take every connection of the greedy client: only its own
+    // limit leaves room for the others.
+    spec.max_tcp_connections = LIMIT + EXTRA;
+    spec.max_tcp_connections_per_client = LIMIT;
+    spec.tcp_idle_timeout = Duration::from_secs(60);
+    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.1"]), 1))
+        .await
+        .unwrap();
+    let tcp = server.tcp_addrs()[0];
+    let q = query("app.example.com.", RecordType::A);
+    // 127.0.0.1 opens more idle connections than it may hold.
+    let mut greedy = Vec::new();
+    for _ in 0..LIMIT + EXTRA {
+        greedy.push(TcpStream::connect(tcp).await.unwrap());
+    }
+    // Another client, from another loopback address, is answered on a new connection.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(tcp).await.unwrap();
+    let answer = tcp_ask(&mut other, &q, Duration::from_secs(5))
+        .await
+        .expect("another client is answered while the first holds its limit");
+    assert_eq!(answer.answers.len(), 1);
+    // The server closed the greedy client's connections beyond its limit (long before the
+    // 60 s idle timeout) and kept the others.
+    let mut checks = tokio::task::JoinSet::new();
+    for mut stream in greedy {
+        checks.spawn(async move {
+            let closed = closed_by_server(&mut stream, Duration::from_secs(2)).await;
+            (closed, stream)
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(checked) = checks.join_next().await {
+        let (closed, stream) = checked.unwrap();
+        if !closed {
+            open.push(stream);
+        }
+    }
+    assert_eq!(open.len(), LIMIT, "connections of 127.0.0.1 still open");
+    // Those it kept still answer.
+    for stream in &mut open {
+        let answer = tcp_ask(stream, &q, Duration::from_secs(5)).await;
+        assert_eq!(answer.expect("a kept connection answers").answers.len(), 1);
+    }
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_inside_a_query_is_dropped_at_the_read_deadline() {
+    let mut spec = config();
+    spec.tcp_idle_timeout = Duration::from_millis(300);
+    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
+    let tcp = server.tcp_addrs()[0];
+    let q = query("app.example.com.", RecordType::A);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    // Half a length prefix, then nothing.
+    let mut half_prefix = TcpStream::connect(tcp).await.unwrap();
+    half_prefix.write_all(&framed[..1]).await.unwrap();
+    // A whole prefix and part of the message, then nothing.
+    let mut half_message = TcpStream::connect(tcp).await.unwrap();
+    half_message.write_all(&framed[..7]).await.unwrap();
+    for (what, stream) in [
+        ("half a length prefix", &mut half_prefix),
+        ("part of a message", &mut half_message),
+    ] {
+        assert!(
+            closed_by_server(stream, Duration::from_secs(3)).await,
+            "a client that sent {what} and stalled was not dropped"
+        );
+    }
+    // A message trickled a byte at a time, each in time for an idle deadline: the whole
+    // message still has to arrive within one read deadline.
+    let mut trickle = TcpStream::connect(tcp).await.unwrap();
+    let mut dropped_at = None;
+    for (i, byte) in framed.iter().enumerate() {
+        if trickle.write_all(&[*byte]).await.is_err()
+            || closed_by_server(&mut trickle, Duration::from_millis(100)).await
+        {
+            dropped_at = Some(i);
+            break;
+        }
+    }
+    assert!(
+        dropped_at.is_some_and(|i| i + 1 < framed.len()),
+        "a query trickled over {} bytes was read to its end",
+        framed.len()
+    );
+    // The server still answers a client that sends whole queries.
+    let mut prompt = TcpStream::connect(tcp).await.unwrap();
+    assert!(
+        tcp_ask(&mut prompt, &q, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    server.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_closes_the_open_tcp_connections() {
     let server = EmbeddedServer::start(checked(config())).await.unwrap();

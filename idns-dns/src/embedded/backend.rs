@@ -1,4 +1,12 @@
 //! The [`DnsBackend`] side of the embedded server: epochs, atomic swaps, the state file.
+//!
+//! A change is checked, written to the state file and swapped in while one lock, `changes`,
+//! is held: changes are written and served in the order they were accepted, and a change is
+//! on disk before it is served (or before `read` shows it). The records themselves sit
+//! behind another lock, `state`, held only for a moment (never across the disk write), so a
+//! `read` does not wait for a write. As `changes` is held across the disk write, it is taken
+//! only off the async workers: the async calls hand a change to tokio's blocking threads
+//! when there is a state file to write.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +35,6 @@ use crate::propagation::PropagationChecker;
 pub(crate) struct State {
     zones: Vec<ZoneState>,
     generation: u64,
-    state_file: Option<PathBuf>,
 }
 
 /// What the state file holds.
@@ -50,14 +57,14 @@ impl State {
     /// The state of `zones`, restored from `state_file` when it exists.
     pub(crate) fn load(
         zones: Vec<ValidZone>,
-        state_file: Option<PathBuf>,
+        state_file: Option<&Path>,
     ) -> Result<(State, Snapshot), String> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
             .unwrap_or(1);
         let mut zones: Vec<ZoneState> = zones.into_iter().map(|z| ZoneState::new(z, now)).collect();
-        if let Some(path) = &state_file
+        if let Some(path) = state_file
             && path.exists()
         {
             let text = std::fs::read_to_string(path)
@@ -89,7 +96,6 @@ impl State {
             State {
                 zones,
                 generation: 1,
-                state_file,
             },
             snapshot,
         ))
@@ -126,14 +132,25 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cell: Arc<SnapshotCell>,
+    /// What is published; held only for a moment, never across a disk write.
     state: Mutex<State>,
+    /// Held by a change from its check to its swap, across the state file's write: taken
+    /// only on a blocking thread (or the caller's own, for the blocking calls). Taken before
+    /// `state`, never after.
+    changes: Mutex<()>,
+    state_file: Option<PathBuf>,
 }
 
+/// Proof that the caller holds [`Shared::changes`].
+type Changing<'a> = MutexGuard<'a, ()>;
+
 impl Shared {
-    pub(crate) fn new(state: State, snapshot: Snapshot) -> Self {
+    pub(crate) fn new(state: State, snapshot: Snapshot, state_file: Option<PathBuf>) -> Self {
         Self {
             cell: Arc::new(SnapshotCell::new(snapshot)),
             state: Mutex::new(state),
+            changes: Mutex::new(()),
+            state_file,
         }
     }
 
@@ -141,6 +158,32 @@ impl Shared {
         // Every change is built aside and committed at the end, so the data behind a poisoned
         // lock is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a change: waits for the one in progress (and its disk write) to end.
+    fn changing(&self) -> Changing<'_> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the change `f` from async code: on a blocking thread when it writes the state
+    /// file (so no async worker waits on the disk or on a change that does), else in place.
+    /// Dropping the future does not cancel a change already handed over.
+    pub(crate) async fn change<T, F>(self: &Arc<Self>, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared) -> Result<T, BackendError> + Send + 'static,
+    {
+        if self.state_file.is_none() {
+            return f(self);
+        }
+        let shared = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || f(&shared)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(BackendError::Unavailable(format!(
+                "the change was dropped before it was written: {e}"
+            ))),
+        }
     }
 
     pub(crate) fn zones(&self) -> Vec<DnsName> {
@@ -181,8 +224,10 @@ impl Shared {
         })
     }
 
+    /// Publishes `change`; blocks on the state file's write.
     pub(crate) fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
-        let mut state = self.state();
+        let changing = self.changing();
+        let state = self.state();
         let Some(index) = state.zones.iter().position(|z| z.cfg.name == change.zone) else {
             return Err(BackendError::Refused(format!(
                 "zone {} is not served here",
@@ -249,11 +294,13 @@ impl Shared {
             return Ok(());
         }
         let mut zones = state.zones.clone();
+        let generation = state.generation + 1;
+        drop(state);
         let changed = &mut zones[index];
         changed.names.insert(change.name.clone(), entry);
         changed.serial = next_serial(changed.serial);
         let serial = changed.serial;
-        self.commit(&mut state, zones)?;
+        self.commit(&changing, generation, zones)?;
         tracing::info!(
             name = %change.name,
             records = %change.records,
@@ -266,11 +313,17 @@ impl Shared {
 }
 
 impl Shared {
-    /// Builds the answer set of `zones`, writes the state file, then swaps both in.
-    fn commit(&self, state: &mut State, zones: Vec<ZoneState>) -> Result<(), BackendError> {
-        let generation = state.generation + 1;
+    /// Builds the answer set `generation` of `zones`, writes the state file (holding no
+    /// lock but `changes`), then swaps both in. Nothing is served or shown by `read` before
+    /// it is on disk, and a failed write leaves everything as it was.
+    fn commit(
+        &self,
+        _changing: &Changing<'_>,
+        generation: u64,
+        zones: Vec<ZoneState>,
+    ) -> Result<(), BackendError> {
         let snapshot = Snapshot::build(generation, &zones).map_err(BackendError::Invalid)?;
-        if let Some(path) = &state.state_file {
+        if let Some(path) = &self.state_file {
             State::save(path, &zones).map_err(|e| {
                 BackendError::Unavailable(format!(
                     "cannot write the state file {}: {e}",
@@ -278,6 +331,7 @@ impl Shared {
                 ))
             })?;
         }
+        let mut state = self.state();
         state.zones = zones;
         state.generation = generation;
         self.cell.store(snapshot);
@@ -300,8 +354,10 @@ impl Shared {
         }
     }
 
+    /// Sets `name`'s TTL mode; blocks on the state file's write when the TTL served changes.
     pub(crate) fn set_ttl_mode(&self, name: &DnsName, mode: TtlMode) -> Result<(), BackendError> {
         let (index, _) = self.dynamic_ttl(name)?;
+        let changing = self.changing();
         let mut state = self.state();
         let zone = &state.zones[index];
         if zone.modes.get(name) == Some(&mode) {
@@ -309,6 +365,7 @@ impl Shared {
         }
         let before = zone.names.get(name).map(|e| zone.served_ttl(name, e.ttl));
         let mut zones = state.zones.clone();
+        let generation = state.generation + 1;
         let changed = &mut zones[index];
         changed.modes.insert(name.clone(), mode);
         let after = changed
@@ -322,7 +379,8 @@ impl Shared {
         }
         changed.serial = next_serial(changed.serial);
         let serial = changed.serial;
-        self.commit(&mut state, zones)?;
+        drop(state);
+        self.commit(&changing, generation, zones)?;
         tracing::info!(%name, ?mode, ttl = after, serial, "TTL changed");
         Ok(())
     }
@@ -379,8 +437,9 @@ impl EmbeddedBackend {
         self.shared.zones()
     }
 
-    /// [`apply`](DnsBackend::apply) without async: the change is in memory (and in the state
-    /// file) and served when this returns.
+    /// [`apply`](DnsBackend::apply) without async: the change is in the state file, in
+    /// memory and served when this returns. It blocks the calling thread on the state file's
+    /// write (and on a change in progress); from async code, call `apply`.
     pub fn apply_now(&self, change: &DnsChange) -> Result<(), BackendError> {
         self.shared.apply(change)
     }
@@ -390,7 +449,9 @@ impl EmbeddedBackend {
     /// When the TTL served changes, the answer set is swapped and the zone's SOA serial
     /// bumped; the epoch and the ownership record are not touched. Fails with
     /// [`BackendError::Unsupported`] when the server has no `dynamic_ttl`, and
-    /// [`BackendError::Refused`] for a name outside its zones.
+    /// [`BackendError::Refused`] for a name outside its zones. Like
+    /// [`apply_now`](Self::apply_now), it blocks the calling thread on the state file's
+    /// write; [`follow_events`](Self::follow_events) does not.
     pub fn set_ttl_mode(&self, name: &DnsName, mode: TtlMode) -> Result<(), BackendError> {
         self.shared.set_ttl_mode(name, mode)
     }
@@ -427,7 +488,10 @@ impl EmbeddedBackend {
         loop {
             let now = tokio::time::Instant::now().into_std();
             advisor.handle_timeout(now);
-            self.set_ttl_mode(&name, advisor.mode(now))?;
+            let (mode, named) = (advisor.mode(now), name.clone());
+            self.shared
+                .change(move |shared| shared.set_ttl_mode(&named, mode))
+                .await?;
             let received = match advisor.poll_timeout() {
                 Some(deadline) => tokio::select! {
                     r = events.recv() => Some(r),
@@ -458,7 +522,10 @@ impl DnsBackend for EmbeddedBackend {
     }
 
     async fn apply(&self, change: &DnsChange) -> Result<(), BackendError> {
-        self.apply_now(change)
+        let change = change.clone();
+        self.shared
+            .change(move |shared| shared.apply(&change))
+            .await
     }
 
     async fn verify(

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounds::MAX_TIMEOUT;
 
+/// The most TCP connections the server, or one client, may be allowed: far more than a DNS
+/// server needs, and within what a process can hold open.
+const MAX_TCP_CONNECTIONS: usize = 65_536;
+
 use super::dynamic_ttl::{DynamicTtl, TtlBounds};
 use crate::ttl::Ttl;
 
@@ -47,10 +51,19 @@ pub struct EmbeddedSpec {
     /// DNS flag day 2020 value). Clients without EDNS get at most 512 bytes.
     #[serde(default = "defaults::max_udp_payload")]
     pub max_udp_payload: u16,
-    /// Open TCP connections served at once (default 256); more wait to be accepted.
+    /// Open TCP connections served at once (1–65536, default 256); more wait to be
+    /// accepted.
     #[serde(default = "defaults::max_tcp_connections")]
     pub max_tcp_connections: usize,
-    /// A TCP connection idle this long is closed (default 10 s).
+    /// Open TCP connections served at once for one client address (1–65536, default 16;
+    /// never more than [`max_tcp_connections`](Self::max_tcp_connections)). A connection
+    /// beyond it is closed as soon as it is accepted, so one client cannot take every slot
+    /// from the others. Each IPv6 address counts on its own.
+    #[serde(default = "defaults::max_tcp_connections_per_client")]
+    pub max_tcp_connections_per_client: usize,
+    /// A TCP connection idle this long is closed (default 10 s). It is also the read
+    /// deadline of a whole query once its first byte has come, and the write deadline of
+    /// an answer, so a client that stalls mid-query or stops reading is dropped.
     #[serde(default = "defaults::tcp_idle_timeout", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     /// A file that keeps the published records and the highest accepted epoch of each name
@@ -112,6 +125,9 @@ mod defaults {
     pub(super) fn max_tcp_connections() -> usize {
         256
     }
+    pub(super) fn max_tcp_connections_per_client() -> usize {
+        16
+    }
     pub(super) fn tcp_idle_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -132,6 +148,7 @@ impl EmbeddedSpec {
             udp_threads: 0,
             max_udp_payload: defaults::max_udp_payload(),
             max_tcp_connections: defaults::max_tcp_connections(),
+            max_tcp_connections_per_client: defaults::max_tcp_connections_per_client(),
             tcp_idle_timeout: defaults::tcp_idle_timeout(),
             state_file: None,
             dynamic_ttl: None,
@@ -203,6 +220,7 @@ pub struct EmbeddedConfig {
     pub(crate) udp_threads: usize,
     pub(crate) max_udp_payload: u16,
     pub(crate) max_tcp_connections: usize,
+    pub(crate) max_tcp_connections_per_client: usize,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) state_file: Option<PathBuf>,
 }
@@ -253,8 +271,20 @@ impl TryFrom<EmbeddedSpec> for EmbeddedConfig {
                 "must be between 512 and 4096",
             );
         }
-        if spec.max_tcp_connections == 0 {
-            p.push("max_tcp_connections", "0", "must be at least 1");
+        for (field, value) in [
+            ("max_tcp_connections", spec.max_tcp_connections),
+            (
+                "max_tcp_connections_per_client",
+                spec.max_tcp_connections_per_client,
+            ),
+        ] {
+            if !(1..=MAX_TCP_CONNECTIONS).contains(&value) {
+                p.push(
+                    field,
+                    value,
+                    format!("must be between 1 and {MAX_TCP_CONNECTIONS}"),
+                );
+            }
         }
         let idle = spec.tcp_idle_timeout;
         p.duration("tcp_idle_timeout", idle, Problems::ABOVE_ZERO, MAX_TIMEOUT);
@@ -287,6 +317,9 @@ impl TryFrom<EmbeddedSpec> for EmbeddedConfig {
             udp_threads: spec.udp_threads,
             max_udp_payload: spec.max_udp_payload,
             max_tcp_connections: spec.max_tcp_connections,
+            max_tcp_connections_per_client: spec
+                .max_tcp_connections_per_client
+                .min(spec.max_tcp_connections),
             tcp_idle_timeout: spec.tcp_idle_timeout,
             state_file: spec.state_file,
         })
@@ -396,6 +429,8 @@ mod tests {
             r#"
             listen = []
             max_udp_payload = 100
+            max_tcp_connections = 0
+            max_tcp_connections_per_client = 100000
             [[zones]]
             name = "exa mple.com"
             [[zones]]
@@ -409,6 +444,8 @@ mod tests {
         for needle in [
             "listen: needs at least one address",
             "max_udp_payload = 100",
+            "max_tcp_connections = 0: must be between 1 and 65536",
+            "max_tcp_connections_per_client = 100000: must be between 1 and 65536",
             "zones[0].name = exa mple.com",
             "zones[1].hostmaster = -bad",
             "zones[1].nameservers[0].addresses",
@@ -460,6 +497,11 @@ mod tests {
         assert_eq!(valid.zones[0].nameservers[0].0.as_str(), "ns1.example.com");
         assert_eq!(valid.zones[0].hostmaster.as_str(), "hostmaster.example.com");
         assert_eq!(valid.zones[0].soa_ttl.as_secs(), 3600);
+        assert_eq!(valid.max_tcp_connections_per_client, 16);
+        let mut spec = EmbeddedSpec::new(defaults::listen(), &zones);
+        spec.max_tcp_connections = 4;
+        let small = EmbeddedConfig::try_from(spec).unwrap();
+        assert_eq!(small.max_tcp_connections_per_client, 4);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! [`Ownership::to_txt`](idns_core::Ownership::to_txt). A change is one atomic swap of the
 //! whole answer set and bumps the zone's SOA serial; a change with an epoch lower than the
 //! highest accepted for that name is refused.
+//! With a [`state_file`](EmbeddedSpec::state_file), a change is on disk before it is served
+//! or returned; the file is written on tokio's blocking threads, never on the workers that
+//! serve TCP.
 //!
 //! What it answers, and how:
 //! - authoritative only: AA set for names in its zones; anything else is REFUSED; no
@@ -21,6 +24,12 @@
 //! - a request that cannot be parsed gets FORMERR (its header only), another opcode NOTIMP, a
 //!   packet shorter than a header or with QR set nothing at all;
 //! - the 0x20 spelling of the question is echoed;
+//! - over TCP, at most [`max_tcp_connections`](EmbeddedSpec::max_tcp_connections) are
+//!   served at once, and
+//!   [`max_tcp_connections_per_client`](EmbeddedSpec::max_tcp_connections_per_client) for
+//!   one client address (a connection beyond it is closed at once); a client that stalls
+//!   in the middle of a query or stops reading its answers is dropped after
+//!   [`tcp_idle_timeout`](EmbeddedSpec::tcp_idle_timeout);
 //! - with [`dynamic_ttl`](EmbeddedSpec::dynamic_ttl), a service name answers with a short
 //!   TTL while its site is suspect and a long one when stable (see [Dynamic TTL](#dynamic-ttl)).
 //!
@@ -113,9 +122,14 @@ impl EmbeddedServer {
     /// run inside a tokio runtime (TCP is served on it; UDP on threads of its own).
     pub async fn start(config: EmbeddedConfig) -> Result<EmbeddedServer, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        // Reading the state file is disk work: off the async workers.
+        let (zones, state_file) = (config.zones.clone(), config.state_file.clone());
         let (state, snapshot) =
-            State::load(config.zones.clone(), config.state_file.clone()).map_err(Error::State)?;
-        let shared = Arc::new(Shared::new(state, snapshot));
+            tokio::task::spawn_blocking(move || State::load(zones, state_file.as_deref()))
+                .await
+                .map_err(|e| Error::State(format!("reading the state file stopped: {e}")))?
+                .map_err(Error::State)?;
+        let shared = Arc::new(Shared::new(state, snapshot, config.state_file.clone()));
         let threads_per_addr = match config.udp_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -159,8 +173,11 @@ impl EmbeddedServer {
                 listener,
                 Arc::clone(&shared.cell),
                 config.max_udp_payload,
-                config.max_tcp_connections,
-                config.tcp_idle_timeout,
+                net::TcpLimits {
+                    max: config.max_tcp_connections,
+                    per_client: config.max_tcp_connections_per_client,
+                    idle: config.tcp_idle_timeout,
+                },
             )));
             tracing::info!(udp = %local, tcp = %tcp_local, threads = threads_per_addr, "embedded DNS server listening");
             server.udp.push(local);
@@ -239,7 +256,7 @@ impl Responder {
     /// file are not used).
     pub fn new(config: &EmbeddedConfig) -> Result<Responder, Error> {
         let (state, snapshot) = State::load(config.zones.clone(), None).map_err(Error::State)?;
-        let shared = Arc::new(Shared::new(state, snapshot));
+        let shared = Arc::new(Shared::new(state, snapshot, None));
         Ok(Responder {
             worker: fast::Worker::new(Arc::clone(&shared.cell), config.max_udp_payload),
             backend: EmbeddedBackend {

@@ -1,7 +1,8 @@
 //! Sockets: UDP worker threads (one socket each, `SO_REUSEPORT`) and TCP on tokio.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,8 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 
 use super::answer::Transport;
 use super::fast::{SnapshotCell, Worker};
@@ -230,44 +230,103 @@ fn udp_loop_simple(socket: UdpSocket, mut worker: Worker, stop: Arc<AtomicBool>)
     }
 }
 
-/// Accepts TCP connections and serves each on its own task, at most `max` at once. The
-/// connection tasks belong to this one: when it is stopped (the server shuts down), they end
-/// with it.
-pub(crate) async fn tcp_accept(
-    listener: TcpListener,
-    cell: Arc<SnapshotCell>,
-    max_udp: u16,
-    max: usize,
-    idle: Duration,
-) {
-    let permits = Arc::new(Semaphore::new(max));
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+/// The limits on the server's TCP connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    /// Connections served at once; more wait in the listen queue.
+    pub(crate) max: usize,
+    /// Connections served at once for one client address; more are closed when accepted.
+    pub(crate) per_client: usize,
+    /// The deadline of a query's read (and of the wait for one) and of an answer's write.
+    pub(crate) idle: Duration,
+}
+
+/// The open connections of each client address.
+#[derive(Debug, Default)]
+struct Clients {
+    open: HashMap<IpAddr, usize>,
+    by_task: HashMap<task::Id, IpAddr>,
+}
+
+impl Clients {
+    /// Counts a connection from `ip` when it has fewer than `limit` open.
+    fn admit(&mut self, ip: IpAddr, limit: usize) -> bool {
+        let open = self.open.entry(ip).or_insert(0);
+        if *open >= limit {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// Books the connection served by `task`, counted by [`admit`](Self::admit).
+    fn serving(&mut self, task: task::Id, ip: IpAddr) {
+        self.by_task.insert(task, ip);
+    }
+
+    /// Forgets the connection of a task that ended (however it ended).
+    fn ended(&mut self, task: task::Id) {
+        let Some(ip) = self.by_task.remove(&task) else {
             return;
         };
-        while connections.try_join_next().is_some() {}
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let cell = Arc::clone(&cell);
-                connections.spawn(async move {
-                    if let Err(e) = tcp_serve(stream, cell, max_udp, idle).await {
-                        tracing::debug!(%peer, error = %e, "TCP connection closed");
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(open) = self.open.get_mut(&ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.open.remove(&ip);
             }
         }
     }
 }
 
-/// Serves the queries of one TCP connection in order until it is closed or idle. Reading a
-/// query and writing its answer each have `idle` as their deadline: a client that stops
-/// reading its answers loses its connection instead of holding a slot for ever.
+/// Accepts TCP connections and serves each on its own task, at most `limits.max` at once and
+/// `limits.per_client` for one client address; a connection beyond a client's limit is
+/// closed at once. The connection tasks belong to this one: when it is stopped (the server
+/// shuts down), they end with it. Only this task counts connections, so nothing is locked.
+pub(crate) async fn tcp_accept(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    max_udp: u16,
+    limits: TcpLimits,
+) {
+    let max = limits.max.max(1);
+    let mut connections = JoinSet::new();
+    let mut clients = Clients::default();
+    loop {
+        tokio::select! {
+            Some(ended) = connections.join_next_with_id() => {
+                clients.ended(match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                });
+            }
+            accepted = listener.accept(), if connections.len() < max => match accepted {
+                Ok((stream, peer)) => {
+                    if !clients.admit(peer.ip(), limits.per_client) {
+                        tracing::debug!(%peer, limit = limits.per_client, "TCP connection over the client's limit closed");
+                        drop(stream);
+                        continue;
+                    }
+                    let cell = Arc::clone(&cell);
+                    let task = connections.spawn(async move {
+                        if let Err(e) = tcp_serve(stream, cell, max_udp, limits.idle).await {
+                            tracing::debug!(%peer, error = %e, "TCP connection closed");
+                        }
+                    });
+                    clients.serving(task.id(), peer.ip());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves the queries of one TCP connection in order until it is closed or idle. Waiting
+/// for a query, reading the rest of it once its first byte has come, and writing its answer
+/// each have `idle` as their deadline: a client that stalls in the middle of a query or
+/// stops reading its answers loses its connection instead of holding a slot for ever.
 async fn tcp_serve(
     mut stream: TcpStream,
     cell: Arc<SnapshotCell>,
@@ -279,19 +338,7 @@ async fn tcp_serve(
     let mut out = Vec::with_capacity(512);
     let mut framed = Vec::with_capacity(514);
     loop {
-        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
-            Ok(Ok(len)) => usize::from(len),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
-        };
-        buf.resize(len, 0);
-        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
-        }
-        if len < 12 {
+        if !read_query(&mut stream, &mut buf, idle).await? || buf.len() < 12 {
             return Ok(());
         }
         if worker.handle(&buf, Transport::Tcp, &mut out) {
@@ -314,5 +361,34 @@ async fn tcp_serve(
                 }
             }
         }
+    }
+}
+
+/// Reads the next length-prefixed query into `buf`. `Ok(false)` when the client closed the
+/// connection or sent nothing for `idle` between queries; an error when it stopped in the
+/// middle of a query (the rest of it has `idle` from its first byte) or the read failed.
+async fn read_query(stream: &mut TcpStream, buf: &mut Vec<u8>, idle: Duration) -> io::Result<bool> {
+    let mut prefix = [0u8; 2];
+    let first = match tokio::time::timeout(idle, stream.read(&mut prefix)).await {
+        Ok(read) => read?,
+        Err(_) => return Ok(false),
+    };
+    if first == 0 {
+        return Ok(false);
+    }
+    let rest = async {
+        stream.read_exact(&mut prefix[first..]).await?;
+        buf.resize(usize::from(u16::from_be_bytes(prefix)), 0);
+        stream.read_exact(buf).await
+    };
+    match tokio::time::timeout(idle, rest).await {
+        Ok(read) => read.map(|_| true),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client sent part of a query and not the rest within {}",
+                humantime::format_duration(idle)
+            ),
+        )),
     }
 }

@@ -28,7 +28,7 @@ fn shared() -> Arc<Shared> {
     config.zones[0].serial = Some(100);
     let config = EmbeddedConfig::try_from(config).unwrap();
     let (state, snapshot) = State::load(config.zones, None).unwrap();
-    Arc::new(Shared::new(state, snapshot))
+    Arc::new(Shared::new(state, snapshot, None))
 }
 
 fn change(name: &str, records: RecordSet, epoch: u64) -> DnsChange {
