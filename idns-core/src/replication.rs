@@ -137,6 +137,10 @@ pub struct OpContext {
     pub drill: bool,
     /// How long the step may take.
     pub timeout: Duration,
+    /// An operator forced the decision past its guards: a backend may then do what it
+    /// otherwise refuses as unsafe (and says so in what it returns).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The role of a resource's copy at one site.

@@ -382,6 +382,9 @@ pub struct Action {
     /// Limit for this attempt; the driver cancels it after this long.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Whether an operator forced the runbook past its guards.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 impl Action {
@@ -394,6 +397,7 @@ impl Action {
             epoch: self.epoch,
             drill: self.drill,
             timeout: self.timeout.saturating_sub(margin),
+            force: self.forced,
         }
     }
 }

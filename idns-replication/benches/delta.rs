@@ -166,6 +166,7 @@ fn main() {
         epoch: Epoch::ZERO,
         drill: false,
         timeout: Duration::from_secs(3600),
+        force: false,
     };
     let t = Instant::now();
     let check = rt

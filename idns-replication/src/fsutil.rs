@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use idns_core::BackendError;
@@ -149,12 +149,17 @@ pub(crate) fn sparse_copy(src: &Path, dst: &Path, cancel: &dyn Fn() -> bool) -> 
     Ok(written)
 }
 
-/// Copies a whole tree (regular files sparsely, directories, symbolic links), keeping modes
-/// and modification times. `dst` must not exist.
-pub(crate) fn copy_tree(src: &Path, dst: &Path, cancel: &dyn Fn() -> bool) -> io::Result<u64> {
+/// Copies a whole tree (regular files sparsely, directories, symbolic links), keeping
+/// permission bits and modification times. Special bits (setuid, setgid, sticky) and ownership
+/// follow `special` (see [`set_mode`]). `dst` must not exist.
+pub(crate) fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    special: SpecialBits,
+    cancel: &dyn Fn() -> bool,
+) -> io::Result<u64> {
     let meta = fs::symlink_metadata(src)?;
     fs::create_dir_all(dst)?;
-    fs::set_permissions(dst, meta.permissions())?;
     let mut written = 0;
     let mut entries: Vec<_> = fs::read_dir(src)?.collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -165,18 +170,82 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path, cancel: &dyn Fn() -> bool) -> io
         if m.file_type().is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
         } else if m.is_dir() {
-            written += copy_tree(&from, &to, cancel)?;
+            written += copy_tree(&from, &to, special, cancel)?;
         } else if m.is_file() {
             written += sparse_copy(&from, &to, cancel)?;
-            fs::set_permissions(&to, m.permissions())?;
+            set_mode(&to, m.mode(), special.owner(&m))?;
             File::options()
                 .write(true)
                 .open(&to)?
                 .set_modified(m.modified()?)?;
         }
     }
+    set_mode(dst, meta.mode(), special.owner(&meta))?;
     sync_dir(dst)?;
     Ok(written)
+}
+
+/// The setuid, setgid and sticky bits.
+pub(crate) const SPECIAL_MODE_BITS: u32 = 0o7000;
+
+/// Whether copies keep setuid, setgid and sticky bits (and so the ownership they need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpecialBits {
+    /// Dropped: copies get only the read, write and execute bits, and the copying process's
+    /// ownership.
+    Drop,
+    /// Kept, with the source's owner and group set first; where those cannot be set the
+    /// special bits are dropped.
+    WithOwnership,
+}
+
+impl SpecialBits {
+    /// From the resource's `preserve_special_bits` setting.
+    pub(crate) fn from_setting(preserve: bool) -> Self {
+        if preserve {
+            SpecialBits::WithOwnership
+        } else {
+            SpecialBits::Drop
+        }
+    }
+
+    /// The owner and group to give a copy of a file with this metadata, when ownership is kept.
+    pub(crate) fn owner(self, meta: &fs::Metadata) -> Option<(u32, u32)> {
+        (self == SpecialBits::WithOwnership).then(|| (meta.uid(), meta.gid()))
+    }
+}
+
+/// Sets `path`'s permission bits from `mode`. Setuid, setgid and sticky bits are kept only
+/// with an `owner` (user and group ids), which is set first (a change of owner clears those
+/// bits); when it cannot be set, the special bits are dropped with a warning. Without an
+/// owner, only the read, write and execute bits are set.
+pub(crate) fn set_mode(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let mut mode = mode & 0o7777;
+    if let Some((uid, gid)) = owner
+        && let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    {
+        if mode & SPECIAL_MODE_BITS != 0 {
+            tracing::warn!(path = %path.display(), uid, gid, error = %e, mode = format_args!("{mode:o}"), "cannot set the owner: setuid, setgid and sticky bits dropped");
+        } else {
+            tracing::debug!(path = %path.display(), uid, gid, error = %e, "cannot set the owner");
+        }
+        mode &= !SPECIAL_MODE_BITS;
+    }
+    if owner.is_none() {
+        mode &= !SPECIAL_MODE_BITS;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// Opens `path` for reading and writing, creating it empty if it does not exist (never
+/// truncating it).
+pub(crate) fn open_or_create(path: &Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// Removes a directory tree if it exists.
@@ -198,11 +267,6 @@ pub(crate) fn safe_join(root: &Path, key: &str) -> Option<PathBuf> {
         return None;
     }
     Some(root.join(rel))
-}
-
-/// Whether a process with this id is alive (Linux: `/proc/<pid>` exists).
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

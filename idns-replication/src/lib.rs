@@ -49,7 +49,12 @@
 //! assert_eq!(reports[0].bytes_transferred, 1 << 20);
 //!
 //! // Failover to b (epoch 1): fence a, promote b, write markers there.
-//! let ctx = OpContext { epoch: Epoch::new(1), drill: false, timeout: Duration::from_secs(60) };
+//! let ctx = OpContext {
+//!     epoch: Epoch::new(1),
+//!     drill: false,
+//!     timeout: Duration::from_secs(60),
+//!     force: false,
+//! };
 //! repl.fence(&vms, &site_a, &ctx).await?;
 //! repl.promote(&vms, &site_b, &ctx).await?;
 //! let markers = repl

@@ -9,9 +9,9 @@ use std::time::Duration;
 use idns_core::runtime::{Controller, FileStore};
 use idns_core::test_util::MemoryDns;
 use idns_core::{ResourceId, Role, ServiceConfig, SiteId};
-use idns_replication::image::{
-    ImageConfig, ImageReplication, ImageResourceSpec, ImageSiteSpec, ImageSpec, Operation,
-};
+use idns_replication::image::{ImageConfig, ImageReplication, Operation};
+
+mod common;
 
 /// How long the test waits for the controller before it fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -19,26 +19,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_runs_continuous_image_replication_and_publishes_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = ImageSpec {
-        resources: vec![ImageResourceSpec {
-            id: "vms".into(),
-            home: "a".into(),
-            sites: ["a", "b"]
-                .iter()
-                .map(|s| ImageSiteSpec {
-                    site: (*s).into(),
-                    root: dir.path().join(s),
-                    live: None,
-                })
-                .collect(),
-            chunk_size: 64 << 10,
-            keep: 3,
-            interval: Duration::from_millis(100),
-            trust_mtime: true,
-            max_bytes_per_sec: None,
-            threads: 2,
-        }],
-    };
+    let spec = common::image_spec(dir.path());
     fs::create_dir_all(dir.path().join("a/live")).unwrap();
     fs::create_dir_all(dir.path().join("b")).unwrap();
     let image = ImageReplication::new(ImageConfig::try_from(spec).unwrap());

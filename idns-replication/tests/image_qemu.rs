@@ -47,6 +47,7 @@ fn ctx(epoch: u64) -> OpContext {
         epoch: Epoch::new(epoch),
         drill: false,
         timeout: Duration::from_secs(120),
+        force: false,
     }
 }
 

@@ -12,9 +12,7 @@ use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::{
     BackendError, Epoch, IntegrityRequest, OpContext, ReplicationBackend, ResourceId, Role, SiteId,
 };
-use idns_replication::image::{
-    ImageConfig, ImageReplication, ImageResourceSpec, ImageSiteSpec, ImageSpec, Operation,
-};
+use idns_replication::image::{ImageConfig, ImageReplication, ImageSpec, Operation};
 
 mod common;
 
@@ -29,26 +27,11 @@ fn ids() -> (ResourceId, SiteId, SiteId) {
 }
 
 fn spec(dir: &Path, keep: usize, rate: Option<u64>) -> ImageSpec {
-    ImageSpec {
-        resources: vec![ImageResourceSpec {
-            id: "vms".into(),
-            home: "a".into(),
-            sites: ["a", "b"]
-                .iter()
-                .map(|s| ImageSiteSpec {
-                    site: (*s).into(),
-                    root: dir.join(s),
-                    live: None,
-                })
-                .collect(),
-            chunk_size: CHUNK,
-            keep,
-            interval: Duration::from_millis(100),
-            trust_mtime: true,
-            max_bytes_per_sec: rate,
-            threads: 2,
-        }],
-    }
+    let mut spec = common::image_spec(dir);
+    spec.resources[0].keep = keep;
+    spec.resources[0].max_bytes_per_sec = rate;
+    assert_eq!(spec.resources[0].chunk_size, CHUNK);
+    spec
 }
 
 fn backend(dir: &Path) -> ImageReplication {
@@ -67,6 +50,7 @@ fn ctx(epoch: u64) -> OpContext {
         epoch: Epoch::new(epoch),
         drill: false,
         timeout: Duration::from_secs(120),
+        force: false,
     }
 }
 

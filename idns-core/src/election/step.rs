@@ -165,6 +165,7 @@ impl Election {
             step: planned.step.clone(),
             drill: planned.drill,
             timeout: planned.policy.timeout,
+            forced: rb.forced,
         };
         // The driver enforces the timeout; the watchdog only catches a result that never
         // comes back.

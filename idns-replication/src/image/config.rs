@@ -70,6 +70,12 @@ pub struct ImageResourceSpec {
     /// Threads that read and hash (default 0: one per core).
     #[serde(default)]
     pub threads: usize,
+    /// Copy setuid, setgid and sticky bits to the other sites, with each file's owner and
+    /// group (default false: copies get the read, write and execute bits only, and the
+    /// replicating process's ownership). Ownership can be set only by root; where it cannot,
+    /// the special bits are dropped with a warning.
+    #[serde(default)]
+    pub preserve_special_bits: bool,
 }
 
 /// Where a resource lives at one site.
@@ -147,6 +153,8 @@ pub struct ResourceConfig {
     pub max_bytes_per_sec: Option<u64>,
     /// Threads that read and hash.
     pub threads: usize,
+    /// Whether copies keep setuid, setgid and sticky bits, with the source's ownership.
+    pub preserve_special_bits: bool,
 }
 
 /// A validated site of a resource.
@@ -194,6 +202,7 @@ impl ImageConfig {
                 trust_mtime: true,
                 max_bytes_per_sec: None,
                 threads: 0,
+                preserve_special_bits: false,
             }],
         })
     }
@@ -327,6 +336,7 @@ impl TryFrom<ImageSpec> for ImageConfig {
                     } else {
                         r.threads
                     },
+                    preserve_special_bits: r.preserve_special_bits,
                 });
             }
         }
@@ -377,5 +387,6 @@ mod tests {
         assert_eq!(r.chunk_size, 65536);
         assert_eq!(r.sites[0].live, Path::new("/x/a/live"));
         assert_eq!(r.home.as_str(), "a");
+        assert!(!r.preserve_special_bits);
     }
 }

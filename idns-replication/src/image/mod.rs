@@ -47,7 +47,23 @@
 //! Not done here: quiescing the application (a pass re-reads a file that changed while it
 //! was read, and fails after three tries: freeze or snapshot the VMs around passes for
 //! application consistency), copying over a network (sites are paths; mount remote volumes),
-//! file ownership, hard links inside the tree, extended attributes.
+//! hard links inside the tree, extended attributes.
+//!
+//! Safety on the failover path:
+//! - **Mode bits.** Copies get the read, write and execute bits only; setuid, setgid and
+//!   sticky bits (which would belong to the replicating process's user) are copied only with
+//!   `preserve_special_bits`, and then with each file's owner and group, set first; where
+//!   the owner cannot be set (not root), the special bits are dropped with a warning.
+//! - **Site lock.** A pass, promotion or fence holds an exclusive `flock` on `<root>/lock`
+//!   (never deleted). The system releases it when its holder ends, however it ends; a second
+//!   holder, in this process or another, is refused at once with an error naming the file.
+//! - **Status writes nothing.** A site without a state file is shown with the role its first
+//!   use would give it (or `unknown`); state files are written only by operations.
+//! - **A home site rebuilt empty.** When no site has state but some site cannot be read (or
+//!   holds checkpoints without a state file), the home site may be new or may have lost its
+//!   volume: it is not made primary by first use, only by a `promote` with
+//!   [`OpContext::force`]. A replica with no complete checkpoint is promoted only with force
+//!   too.
 
 mod config;
 mod hash;
@@ -55,7 +71,7 @@ mod pass;
 mod patch;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,7 +93,7 @@ pub use config::{
 pub use pass::PassReport;
 pub use store::{Checkpoint, Entry, EntryKind};
 
-use crate::fsutil::{IoContext, copy_tree, remove_tree, safe_join, sync_dir};
+use crate::fsutil::{IoContext, SpecialBits, copy_tree, remove_tree, safe_join, sync_dir};
 use pass::Env;
 use store::{Base, Evidence, SiteLock, SiteState, SiteStore, StoredRole};
 
@@ -133,7 +149,9 @@ type Cancel<'a> = &'a (dyn Fn() -> bool + Sync);
 
 impl ImageReplication {
     /// A backend for the configured resources. Does no I/O: each site's state is created on
-    /// first use (the home site as primary, the others as replicas with no checkpoint yet).
+    /// first use by an operation (the home site as primary, the others as replicas with no
+    /// checkpoint yet; see the [module documentation](self) for a home site that may have
+    /// been rebuilt empty). [`status`](ReplicationBackend::status) never creates it.
     pub fn new(config: ImageConfig) -> Self {
         let locks = config
             .resources
@@ -335,13 +353,25 @@ fn store_of(cfg: &ResourceConfig, site: &SiteId) -> Result<SiteStore, BackendErr
         .ok_or_else(|| BackendError::NotFound(format!("{} has no copy at site {site}", cfg.id)))
 }
 
-/// Every site's store and state (states created on first use).
+/// Every site's store and state.
 struct Sites {
     slots: Vec<(SiteStore, Result<SiteState, BackendError>)>,
+    /// Sites whose state was missing and is only planned: [`Sites::read`] leaves it so,
+    /// [`Sites::load`] writes it.
+    planned: BTreeSet<SiteId>,
+    /// The home site, when it has no state and whether it is new or was rebuilt empty
+    /// cannot be told (another site cannot be read, or holds checkpoints): it is made primary
+    /// only by a forced promotion.
+    undecided: Option<SiteId>,
 }
 
 impl Sites {
-    fn load(cfg: &ResourceConfig) -> Sites {
+    /// Every site's state as stored, without writing anything. A site with none gets, in
+    /// memory, the state its first use gives it: when no site has state and every site can
+    /// be read, the home site is primary and the others follow it; otherwise a site without
+    /// state is a replica with no data, except a home site that may have been rebuilt empty
+    /// ([`Sites::undecided`]), which is left with an error.
+    fn read(cfg: &ResourceConfig) -> Sites {
         let raw: Vec<(SiteStore, Result<Option<SiteState>, BackendError>)> = cfg
             .sites
             .iter()
@@ -351,19 +381,32 @@ impl Sites {
                 (store, state)
             })
             .collect();
-        let fresh = !raw.iter().any(|(_, s)| matches!(s, Ok(Some(_))));
-        let primary = raw
+        let any_state = raw.iter().any(|(_, s)| matches!(s, Ok(Some(_))));
+        // Sites that cannot be read, or hold checkpoints without a state file: they may
+        // remember a history the home site has lost.
+        let unknown: Vec<String> = raw
             .iter()
-            .find_map(|(_, s)| match s {
-                Ok(Some(st)) if st.role == StoredRole::Primary => Some(st.site.clone()),
-                _ => None,
+            .filter_map(|(store, s)| match s {
+                Err(e) => Some(format!("{} ({e})", store.site)),
+                Ok(None) if store.committed().map_or(true, |c| !c.is_empty()) => Some(format!(
+                    "{} (holds checkpoints but no state file)",
+                    store.site
+                )),
+                Ok(_) => None,
             })
-            .unwrap_or_else(|| cfg.home.clone());
+            .collect();
+        let fresh = !any_state && unknown.is_empty();
+        let primary = raw.iter().find_map(|(_, s)| match s {
+            Ok(Some(st)) if st.role == StoredRole::Primary => Some(st.site.clone()),
+            _ => None,
+        });
         let epoch = raw
             .iter()
             .filter_map(|(_, s)| s.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.epoch))
             .max()
             .unwrap_or(Epoch::ZERO);
+        let mut planned = BTreeSet::new();
+        let mut undecided = None;
         let slots = raw
             .into_iter()
             .map(|(store, state)| {
@@ -379,13 +422,70 @@ impl Sites {
                         )))
                     }
                     Ok(Some(st)) => Ok(st),
-                    Ok(None) => init_site(cfg, &store, fresh, &primary, epoch),
+                    Ok(None) if store.site == cfg.home && !any_state && !fresh => {
+                        undecided = Some(store.site.clone());
+                        Err(BackendError::Refused(format!(
+                            "{} at {}: {} is missing and other sites cannot vouch for it: {}; \
+                             the site is new or was rebuilt empty (no replicated data), so it \
+                             is not made primary: bring the other sites back, or promote it \
+                             with force to make it primary with what its live copy holds",
+                            cfg.id,
+                            store.site,
+                            store.state_path().display(),
+                            unknown.join(", ")
+                        )))
+                    }
+                    Ok(None) => {
+                        planned.insert(store.site.clone());
+                        Ok(plan_site(cfg, &store, fresh, primary.as_ref(), epoch))
+                    }
                     Err(e) => Err(e),
                 };
                 (store, state)
             })
             .collect();
-        Sites { slots }
+        Sites {
+            slots,
+            planned,
+            undecided,
+        }
+    }
+
+    /// As [`Sites::read`], and writes the planned states (creating a new primary's live
+    /// copy directory).
+    fn load(cfg: &ResourceConfig) -> Sites {
+        let mut sites = Sites::read(cfg);
+        for (store, state) in &mut sites.slots {
+            if !sites.planned.contains(&store.site) {
+                continue;
+            }
+            if let Ok(st) = state
+                && let Err(e) = init_site(cfg, store, st)
+            {
+                *state = Err(e);
+            }
+        }
+        sites.planned.clear();
+        sites
+    }
+
+    /// Makes the [undecided](Sites::undecided) home site primary (a forced promotion) and
+    /// writes its state; its live copy is kept as it is.
+    fn force_primary(
+        &mut self,
+        cfg: &ResourceConfig,
+        site: &SiteId,
+        epoch: Epoch,
+    ) -> Result<(), BackendError> {
+        let Some((store, state)) = self.slots.iter_mut().find(|(s, _)| &s.site == site) else {
+            return Err(BackendError::NotFound(format!("no copy at site {site}")));
+        };
+        let mut st = SiteState::new(cfg.id.clone(), site.clone(), StoredRole::Primary);
+        st.epoch = epoch;
+        init_site(cfg, store, &st)?;
+        *state = Ok(st);
+        self.undecided = None;
+        Ok(())
     }
 
     fn get(&self, site: &SiteId) -> Result<(SiteStore, SiteState), BackendError> {
@@ -444,10 +544,13 @@ impl Sites {
             .collect();
         match primaries.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(BackendError::Refused(format!(
-                "{} has no primary site that can be reached",
-                cfg.id
-            ))),
+            [] => match self.undecided.as_ref().and_then(|u| self.get(u).err()) {
+                Some(e) => Err(e),
+                None => Err(BackendError::Refused(format!(
+                    "{} has no primary site that can be reached",
+                    cfg.id
+                ))),
+            },
             many => Err(BackendError::Refused(format!(
                 "{} is primary at {} sites ({}): fence all but one",
                 cfg.id,
@@ -461,13 +564,14 @@ impl Sites {
     }
 }
 
-fn init_site(
+/// The state a site without one gets on first use (see [`Sites::read`]).
+fn plan_site(
     cfg: &ResourceConfig,
     store: &SiteStore,
     fresh: bool,
-    primary: &SiteId,
+    primary: Option<&SiteId>,
     epoch: Epoch,
-) -> Result<SiteState, BackendError> {
+) -> SiteState {
     let role = if fresh && store.site == cfg.home {
         StoredRole::Primary
     } else {
@@ -475,14 +579,22 @@ fn init_site(
     };
     let mut st = SiteState::new(cfg.id.clone(), store.site.clone(), role);
     st.epoch = epoch;
-    if role == StoredRole::Primary {
-        fs::create_dir_all(&store.live).ctx(store.live.display())?;
-    } else {
-        st.upstream = Some(primary.clone());
+    if role == StoredRole::Replica {
+        st.upstream = primary
+            .cloned()
+            .or_else(|| Some(cfg.home.clone()))
+            .filter(|up| up != &store.site);
     }
-    tracing::info!(resource = %cfg.id, site = %store.site, ?role, "initializing site state");
-    store.save_state(&st)?;
-    Ok(st)
+    st
+}
+
+/// Writes a new site's state (and creates a primary's live copy directory).
+fn init_site(cfg: &ResourceConfig, store: &SiteStore, st: &SiteState) -> Result<(), BackendError> {
+    if st.role == StoredRole::Primary {
+        fs::create_dir_all(&store.live).ctx(store.live.display())?;
+    }
+    tracing::info!(resource = %cfg.id, site = %store.site, role = ?st.role, "initializing site state");
+    store.save_state(st)
 }
 
 fn state_of(cfg: &ResourceConfig, site: &SiteId) -> Result<SiteState, BackendError> {
@@ -535,8 +647,10 @@ fn sync_now(
     }
 }
 
+/// The status, from what the sites' state files say; writes nothing (a site without a
+/// state file shows the state its first use would give it, or `Unknown`).
 fn status_now(cfg: &ResourceConfig) -> ReplicationStatus {
-    let sites = Sites::load(cfg);
+    let sites = Sites::read(cfg);
     let now = SystemTime::now();
     ReplicationStatus {
         resource: cfg.id.clone(),
@@ -610,6 +724,19 @@ fn promote_now(
     cancel: Cancel<'_>,
 ) -> Result<Promoted, BackendError> {
     let mut sites = Sites::load(cfg);
+    if ctx.force && !ctx.drill && sites.undecided.as_ref() == Some(site) {
+        // The home site lost its state (or is new while the others cannot be read): an
+        // operator says it is primary, with whatever its live copy holds.
+        let store = store_of(cfg, site)?;
+        sites.admit(inner, cfg, ctx)?;
+        let _lock = store.lock()?;
+        sites.force_primary(cfg, site, ctx.epoch)?;
+        tracing::warn!(resource = %cfg.id, site = %site, epoch = %ctx.epoch, "forced: a site with no replicated data made primary");
+        return Ok(Promoted {
+            rpo: None,
+            position: Some("forced: no replicated data (live copy kept as it was)".into()),
+        });
+    }
     let (store, _) = sites.get(site)?;
     sites.admit(inner, cfg, ctx)?;
     let (_, mut state) = sites.get(site)?;
@@ -639,7 +766,8 @@ fn promote_now(
             bytes_done: 0,
             bytes_total: 0,
         });
-        let written = copy_tree(&from, &drill, cancel).ctx(drill.display())?;
+        let special = SpecialBits::from_setting(cfg.preserve_special_bits);
+        let written = copy_tree(&from, &drill, special, cancel).ctx(drill.display())?;
         state.drill = Some(seq);
         store.save_state(&state)?;
         tracing::info!(resource = %cfg.id, site = %site, checkpoint = seq, bytes = written, "drill copy made");
@@ -700,9 +828,24 @@ fn promote_now(
             tracing::warn!(resource = %cfg.id, site = %site, "promoting an adopted copy that no pass has completed yet");
             (0, SystemTime::UNIX_EPOCH)
         }
+        Base::Empty if ctx.force => {
+            fs::create_dir_all(&store.live).ctx(store.live.display())?;
+            state.role = StoredRole::Primary;
+            state.upstream = None;
+            state.evidence = None;
+            state.fenced_at = None;
+            store.save_state(&state)?;
+            tracing::warn!(resource = %cfg.id, site = %site, epoch = %ctx.epoch, "forced: a site with no replicated data made primary");
+            return Ok(Promoted {
+                rpo: None,
+                position: Some("forced: no replicated data (live copy kept as it was)".into()),
+            });
+        }
         Base::Empty => {
             return Err(BackendError::Refused(format!(
-                "{} at {site} has no complete checkpoint to promote",
+                "{} at {site} has no replicated data (no complete checkpoint: the site is new \
+                 or was rebuilt empty): wait for a pass, or promote it with force to make it \
+                 primary with what its live copy holds",
                 cfg.id
             )));
         }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,7 +25,7 @@ use super::store::{
     Base, Checkpoint, Entry, EntryKind, SiteState, SiteStore, key_id, mode_of, set_meta, sync_dirs,
     walk,
 };
-use crate::fsutil::{IoContext, copy_tree, remove_tree, sync_dir};
+use crate::fsutil::{IoContext, SpecialBits, copy_tree, remove_tree, sync_dir};
 use crate::progress::{Operation, Progress};
 
 /// What one pass did.
@@ -170,6 +170,8 @@ pub(crate) fn pass(
                 target: None,
                 mode: mode_of(&f.meta),
                 mtime,
+                uid: Some(f.meta.uid()),
+                gid: Some(f.meta.gid()),
             }
         } else if ft.is_symlink() {
             let target = fs::read_link(&f.path).ctx(f.path.display())?;
@@ -180,6 +182,8 @@ pub(crate) fn pass(
                 target: Some(target.to_string_lossy().into_owned()),
                 mode: 0o777,
                 mtime,
+                uid: Some(f.meta.uid()),
+                gid: Some(f.meta.gid()),
             }
         } else {
             counts.files += 1;
@@ -357,6 +361,8 @@ fn stage_file(
                 target: None,
                 mode: mode_of(&before),
                 mtime,
+                uid: Some(before.uid()),
+                gid: Some(before.gid()),
             });
         }
 
@@ -452,6 +458,8 @@ fn stage_file(
                 target: None,
                 mode: mode_of(&before),
                 mtime,
+                uid: Some(before.uid()),
+                gid: Some(before.gid()),
             });
         }
         let keep_history = cfg.keep > 1 && has_old;
@@ -576,6 +584,8 @@ fn stage_file(
             target: None,
             mode: mode_of(&before),
             mtime,
+            uid: Some(before.uid()),
+            gid: Some(before.gid()),
         });
     }
     Err(BackendError::Unavailable(format!(
@@ -597,6 +607,7 @@ pub(crate) fn apply(
     let base = dst.base();
     fs::create_dir_all(&base).ctx(base.display())?;
     let keep_removed = env.cfg.keep > 1;
+    let special = SpecialBits::from_setting(env.cfg.preserve_special_bits);
 
     // What the checkpoint no longer has moves to rev/removed (or goes, with keep = 1).
     let mut gone: Vec<String> = Vec::new();
@@ -654,13 +665,7 @@ pub(crate) fn apply(
                 if whole.exists() {
                     fs::rename(&whole, &path).ctx(path.display())?;
                 } else if patch.exists() {
-                    let target = File::options()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .ctx(path.display())?;
+                    let target = crate::fsutil::open_or_create(&path).ctx(path.display())?;
                     Patch::open(&patch)
                         .and_then(|p| p.apply(&target))
                         .map_err(|err| {
@@ -679,12 +684,12 @@ pub(crate) fn apply(
                     }
                     File::create(&path).ctx(path.display())?;
                 }
-                set_meta(&path, e.mode, e.mtime).ctx(path.display())?;
+                set_meta(&path, e, special).ctx(path.display())?;
             }
         }
     }
     for (path, e) in dirs.iter().rev() {
-        set_meta(path, e.mode, e.mtime).ctx(path.display())?;
+        set_meta(path, e, special).ctx(path.display())?;
         touched.insert(path.clone());
     }
     sync_dirs(touched.iter().map(PathBuf::as_path)).ctx(base.display())?;
@@ -763,7 +768,8 @@ pub(crate) fn materialize(
             dst.site
         )));
     }
-    copy_tree(&dst.base(), out, env.cancel).ctx(out.display())?;
+    let special = SpecialBits::from_setting(env.cfg.preserve_special_bits);
+    copy_tree(&dst.base(), out, special, env.cancel).ctx(out.display())?;
     for (cur, cp) in chain {
         let prev = dst.load_checkpoint(cp.previous.unwrap_or(0))?;
         let rev = dst.checkpoint_dir(cur).join("rev");
@@ -795,27 +801,21 @@ pub(crate) fn materialize(
                     if removed.is_file() {
                         crate::fsutil::sparse_copy(&removed, &p, env.cancel).ctx(p.display())?;
                     } else if patch.exists() {
-                        let f = File::options()
-                            .read(true)
-                            .write(true)
-                            .create(true)
-                            .truncate(false)
-                            .open(&p)
-                            .ctx(p.display())?;
+                        let f = crate::fsutil::open_or_create(&p).ctx(p.display())?;
                         Patch::open(&patch)
                             .and_then(|x| x.apply(&f))
                             .map_err(|err| {
                                 BackendError::Integrity(format!("{}: {err}", patch.display()))
                             })?;
                     }
-                    set_meta(&p, e.mode, e.mtime).ctx(p.display())?;
+                    set_meta(&p, e, special).ctx(p.display())?;
                 }
             }
         }
         for (key, e) in prev.entries.iter().rev() {
             if e.kind == EntryKind::Dir {
                 let p = out.join(key);
-                set_meta(&p, e.mode, e.mtime).ctx(p.display())?;
+                set_meta(&p, e, special).ctx(p.display())?;
             }
         }
     }

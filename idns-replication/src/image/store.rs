@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <root>/state.json                 role, highest epoch, what `base` holds (atomic writes)
-//! <root>/lock                       pid of the process working on the site
+//! <root>/lock                       flock'ed by the process working on the site (kept)
 //! <root>/base/                      replica: the newest checkpoint, materialized
 //! <root>/checkpoints/<seq>/         checkpoint.json (manifest), chunks/*.cv (chunk hashes),
 //!                                   fwd/*.patch (until applied), rev/ (the way back to <seq-1>)
@@ -12,10 +12,10 @@
 //! <live>                            primary: the live copy (default <root>/live)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::SiteConfig;
 use super::hash::Cv;
-use crate::fsutil::{IoContext, atomic_write, pid_alive, sync_dir};
+use crate::fsutil::{IoContext, SpecialBits, atomic_write, set_mode, sync_dir};
 
 /// The version of the state file format.
 const STATE_VERSION: u32 = 1;
@@ -130,10 +130,17 @@ pub struct Entry {
     pub blake3: Option<String>,
     /// The link target (symbolic links).
     pub target: Option<String>,
-    /// Permission bits.
+    /// Permission bits at the source, setuid, setgid and sticky included (copies get those
+    /// only with `preserve_special_bits`).
     pub mode: u32,
     /// Modification time at the source.
     pub mtime: SystemTime,
+    /// The owner's user id at the source (absent in checkpoints that did not record it).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The group id at the source (absent in checkpoints that did not record it).
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 /// The manifest of one checkpoint: the whole consistency group at one point in time.
@@ -340,56 +347,75 @@ impl SiteStore {
             .collect())
     }
 
-    /// Takes the site's lock file (a pass, promotion or fence in progress). A lock left by a
-    /// process that is gone is taken over.
+    /// The site's lock file. It is never deleted: the lock is an `flock` on it, which the
+    /// system releases when its holder closes it or ends (however it ends).
+    pub(crate) fn lock_path(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Takes the site's lock (a pass, promotion or fence in progress), or fails at once when
+    /// another holds it, in this process or another. The lock is an exclusive `flock` on
+    /// `<root>/lock`: it dies with its holder, and dropping the [`SiteLock`] releases it.
     pub(crate) fn lock(&self) -> Result<SiteLock, BackendError> {
-        let path = self.root.join("lock");
-        let me = std::process::id();
-        for _ in 0..3 {
-            match File::options().write(true).create_new(true).open(&path) {
-                Ok(f) => {
-                    use std::io::Write;
-                    let mut f = f;
-                    f.write_all(me.to_string().as_bytes()).ctx(path.display())?;
-                    return Ok(SiteLock { path });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if pid != me && pid_alive(pid) => {
-                            return Err(BackendError::Unavailable(format!(
-                                "site {} is busy: process {pid} holds {}",
-                                self.site,
-                                path.display()
-                            )));
-                        }
-                        _ => {
-                            tracing::warn!(site = %self.site, lock = %path.display(), ?holder, "taking over a stale lock");
-                            let _ = fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(crate::fsutil::io_err(path.display(), &e)),
-            }
+        use rustix::fs::{FlockOperation, flock};
+        let path = self.lock_path();
+        let file = crate::fsutil::open_or_create(&path).ctx(path.display())?;
+        let meta = file.metadata().ctx(path.display())?;
+        let key = (meta.dev(), meta.ino());
+        let busy = || {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map(|pid| format!(" (it names process {pid})"))
+                .unwrap_or_default();
+            BackendError::Unavailable(format!(
+                "site {} is busy: another operation holds the lock {}{holder}",
+                self.site,
+                path.display()
+            ))
+        };
+        // Where `flock` is emulated with per-process locks (NFS), a second open in this
+        // process would be granted: this process's own holders are kept in a set as well.
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains(&key) {
+            return Err(busy());
         }
-        Err(BackendError::Unavailable(format!(
-            "could not take the lock {}",
-            path.display()
-        )))
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(busy()),
+            Err(e) => return Err(crate::fsutil::io_err(path.display(), &e.into())),
+        }
+        held.insert(key);
+        drop(held);
+        // For people looking at the file; the lock itself is the flock.
+        let note = file
+            .set_len(0)
+            .and_then(|()| file.write_all_at(std::process::id().to_string().as_bytes(), 0));
+        if let Err(e) = note {
+            tracing::debug!(lock = %path.display(), error = %e, "cannot write the pid into the lock file");
+        }
+        Ok(SiteLock { key, _file: file })
     }
 }
 
-/// A held site lock; released on drop.
+/// A held site lock (an exclusive `flock` on the site's lock file); released when dropped,
+/// or by the system when the process ends.
 #[derive(Debug)]
 pub(crate) struct SiteLock {
-    path: PathBuf,
+    /// Device and inode of the lock file, as kept in [`HELD`].
+    key: (u64, u64),
+    /// Closing it releases the flock.
+    _file: File,
 }
+
+/// The lock files (device, inode) this process holds.
+static HELD: std::sync::Mutex<BTreeSet<(u64, u64)>> = std::sync::Mutex::new(BTreeSet::new());
 
 impl Drop for SiteLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        HELD.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -451,14 +477,19 @@ pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {
     meta.mode() & 0o7777
 }
 
-/// Sets permission bits and modification time.
-pub(crate) fn set_meta(path: &Path, mode: u32, mtime: SystemTime) -> io::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+/// Sets a copy's permission bits (special bits and ownership as `special` says) and
+/// modification time, from its manifest entry.
+pub(crate) fn set_meta(path: &Path, entry: &Entry, special: SpecialBits) -> io::Result<()> {
+    let owner = match (special, entry.uid, entry.gid) {
+        (SpecialBits::WithOwnership, Some(uid), Some(gid)) => Some((uid, gid)),
+        _ => None,
+    };
+    set_mode(path, entry.mode, owner)?;
     File::options()
         .write(true)
         .open(path)
         .or_else(|_| File::open(path))?
-        .set_modified(mtime)
+        .set_modified(entry.mtime)
 }
 
 /// Fsyncs the directories of `dirs` (deduplicated).
@@ -470,4 +501,40 @@ pub(crate) fn sync_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> io::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn store(root: &Path) -> SiteStore {
+        SiteStore {
+            site: "a".parse().unwrap(),
+            root: root.to_owned(),
+            live: root.join("live"),
+        }
+    }
+
+    #[test]
+    fn a_second_lock_on_a_site_in_one_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (store(dir.path()), store(dir.path()));
+        let held = one.lock().unwrap();
+        for s in [&one, &two] {
+            match s.lock() {
+                Err(BackendError::Unavailable(m)) => {
+                    assert!(m.contains(&one.lock_path().display().to_string()), "{m}");
+                }
+                other => panic!("a second lock was granted: {other:?}"),
+            }
+        }
+        // The refused attempts left the lock held, in its file.
+        assert!(one.lock().is_err());
+        drop(held);
+        let again = two.lock().unwrap();
+        assert!(one.lock().is_err());
+        drop(again);
+        assert!(one.lock_path().exists(), "the lock file is kept");
+    }
 }

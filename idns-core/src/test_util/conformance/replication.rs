@@ -283,6 +283,7 @@ impl ReplCtx<'_> {
             epoch,
             drill,
             timeout: self.suite.timeout,
+            force: false,
         }
     }
 
