@@ -86,6 +86,48 @@ async fn a_wrong_key_is_an_auth_error_and_changes_nothing() {
     assert_eq!(bind.serial(), serial);
 }
 
+/// The error of an update by `b`, which must be refused as an authentication failure.
+async fn auth_error(b: &Rfc2136Backend) -> String {
+    match b
+        .apply(&change("app.example.com", addrs(&["203.0.113.9"]), 2, "b"))
+        .await
+    {
+        Err(BackendError::Auth(m)) => {
+            // Our words, never a dependency's.
+            assert!(!m.to_ascii_lowercase().contains("file an issue"), "{m}");
+            assert!(!m.contains("truncated HMAC"), "{m}");
+            m
+        }
+        other => panic!("expected Err(Auth), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_or_a_wrong_secret_is_named_in_our_words() {
+    let Some(bind) = Bind::start() else {
+        return;
+    };
+    // A key name BIND does not know: NOTAUTH with the TSIG error BADKEY.
+    let mut spec = bind.rfc2136_spec();
+    if let Some(tsig) = &mut spec.tsig {
+        tsig.name = "no-such-key".into();
+    }
+    let unknown = Rfc2136Backend::new(Rfc2136Config::try_from(spec).unwrap());
+    let m = auth_error(&unknown).await;
+    assert!(m.contains("BADKEY") && m.contains("'no-such-key'"), "{m}");
+    assert!(m.contains("does not know TSIG key"), "{m}");
+    assert!(m.contains(&bind.addr().to_string()), "{m}");
+    // The right name with another secret: BADSIG.
+    let m = auth_error(&backend(&bind, WRONG_SECRET)).await;
+    assert!(
+        m.contains("BADSIG") && m.contains(&format!("'{}'", Bind::KEY_NAME)),
+        "{m}"
+    );
+    assert!(m.contains("secret"), "{m}");
+    assert!(!m.contains(WRONG_SECRET), "{m}");
+    assert!(bind.short("app.example.com", "A").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_epoch_is_refused_and_changes_nothing() {
     let Some(bind) = Bind::start() else {

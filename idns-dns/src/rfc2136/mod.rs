@@ -18,9 +18,11 @@
 //! prerequisite fails (someone wrote in between), it reads again and retries a few times, so
 //! a retried or duplicated update is harmless.
 //!
-//! Errors, as the runbook needs them: a rejected key (BADSIG, BADKEY, BADTIME, NOTAUTH, or the
-//! verification errors hickory reports for an unsigned reply) is
-//! [`BackendError::Auth`]; REFUSED and NOTZONE are [`BackendError::Refused`]; a lost
+//! Errors, as the runbook needs them: a rejected key is [`BackendError::Auth`], saying in our
+//! words what the server answered (the TSIG errors BADKEY: it does not know the key's name or
+//! algorithm; BADSIG: the secret differs; BADTIME: the clocks differ), and so is an answer
+//! that is unsigned or whose signature does not verify, since nothing in it can be trusted;
+//! REFUSED and NOTZONE are [`BackendError::Refused`]; a lost
 //! compare-and-swap race with a newer epoch is [`BackendError::StaleEpoch`]; timeouts and
 //! network errors are transient ([`BackendError::Timeout`], [`BackendError::Unavailable`]).
 //!
@@ -57,10 +59,12 @@ use hickory_net::client::Client;
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsHandle;
+use hickory_proto::op::DnsResponse;
 use hickory_proto::op::update_message::UpdateMessage;
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigVerifier, TSigner};
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Ownership, Propagation,
     Published, RecordSet, SameEpoch, ownership_name,
@@ -279,16 +283,31 @@ impl Rfc2136Backend {
     }
 
     /// Sends one signed UPDATE and returns the server's response code.
-    async fn send(&self, message: Message) -> Result<ResponseCode, BackendError> {
+    ///
+    /// The message is signed here rather than by the client: the client drops an answer whose
+    /// signature does not verify with an error of its own, which loses what the server said
+    /// (a refused key comes back unsigned, with the reason in its TSIG record).
+    async fn send(&self, mut message: Message) -> Result<ResponseCode, BackendError> {
+        let verifier = match &self.signer {
+            Some(signer) => message.finalize(signer, unix_now()).map_err(|e| {
+                BackendError::Invalid(format!(
+                    "cannot sign the update with TSIG key '{}': {e}",
+                    signer.signer_name()
+                ))
+            })?,
+            None => None,
+        };
         let stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
             .with_timeout(Some(self.timeout))
-            .with_signer(self.signer.clone())
             .build();
         let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
         let background = tokio::spawn(background);
         let mut responses = client.send(DnsRequest::new(message, DnsRequestOptions::default()));
-        let outcome =
-            tokio::time::timeout(self.timeout + Duration::from_secs(1), responses.next()).await;
+        let outcome = tokio::time::timeout(
+            self.timeout.saturating_add(Duration::from_secs(1)),
+            responses.next(),
+        )
+        .await;
         background.abort();
         match outcome {
             Err(_) => Err(BackendError::Timeout(format!(
@@ -300,9 +319,117 @@ impl Rfc2136Backend {
                 self.server
             ))),
             Ok(Some(Err(e))) => Err(net_error(self.server, &e)),
-            Ok(Some(Ok(response))) => Ok(response.response_code),
+            Ok(Some(Ok(response))) => match (&self.signer, verifier) {
+                (Some(signer), Some(verifier)) => {
+                    verified_code(self.server, signer, verifier, &response)
+                }
+                _ => Ok(response.response_code),
+            },
         }
     }
+}
+
+/// The response code of an answer to an UPDATE signed by `signer`, once its signature
+/// verifies; a refusal of the key, in the server's terms but our words, otherwise.
+fn verified_code(
+    server: SocketAddr,
+    signer: &TSigner,
+    mut verifier: TSigVerifier,
+    response: &DnsResponse,
+) -> Result<ResponseCode, BackendError> {
+    let key = signer.signer_name().to_string();
+    let key = key.trim_end_matches('.');
+    let code = response.response_code;
+    let Some(tsig) = response.signature() else {
+        return Err(BackendError::Auth(format!(
+            "{server} answered {code} to the update without a TSIG signature, so the answer \
+             cannot be trusted: check that the server has TSIG key '{key}' and signs with it"
+        )));
+    };
+    if let Some(error) = tsig.data.error {
+        return Err(tsig_refusal(server, key, signer, error, &tsig.data));
+    }
+    let expected = mac_len(signer.algorithm());
+    if expected.is_some_and(|n| tsig.data.mac.len() < n) {
+        return Err(BackendError::Auth(format!(
+            "{server} answered {code} with a TSIG signature of {} bytes, shorter than \
+             {} needs: a truncated signature is not accepted (TSIG key '{key}')",
+            tsig.data.mac.len(),
+            signer.algorithm()
+        )));
+    }
+    match verifier.verify(response.as_buffer()) {
+        Ok(verified) => Ok(verified.response_code),
+        Err(e) => Err(BackendError::Auth(format!(
+            "the answer of {server} to the update ({code}) does not verify with TSIG key \
+             '{key}' ({e}): check the key's secret on both sides"
+        ))),
+    }
+}
+
+/// An UPDATE refused for its TSIG signature (RFC 8945, section 5.2), said in our words.
+fn tsig_refusal(
+    server: SocketAddr,
+    key: &str,
+    signer: &TSigner,
+    error: TsigError,
+    tsig: &TSIG,
+) -> BackendError {
+    let algorithm = signer.algorithm();
+    BackendError::Auth(match error {
+        TsigError::BadKey => format!(
+            "{server} does not know TSIG key '{key}' with algorithm {algorithm} (BADKEY); \
+             check the key name and algorithm on both sides"
+        ),
+        TsigError::BadSig => format!(
+            "{server} knows TSIG key '{key}' but the signature does not match (BADSIG): the \
+             secret differs; check the key's secret on both sides"
+        ),
+        TsigError::BadTime => {
+            // The server puts its own time (48 bits) in the record's other data.
+            let skew = match tsig.other.as_slice() {
+                [a, b, c, d, e, f] => {
+                    let server_time = u64::from_be_bytes([0, 0, *a, *b, *c, *d, *e, *f]) as i128;
+                    let ahead = server_time - i128::from(unix_now());
+                    format!(
+                        "; the server's clock is {} s {} this host's",
+                        ahead.unsigned_abs(),
+                        if ahead >= 0 { "ahead of" } else { "behind" }
+                    )
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{server} refused the time of the signature with TSIG key '{key}' (BADTIME): \
+                 the clocks differ by more than the fudge of {} s{skew}; check the clocks of \
+                 both hosts",
+                signer.fudge()
+            )
+        }
+        TsigError::BadTrunc => {
+            format!("{server} refused the signature with TSIG key '{key}' as truncated (BADTRUNC)")
+        }
+        TsigError::Unknown(n) => {
+            format!("{server} refused TSIG key '{key}' with TSIG error {n}")
+        }
+    })
+}
+
+/// The length of a full signature with `algorithm`, for the algorithms a key may use.
+fn mac_len(algorithm: &TsigAlgorithm) -> Option<usize> {
+    match algorithm {
+        TsigAlgorithm::HmacSha256 => Some(32),
+        TsigAlgorithm::HmacSha384 => Some(48),
+        TsigAlgorithm::HmacSha512 => Some(64),
+        _ => None,
+    }
+}
+
+/// Seconds since the Unix epoch, the time a TSIG signature carries.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The A/AAAA records or the CNAME of `name` for `records`.
@@ -327,22 +454,11 @@ fn new_records(name: &Name, records: &RecordSet, ttl: u32) -> Result<Vec<Record>
     })
 }
 
-/// Maps a client error: a reply whose signature cannot be verified (what a server that
-/// rejected our key sends) is an authentication error; the rest is the network's.
+/// Maps a client error: network trouble, which may pass.
 fn net_error(server: SocketAddr, e: &NetError) -> BackendError {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("tsig")
-        || lower.contains("hmac")
-        || lower.contains("signature")
-        || lower.contains("badsig")
-        || lower.contains("badkey")
-    {
-        return BackendError::Auth(format!("{server} rejected the TSIG key: {text}"));
-    }
     match e {
         NetError::Timeout => BackendError::Timeout(format!("no answer from {server}")),
-        _ => BackendError::Unavailable(format!("{server}: {text}")),
+        _ => BackendError::Unavailable(format!("{server}: {e}")),
     }
 }
 
@@ -449,5 +565,66 @@ impl DnsBackend for Rfc2136Backend {
             .checker
             .check(&change.name, &change.records, timeout)
             .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> TSigner {
+        TSigner::new(
+            vec![7; 32],
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii("idns-key").unwrap(),
+            300,
+        )
+        .unwrap()
+    }
+
+    fn refusal(error: TsigError, other: Vec<u8>) -> String {
+        let tsig = TSIG::new(
+            TsigAlgorithm::HmacSha256,
+            unix_now(),
+            300,
+            Vec::new(),
+            1,
+            Some(error),
+            other,
+        );
+        let server: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        match tsig_refusal(server, "idns-key", &signer(), error, &tsig) {
+            BackendError::Auth(m) => m,
+            other => panic!("expected Auth, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tsig_errors_are_said_in_our_words() {
+        let m = refusal(TsigError::BadKey, Vec::new());
+        assert!(
+            m.contains("192.0.2.53:53 does not know TSIG key 'idns-key' with algorithm hmac-sha256 (BADKEY)"),
+            "{m}"
+        );
+        let m = refusal(TsigError::BadSig, Vec::new());
+        assert!(
+            m.contains("(BADSIG)") && m.contains("secret differs"),
+            "{m}"
+        );
+        // BADTIME carries the server's clock: 1000 s ahead of ours.
+        let server_time = (unix_now() + 1000).to_be_bytes();
+        let m = refusal(TsigError::BadTime, server_time[2..].to_vec());
+        assert!(
+            m.contains("(BADTIME)") && m.contains("fudge of 300 s"),
+            "{m}"
+        );
+        assert!(
+            m.contains("clock is 1000 s ahead of") || m.contains("clock is 999 s ahead of"),
+            "{m}"
+        );
+        let m = refusal(TsigError::BadTime, Vec::new());
+        assert!(m.contains("(BADTIME)") && !m.contains("ahead"), "{m}");
+        let m = refusal(TsigError::Unknown(99), Vec::new());
+        assert!(m.contains("TSIG error 99"), "{m}");
     }
 }
