@@ -209,6 +209,8 @@ async fn an_old_primary_with_a_lower_epoch_is_never_routed_to() {
     let old_journal = std::fs::read(stage.path("main/journal").join(&journal_file)).unwrap();
 
     // ---- Split brain: the old primary's database comes back writable ------------------------
+    // The fence left a standby.signal (if it reached the data directory): someone lifts it.
+    let _ = std::fs::remove_file(stage.pg.a.data.join("standby.signal"));
     stage.pg.a.start();
     assert!(
         !in_recovery(&stage.pg.a).await,

@@ -16,6 +16,10 @@ pub enum Operation {
     /// A database standby catching up with its primary after a reprotect: bytes of WAL
     /// replayed since the wait began.
     CatchUp,
+    /// An old primary's rows being compared with the new primary's before a rewind, the
+    /// rows only it holds saved aside: bytes of its rows read (`file` names the table; the
+    /// total is the table's size on disk, an estimate, until the last event of the table).
+    SaveAside,
 }
 
 /// One progress event. Events of one operation arrive in order with `bytes_done` growing to

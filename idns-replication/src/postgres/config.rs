@@ -65,21 +65,45 @@ pub struct PgResourceSpec {
     /// The drill marker table (default `public.idns_markers`; created on first use).
     #[serde(default = "default_marker_table")]
     pub marker_table: String,
-    /// How to fence a reachable primary: `stop` (default; a clean shutdown also sends the
-    /// last WAL to the standbys) or `read_only` (`default_transaction_read_only`).
+    /// How to fence a primary: `stop`, the only mode (and the default): a `standby.signal` in
+    /// its data directory, then a clean shutdown (which also sends the last WAL to the
+    /// standbys), so that a restart brings it up read-only, as a standby. The former
+    /// `read_only` mode is refused: a read-only default is undone by any client
+    /// (`BEGIN READ WRITE`), so it fences nothing.
     #[serde(default)]
     pub fence: FenceMode,
 }
 
 /// How a primary is fenced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
+#[non_exhaustive]
 pub enum FenceMode {
-    /// Stop the server (`pg_ctl stop -m fast`).
+    /// Write `standby.signal` into the data directory, then stop the server
+    /// (`pg_ctl stop -m fast`): it cannot take writes, and whatever starts it again (a service
+    /// manager, an operator) starts a read-only standby, never a primary.
     #[default]
     Stop,
-    /// Keep it running, refusing writes.
-    ReadOnly,
+}
+
+impl TryFrom<String> for FenceMode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "stop" => Ok(FenceMode::Stop),
+            "read_only" => Err(
+                "fence \"read_only\" is no longer offered: any client undoes a \
+                                read-only default (BEGIN READ WRITE), so it fences nothing; use \
+                                \"stop\" (stops the server and leaves a standby.signal)"
+                    .into(),
+            ),
+            other => Err(format!(
+                "unknown fence mode {:?}: the only mode is \"stop\"",
+                other.chars().take(100).collect::<String>()
+            )),
+        }
+    }
 }
 
 /// One site's server and the local control of it.
@@ -97,8 +121,11 @@ pub struct PgSiteSpec {
     /// The PostgreSQL binaries (default `/usr/lib/postgresql/15/bin`).
     #[serde(default = "default_bin_dir")]
     pub bin_dir: PathBuf,
-    /// Prepended to every control command, e.g. `["ssh", "postgres@db2"]` (default: run
-    /// locally).
+    /// Runs the control commands on the site's machine, e.g. `["ssh", "postgres@db2"]`
+    /// (default: run locally). It must end in something that hands one command line to a
+    /// POSIX shell, as `ssh host`, `sh -c` or `sudo -u postgres sh -c` do: the command and each
+    /// of its arguments are quoted for that shell and passed as one last argument. The
+    /// commands run as whoever the prefix logs in as (`os_user` is not applied).
     #[serde(default)]
     pub command_prefix: Vec<String>,
     /// The OS user that runs the server's programs; when the controller runs as root on the
@@ -353,3 +380,33 @@ impl TryFrom<PgSpec> for PgConfig {
 
 /// How long a single connection attempt may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(fence: &str) -> Result<PgSpec, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "save_dir": "/var/lib/idns/saved",
+            "resources": [{
+                "id": "db", "fence": fence,
+                "sites": [
+                    { "site": "a", "host": "127.0.0.1", "port": 5432, "data_dir": "/pg/a" },
+                    { "site": "b", "host": "127.0.0.1", "port": 5433, "data_dir": "/pg/b" }
+                ]
+            }]
+        }))
+    }
+
+    #[test]
+    fn only_the_stop_fence_is_offered() {
+        assert_eq!(spec("stop").unwrap().resources[0].fence, FenceMode::Stop);
+        let e = spec("read_only").unwrap_err().to_string();
+        assert!(
+            e.contains("read_only") && e.contains("BEGIN READ WRITE"),
+            "{e}"
+        );
+        let e = spec(&"x".repeat(1000)).unwrap_err().to_string();
+        assert!(e.contains("unknown fence mode") && e.len() < 300, "{e}");
+    }
+}

@@ -10,23 +10,32 @@
 //!   last replayed transaction while it has WAL left to replay) and in bytes (the primary's
 //!   current LSN minus the standby's replayed LSN). A server that is down is `fenced` when this
 //!   backend fenced it, else `unknown`.
-//! - **fence**: `pg_ctl stop -m fast` (a clean shutdown also streams the last WAL to the
-//!   standbys; its checkpoint LSN is remembered), or, with `fence = "read_only"`,
-//!   `default_transaction_read_only` plus ending the open sessions.
-//! - **promote**: when another site was fenced with a known final LSN, first waits until this
-//!   standby has replayed it — a planned switchover loses nothing (RPO 0); then
-//!   `pg_promote()`. A stopped server is started. With `ctx.drill`: a `pg_basebackup` of the
-//!   site started alone on its `drill_port` (unsupported without one); fence with `ctx.drill`
-//!   removes it.
-//! - **reprotect**: `CHECKPOINT` on the new primary; every other site follows it: a running
-//!   standby is pointed at it; a stopped (or still running) old primary is first started
-//!   alone (no TCP, a private socket), its chosen tables compared row by row with the new
-//!   primary's, and the rows only it holds — writes it took after the split — saved under
-//!   `save_dir` and reported ([`PostgresReplication::saved_aside`]); then `pg_rewind`,
-//!   started as a standby; with `wait`, until it streams and has replayed the primary's LSN
-//!   (progress in bytes of WAL: [`PostgresReplication::subscribe`]).
-//!   If the old primary cannot be started to compare, the rewind is refused: nothing is
-//!   dropped silently.
+//! - **fence**: writes `standby.signal` into the data directory, then `pg_ctl stop -m fast` (a
+//!   clean shutdown also streams the last WAL to the standbys; its checkpoint LSN is
+//!   remembered). No client setting undoes it, and whatever starts the server again starts a
+//!   read-only standby, never a primary.
+//! - **promote**: refused while another site of the resource is reachable and writable (not
+//!   in recovery), unless the step is forced (`ctx.force`); the error names that site. When
+//!   another site was fenced with a known final LSN, first waits until this standby has
+//!   replayed it — a planned switchover loses nothing (RPO 0); then `pg_promote()`. A stopped
+//!   server is started. With `ctx.drill`: a `pg_basebackup` of the site started alone on its
+//!   `drill_port` (unsupported without one); fence with `ctx.drill` removes it.
+//! - **reprotect**: `CHECKPOINT` on the new primary; every other site follows it. Whether a
+//!   site may hold writes the new primary lacks is decided from what this call observes —
+//!   the site's timeline and end of WAL (its control data, or what a running standby
+//!   replayed) against the new primary's timeline history — never from an earlier call. A
+//!   running standby within that history is pointed at the new primary. Any other site — a
+//!   second primary (split brain), a standby past the switch point, a stopped server that
+//!   may have diverged — is stopped and started alone (no TCP, a private socket), its tables
+//!   compared row by row with the new primary's, and the rows only it holds saved under
+//!   `save_dir`, streamed to one file per table, and reported
+//!   ([`PostgresReplication::saved_aside`], progress as [`Operation::SaveAside`]); then
+//!   `pg_rewind`, and it starts as a standby; with `wait`, until it streams and has replayed
+//!   the primary's LSN (progress in bytes of WAL: [`PostgresReplication::subscribe`]). If
+//!   the old primary cannot be started to compare, the rewind is refused: nothing is dropped
+//!   silently. Every wait, the comparison included, ends at the step's timeout.
+//! - **remote control**: behind a `command_prefix` (`ssh …`), every argument is quoted for
+//!   the remote shell, so data directories with spaces and SQL pass intact.
 //! - **integrity**: `Check` checksums the chosen tables (count and md5 of the ordered rows,
 //!   keys `table/<schema.table>`) and compares them with every other site at the same LSN;
 //!   `Mark` inserts rows into the marker table (keys `marker/<label>/<n>`); `Verify` finds
@@ -35,10 +44,12 @@
 //! Not done: choosing the standby with the most WAL among several (sites are promoted as the
 //! election says), logical replication, managing `pg_hba.conf` or replication slots.
 
+mod aside;
 mod config;
 mod control;
+mod divergence;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -59,6 +70,7 @@ use crate::fsutil::{IoContext, atomic_write};
 use crate::progress::{Operation, Progress};
 use config::CONNECT_TIMEOUT;
 use control::{Control, format_lsn, parse_lsn};
+use divergence::{Divergence, Lineage};
 
 /// Rows an old primary held that the new primary did not, saved before a rewind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,10 +80,14 @@ pub struct SavedAside {
     pub resource: ResourceId,
     /// The old primary's site.
     pub site: SiteId,
-    /// The directory holding one `<schema.table>.copy` file (COPY text format) per table.
+    /// The directory holding one file (COPY text format) per table.
     pub dir: PathBuf,
-    /// Rows saved per table.
+    /// Rows saved per table (`schema.table`).
     pub rows: BTreeMap<String, u64>,
+    /// The file in `dir` holding each table's rows: `<schema>.<table>.copy`, with every byte
+    /// other than letters, digits, `_` and `-` written as `%XX`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// When they were saved.
     pub at: SystemTime,
 }
@@ -82,8 +98,6 @@ struct ResState {
     epoch: Epoch,
     /// Sites this backend fenced, with the final LSN of a clean stop.
     fenced: BTreeMap<SiteId, Option<String>>,
-    /// The last promotion replayed everything a fenced primary had: nothing diverged.
-    clean_promotion: bool,
 }
 
 /// The PostgreSQL [`ReplicationBackend`]. Cheap to clone; clones share state.
@@ -319,6 +333,29 @@ impl PostgresReplication {
         Ok(out)
     }
 
+    /// Refuses to promote `site` while another site of the resource answers as a primary
+    /// (reachable, not in recovery): two writable primaries would split the data.
+    async fn refuse_beside_a_writable_site(
+        &self,
+        res: &PgResource,
+        site: &SiteId,
+    ) -> Result<(), BackendError> {
+        for other in res.sites.iter().filter(|o| &o.site != site) {
+            let Ok(c) = connect(res, other, None).await else {
+                continue;
+            };
+            if let Ok(false) = in_recovery(&c).await {
+                tracing::warn!(resource = %res.id, site = %site, writable = %other.site, "promotion refused: another site is writable");
+                return Err(BackendError::Refused(format!(
+                    "{} at {} is reachable and writable (a primary, not in recovery): fence it \
+                     before promoting {site}, or force the step",
+                    res.id, other.site
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The connection string a standby uses to follow `site`.
     fn source_conninfo(res: &PgResource, site: &PgSite, app: &SiteId) -> String {
         format!(
@@ -327,85 +364,92 @@ impl PostgresReplication {
         )
     }
 
-    /// Starts the old primary alone, compares its tables with the new primary's and saves
-    /// the rows only it holds. Leaves it stopped cleanly.
+    /// Starts the old primary alone (no TCP, a private socket; as a standby when its data
+    /// directory says so), compares its tables with the new primary's and saves the rows only
+    /// it holds, streamed to files. Leaves it stopped cleanly, with its `standby.signal` as it
+    /// was.
     async fn save_aside(
         &self,
         res: &PgResource,
         old: &PgSite,
-        new_primary: &Client,
-        timeout: Duration,
+        primary: &PgSite,
+        deadline: Instant,
     ) -> Result<Option<SavedAside>, BackendError> {
         let ctl = Control::new(old);
+        let data = ctl.data();
         let sock = ctl.socket_dir();
         let t = Duration::from_secs(30);
-        ctl.sys("mkdir", &["-p".into(), sock.clone()], t).await?;
-        // A standby never took writes of its own.
-        let standby = ctl
-            .sys(
-                "test",
-                &["-e".into(), format!("{}/standby.signal", ctl.data())],
-                t,
-            )
-            .await?
-            .code
-            == Some(0);
-        if standby {
-            return Ok(None);
+        ctl.sys_ok("mkdir", &["-p".into(), sock.clone()], t).await?;
+        let signal = format!("{data}/standby.signal");
+        let cd = ctl.controldata().await?;
+        let state = cd
+            .get("Database cluster state")
+            .map(String::as_str)
+            .unwrap_or("");
+        // A standby start opens read-only connections once consistent, which after a crash
+        // of a primary may be before its last writes are replayed: such a server is started
+        // as the primary it was (its crash recovery replays everything first).
+        let crashed_primary = !matches!(
+            state,
+            "shut down" | "shut down in recovery" | "in archive recovery"
+        );
+        let lifted = crashed_primary
+            && ctl
+                .sys("test", &["-e".into(), signal.clone()], t)
+                .await?
+                .code
+                == Some(0);
+        if lifted {
+            ctl.sys_ok("rm", &["-f".into(), signal.clone()], t).await?;
         }
-        ctl.start(
-            &ctl.data(),
-            old.port,
-            &format!("-c listen_addresses='' -c unix_socket_directories='{sock}'"),
-            timeout,
-        )
-        .await
-        .map_err(|e| {
-            BackendError::Refused(format!(
+        let socket_dirs = format!("\"{}\"", sock.replace('"', "\"\""));
+        let started = ctl
+            .start(
+                &data,
+                old.port,
+                &[
+                    ("listen_addresses", ""),
+                    ("unix_socket_directories", &socket_dirs),
+                    ("primary_conninfo", ""),
+                    ("hot_standby", "on"),
+                ],
+                left(deadline),
+            )
+            .await;
+        let result = match started {
+            Ok(()) => {
+                let saved = self
+                    .diff_rows(res, old, &ctl, &sock, primary, deadline)
+                    .await;
+                let stopped = ctl.stop(&data, "fast", left(deadline)).await;
+                saved.and_then(|s| stopped.map(|()| s))
+            }
+            Err(e) => Err(BackendError::Refused(format!(
                 "cannot start the old primary at {} alone to save its writes before the rewind \
                  ({e}); refusing to rewind it (its writes would be lost)",
                 old.site
-            ))
-        })?;
-        let result = self.diff_rows(res, old, &ctl, &sock, new_primary).await;
-        let stopped = ctl.stop(&ctl.data(), "fast", timeout).await;
-        let rows = result?;
-        stopped?;
-        if rows.values().all(Vec::is_empty) {
+            ))),
+        };
+        if lifted {
+            ctl.sys_ok("touch", &[signal], t).await?;
+        }
+        let (dir, saved) = result?;
+        if saved.is_empty() {
             return Ok(None);
         }
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let dir = self
-            .inner
-            .config
-            .save_dir
-            .join(format!("{}-{}-{stamp}", res.id, old.site));
-        let counts: BTreeMap<String, u64> = rows
-            .iter()
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(t, r)| (t.clone(), r.len() as u64))
-            .collect();
         let saved = SavedAside {
             resource: res.id.clone(),
             site: old.site.clone(),
             dir: dir.clone(),
-            rows: counts,
+            rows: saved.iter().map(|(t, (n, _))| (t.clone(), *n)).collect(),
+            files: saved.into_iter().map(|(t, (_, f))| (t, f)).collect(),
             at: SystemTime::now(),
         };
         let summary =
             serde_json::to_vec_pretty(&saved).map_err(|e| BackendError::Invalid(e.to_string()))?;
-        tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
-            std::fs::create_dir_all(&dir).ctx(dir.display())?;
-            for (table, lines) in rows.iter().filter(|(_, r)| !r.is_empty()) {
-                let path = dir.join(format!("{table}.copy"));
-                let mut text = lines.join("\n");
-                text.push('\n');
-                atomic_write(&path, text.as_bytes()).ctx(path.display())?;
-            }
-            atomic_write(&dir.join("summary.json"), &summary).ctx(dir.display())
+        tokio::task::spawn_blocking(move || {
+            let path = dir.join("summary.json");
+            atomic_write(&path, &summary).ctx(path.display())
         })
         .await
         .map_err(|e| BackendError::Unavailable(format!("worker failed: {e}")))??;
@@ -418,93 +462,147 @@ impl PostgresReplication {
         Ok(Some(saved))
     }
 
+    /// A directory of its own under `save_dir` for what is saved from `old` now (created
+    /// when the first row is written).
+    fn aside_dir(&self, res: &PgResource, old: &PgSite) -> PathBuf {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let base = format!("{}-{}-{stamp}", res.id, old.site);
+        let save_dir = &self.inner.config.save_dir;
+        (0..)
+            .map(|n| match n {
+                0 => save_dir.join(&base),
+                n => save_dir.join(format!("{base}-{n}")),
+            })
+            .find(|d| !d.exists())
+            .unwrap_or_else(|| save_dir.join(base))
+    }
+
+    /// Compares every table of the old primary (started alone on `sock`) with the new
+    /// primary's and streams the rows only the old one holds into files in a new directory.
     async fn diff_rows(
         &self,
         res: &PgResource,
         old: &PgSite,
         ctl: &Control,
         sock: &str,
-        new_primary: &Client,
-    ) -> Result<BTreeMap<String, Vec<String>>, BackendError> {
-        let t = Duration::from_secs(120);
-        let psql = |sql: String| {
-            let args: Vec<String> = vec![
-                "-X".into(),
-                "-q".into(),
-                "-At".into(),
-                "-v".into(),
-                "ON_ERROR_STOP=1".into(),
-                "-h".into(),
-                sock.to_owned(),
-                "-p".into(),
-                old.port.to_string(),
-                "-U".into(),
-                res.user.clone(),
-                "-d".into(),
-                res.database.clone(),
-                "-c".into(),
-                sql,
-            ];
-            async move { ctl.bin_ok("psql", &args, t).await }
+        primary: &PgSite,
+        deadline: Instant,
+    ) -> Result<(PathBuf, aside::Saved), BackendError> {
+        let psql = |sql: Vec<&str>| {
+            let mut args: Vec<String> = [
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                sock,
+                "-p",
+                &old.port.to_string(),
+                "-U",
+                &res.user,
+                "-d",
+                &res.database,
+            ]
+            .map(String::from)
+            .to_vec();
+            for s in sql {
+                args.extend(["-c".to_owned(), s.to_owned()]);
+            }
+            args
         };
-        let tables: Vec<String> = if res.tables.is_empty() {
-            psql(
-                "SELECT format('%s.%s', schemaname, tablename) FROM pg_tables \
-                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
-                    .into(),
-            )
-            .await?
-            .lines()
-            .map(str::to_owned)
-            .filter(|l| !l.is_empty())
-            .collect()
-        } else {
-            res.tables.clone()
-        };
-        let mut out = BTreeMap::new();
-        for table in tables {
-            let q = quote_table(&table);
-            let old_rows = psql(format!("COPY (SELECT * FROM {q}) TO STDOUT")).await;
-            let old_rows = match old_rows {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(site = %old.site, table, error = %e, "table not readable at the old primary");
-                    continue;
+        let listing = ctl
+            .bin_ok("psql", &psql(vec![aside::LIST_TABLES]), left(deadline))
+            .await?;
+        let mut tables = aside::parse_tables(&listing)
+            .map_err(|e| BackendError::Unavailable(format!("site {}: {e}", old.site)))?;
+        if !res.tables.is_empty() {
+            tables.retain(|t| res.tables.contains(&t.key()));
+        }
+        let nc = connect(res, primary, None).await?;
+        nc.batch_execute(aside::SESSION)
+            .await
+            .map_err(|e| pg_err(&primary.site, "setting up the comparison", &e))?;
+        let dir = self.aside_dir(res, old);
+        let mut saved = aside::Saved::new();
+        for table in &tables {
+            let key = table.key();
+            let report = |done: u64, last: bool| {
+                let _ = self.inner.progress.send(Progress {
+                    resource: res.id.clone(),
+                    site: old.site.clone(),
+                    operation: Operation::SaveAside,
+                    file: Some(key.clone()),
+                    bytes_done: done,
+                    bytes_total: if last { done } else { table.size.max(done) },
+                });
+            };
+            let mut next_report = 0u64;
+            let mut progress = |done: u64| {
+                if done >= next_report {
+                    report(done, false);
+                    next_report = done + PROGRESS_STEP;
                 }
             };
-            let new_rows = copy_rows(new_primary, &q).await.unwrap_or_default();
-            let mut have: HashMap<&str, usize> = HashMap::new();
-            for l in new_rows.lines() {
-                *have.entry(l).or_default() += 1;
+            let new = aside::CopyLines::start(&nc, &table.new_rows_sql(), deadline).await?;
+            let mut old_rows = ctl.bin_stream(
+                "psql",
+                &psql(vec![aside::SESSION, &table.old_rows_sql()]),
+                deadline,
+            )?;
+            let file = table.file_name();
+            let mut out = aside::AsideFile::new(dir.join(&file));
+            let mut read = 0u64;
+            let mut counting = |done: u64| {
+                read = done;
+                progress(done);
+            };
+            let merged = aside::diff_table(&mut old_rows, new, &mut out, &mut counting).await;
+            let finished = old_rows.finish().await;
+            let rows = out.finish().await?;
+            merged.and(finished).map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "comparing {key} at the old primary {} with the new primary: {e}",
+                    old.site
+                ))
+            })?;
+            report(read, true);
+            if rows > 0 {
+                saved.insert(key, (rows, file));
             }
-            let mut only_old = Vec::new();
-            for l in old_rows.lines().filter(|l| !l.is_empty()) {
-                match have.get_mut(l) {
-                    Some(n) if *n > 0 => *n -= 1,
-                    _ => only_old.push(l.to_owned()),
-                }
-            }
-            out.insert(table, only_old);
         }
-        Ok(out)
+        Ok((dir, saved))
     }
 
+    /// Makes a stopped `old` follow `primary`: saves aside what it may hold that the primary
+    /// lacks (always when `second_primary`, else unless `lineage` proves nothing diverged),
+    /// rewinds it and starts it as a standby.
     async fn rewind_and_follow(
         &self,
         res: &PgResource,
         old: &PgSite,
         primary: &PgSite,
-        primary_client: &Client,
-        state: &ResState,
-        timeout: Duration,
+        lineage: Option<&Lineage>,
+        second_primary: bool,
+        deadline: Instant,
     ) -> Result<(), BackendError> {
         let ctl = Control::new(old);
-        // Divergent writes are possible unless the last promotion replayed everything this
-        // site had when it was fenced.
-        let clean =
-            state.clean_promotion && state.fenced.get(&old.site).is_some_and(Option::is_some);
-        if !clean {
-            self.save_aside(res, old, primary_client, timeout).await?;
+        let verdict = if second_primary {
+            Divergence::Possible("it ran as a second primary".into())
+        } else {
+            divergence::of_stopped(&ctl.controldata().await?, lineage)
+        };
+        match verdict {
+            Divergence::None(why) => {
+                tracing::info!(resource = %res.id, site = %old.site, why, "nothing to save aside");
+            }
+            Divergence::Possible(why) => {
+                tracing::info!(resource = %res.id, site = %old.site, why, "comparing rows before the rewind");
+                self.save_aside(res, old, primary, deadline).await?;
+            }
         }
         let source = format!(
             "host={} port={} user={} dbname={}",
@@ -518,7 +616,7 @@ impl PostgresReplication {
                     format!("--source-server={source}"),
                     "--write-recovery-conf".into(),
                 ],
-                timeout,
+                left(deadline),
             )
             .await?;
         if out.code != Some(0) {
@@ -530,21 +628,98 @@ impl PostgresReplication {
             )));
         }
         tracing::info!(resource = %res.id, site = %old.site, from = %primary.site, output = %out.stderr.trim(), "rewound");
-        ctl.sys(
+        ctl.sys_ok(
             "touch",
             &[format!("{}/standby.signal", ctl.data())],
             Duration::from_secs(30),
         )
         .await?;
-        ctl.start(&ctl.data(), old.port, "", timeout).await?;
+        ctl.start(&ctl.data(), old.port, &[], left(deadline))
+            .await?;
         let c = connect(res, old, None).await?;
         point_at(&c, &Self::source_conninfo(res, primary, &old.site)).await
     }
+
+    /// The new primary's timeline history, or `None` (after saying why) when it cannot be
+    /// read: then every old site is compared before its rewind.
+    async fn lineage(&self, resource: &ResourceId, site: &SiteId, c: &Client) -> Option<Lineage> {
+        let read = async {
+            let tli: i32 = c
+                .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+                .await?
+                .get(0);
+            let tli = u32::try_from(tli).unwrap_or(0);
+            if tli <= 1 {
+                return Ok(Some(Lineage::parse(tli, "").unwrap_or(Lineage {
+                    timeline: tli,
+                    left_at: BTreeMap::new(),
+                })));
+            }
+            let history: String = c
+                .query_one(
+                    "SELECT pg_read_file($1)",
+                    &[&format!("pg_wal/{tli:08X}.history")],
+                )
+                .await?
+                .get(0);
+            Ok::<_, tokio_postgres::Error>(Lineage::parse(tli, &history))
+        };
+        match read.await {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                tracing::warn!(resource = %resource, site = %site, "the timeline history does not parse: every other site is compared before its rewind");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(resource = %resource, site = %site, error = %e, "cannot read the timeline history: every other site is compared before its rewind");
+                None
+            }
+        }
+    }
+
+    /// Whether a running standby may hold writes the new primary lacks.
+    async fn standby_divergence(
+        c: &Client,
+        lineage: Option<&Lineage>,
+    ) -> Result<Divergence, BackendError> {
+        let Some(lineage) = lineage else {
+            return Ok(Divergence::None(
+                "the new primary's history is unknown; pointing a standby discards nothing".into(),
+            ));
+        };
+        let row = c
+            .query_one(
+                "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
+                 (SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+                 pg_last_wal_replay_lsn()::text",
+                &[],
+            )
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("reading a standby's timeline: {e}")))?;
+        let tli: i32 = row.get(0);
+        let receiving: Option<i32> = row.get(1);
+        let replayed: Option<String> = row.get(2);
+        Ok(lineage.of_standby(
+            u32::try_from(tli).unwrap_or(0),
+            receiving.and_then(|r| u32::try_from(r).ok()),
+            replayed.as_deref().and_then(parse_lsn).unwrap_or(0),
+        ))
+    }
+}
+
+/// Progress of saving rows aside is reported about this often (bytes read).
+const PROGRESS_STEP: u64 = 4 * 1024 * 1024;
+
+/// Time left until `deadline` (at least a moment, so a late call still fails cleanly).
+fn left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1))
 }
 
 fn quote_table(t: &str) -> String {
     t.split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .map(aside::quote_ident)
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -657,23 +832,6 @@ async fn point_at(c: &Client, conninfo: &str) -> Result<(), BackendError> {
         .map_err(|e| BackendError::Unavailable(format!("reloading: {e}")))
 }
 
-async fn copy_rows(c: &Client, quoted: &str) -> Result<String, BackendError> {
-    use futures::TryStreamExt;
-    let stream = c
-        .copy_out(&format!("COPY (SELECT * FROM {quoted}) TO STDOUT"))
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("COPY {quoted}: {e}")))?;
-    let chunks: Vec<bytes::Bytes> = stream
-        .try_collect()
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("COPY {quoted}: {e}")))?;
-    let mut out = Vec::new();
-    for c in chunks {
-        out.extend_from_slice(&c);
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 async fn table_list(res: &PgResource, c: &Client) -> Result<Vec<String>, BackendError> {
     if !res.tables.is_empty() {
         return Ok(res.tables.clone());
@@ -781,8 +939,7 @@ impl ReplicationBackend for PostgresReplication {
                          (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
                          (CASE WHEN NOT pg_is_in_recovery() THEN 0 \
                           WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 \
-                          ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8, \
-                         current_setting('default_transaction_read_only')",
+                          ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8",
                         &[],
                     )
                     .await
@@ -797,11 +954,8 @@ impl ReplicationBackend for PostgresReplication {
                     let recovery: bool = r.get(0);
                     let lsn: Option<String> = r.get(1);
                     let lag: f64 = r.get(2);
-                    let ro: String = r.get(3);
                     let role = if recovery {
                         Role::Replica
-                    } else if ro == "on" && state.fenced.contains_key(&s.site) {
-                        Role::Fenced
                     } else {
                         Role::Primary
                     };
@@ -874,39 +1028,26 @@ impl ReplicationBackend for PostgresReplication {
             tracing::info!(resource = %resource, site = %site, "drill copy removed");
             return Ok(());
         }
-        let lsn = match res.fence {
-            config::FenceMode::Stop => {
-                let was_running = ctl.running(&ctl.data()).await?;
-                ctl.stop(&ctl.data(), "fast", ctx.timeout).await?;
-                let cd = ctl.controldata().await?;
-                let primary_shutdown = cd
-                    .get("Database cluster state")
-                    .is_some_and(|v| v == "shut down");
-                tracing::info!(resource = %resource, site = %site, was_running, "fenced: stopped");
-                cd.get("Latest checkpoint location")
-                    .filter(|_| primary_shutdown)
-                    .cloned()
-            }
-            config::FenceMode::ReadOnly => {
-                let c = connect(res, s, None).await?;
-                for sql in [
-                    "ALTER SYSTEM SET default_transaction_read_only = on",
-                    "SELECT pg_reload_conf()",
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                ] {
-                    c.batch_execute(sql)
-                        .await
-                        .map_err(|e| pg_err(site, "making it read-only", &e))?;
-                }
-                tracing::info!(resource = %resource, site = %site, "fenced: read-only");
-                if in_recovery(&c).await? {
-                    None
-                } else {
-                    Some(format_lsn(current_lsn(&c).await?))
-                }
-            }
-        };
+        let config::FenceMode::Stop = res.fence;
+        // The signal first: whatever starts the server again, even if the stop below fails
+        // half-way, starts a read-only standby, never a primary.
+        ctl.sys_ok(
+            "touch",
+            &[format!("{}/standby.signal", ctl.data())],
+            ctx.timeout,
+        )
+        .await?;
+        let was_running = ctl.running(&ctl.data()).await?;
+        ctl.stop(&ctl.data(), "fast", ctx.timeout).await?;
+        let cd = ctl.controldata().await?;
+        let primary_shutdown = cd
+            .get("Database cluster state")
+            .is_some_and(|v| v == "shut down");
+        tracing::info!(resource = %resource, site = %site, was_running, "fenced: stopped, standby.signal written");
+        let lsn = cd
+            .get("Latest checkpoint location")
+            .filter(|_| primary_shutdown)
+            .cloned();
         self.update(resource, |st| {
             st.fenced.insert(site.clone(), lsn);
         })
@@ -959,7 +1100,7 @@ impl ReplicationBackend for PostgresReplication {
                 ctx.timeout,
             )
             .await?;
-            ctl.start(&drill, port, "-c archive_mode=off", ctx.timeout)
+            ctl.start(&drill, port, &[("archive_mode", "off")], ctx.timeout)
                 .await?;
             tracing::info!(resource = %resource, site = %site, port, "drill copy started");
             return Ok(Promoted {
@@ -967,19 +1108,25 @@ impl ReplicationBackend for PostgresReplication {
                 position: Some(format!("drill copy on port {port}")),
             });
         }
+        if !ctx.force {
+            self.refuse_beside_a_writable_site(res, site).await?;
+        }
+        let deadline = Instant::now() + ctx.timeout.saturating_sub(Duration::from_secs(1));
         let client = match connect(res, s, None).await {
             Ok(c) => c,
             Err(e) => {
-                // A stopped server (fenced, or crashed) is started first.
+                // A stopped server (fenced, or crashed) is started first; a fenced one comes
+                // up as a standby (its standby.signal) and is promoted below.
                 if ctl.running(&ctl.data()).await? {
                     return Err(e);
                 }
-                ctl.start(&ctl.data(), s.port, "", ctx.timeout).await?;
+                ctl.start(&ctl.data(), s.port, &[], ctx.timeout).await?;
                 connect(res, s, None).await?
             }
         };
         let state = self.state(resource).await?;
         if !in_recovery(&client).await? {
+            // A read-only default may be left by the read-only fence of earlier versions.
             for sql in [
                 "ALTER SYSTEM RESET default_transaction_read_only",
                 "SELECT pg_reload_conf()",
@@ -998,15 +1145,15 @@ impl ReplicationBackend for PostgresReplication {
                 position: Some("already primary".into()),
             });
         }
-        // A planned switchover: replay everything the fenced primary wrote.
-        let deadline = Instant::now() + ctx.timeout.saturating_sub(Duration::from_secs(1));
+        // A planned switchover: replay everything the fenced primary wrote, its shutdown
+        // checkpoint record included (past its start), so the new timeline begins after it.
         let mut clean = false;
         for (other, lsn) in &state.fenced {
             if other == site {
                 continue;
             }
             if let Some(target) = lsn.as_deref().and_then(parse_lsn) {
-                wait_replayed(&client, site, target, deadline).await?;
+                wait_replayed(&client, site, target + 1, deadline).await?;
                 clean = true;
             }
         }
@@ -1022,20 +1169,20 @@ impl ReplicationBackend for PostgresReplication {
                 .map_err(|e| pg_err(site, "reading the replay time", &e))?;
             Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0))
         };
+        let wait = i32::try_from(left(deadline).as_secs()).unwrap_or(i32::MAX);
         let ok: bool = client
-            .query_one("SELECT pg_promote(true, 60)", &[])
+            .query_one("SELECT pg_promote(true, $1)", &[&wait])
             .await
             .map_err(|e| pg_err(site, "pg_promote", &e))?
             .get(0);
         if !ok {
             return Err(BackendError::Unavailable(format!(
-                "{site} did not finish promotion within 60 s"
+                "{site} did not finish promotion within {wait} s"
             )));
         }
         let position = format_lsn(current_lsn(&client).await?);
         self.update(resource, |st| {
             st.fenced.remove(site);
-            st.clean_promotion = clean;
         })
         .await?;
         tracing::info!(resource = %resource, site = %site, %position, ?rpo, clean, epoch = %ctx.epoch, "promoted");
@@ -1067,20 +1214,37 @@ impl ReplicationBackend for PostgresReplication {
         pc.batch_execute("CHECKPOINT")
             .await
             .map_err(|e| pg_err(primary, "CHECKPOINT", &e))?;
-        let state = self.state(resource).await?;
+        let lineage = self.lineage(resource, primary, &pc).await;
         let deadline = Instant::now() + ctx.timeout;
         for s in res.sites.iter().filter(|s| &s.site != primary) {
             let ctl = Control::new(s);
-            let left = deadline.saturating_duration_since(Instant::now());
             match connect(res, s, None).await {
                 Ok(c) if in_recovery(&c).await? => {
-                    point_at(&c, &Self::source_conninfo(res, p, &s.site)).await?;
-                    tracing::info!(resource = %resource, site = %s.site, follows = %primary, "standby pointed at the primary");
+                    match Self::standby_divergence(&c, lineage.as_ref()).await? {
+                        Divergence::None(why) => {
+                            point_at(&c, &Self::source_conninfo(res, p, &s.site)).await?;
+                            tracing::info!(resource = %resource, site = %s.site, follows = %primary, why, "standby pointed at the primary");
+                        }
+                        Divergence::Possible(why) => {
+                            tracing::warn!(resource = %resource, site = %s.site, why, "a standby off the primary's history: stopping it");
+                            ctl.stop(&ctl.data(), "fast", left(deadline)).await?;
+                            self.rewind_and_follow(res, s, p, lineage.as_ref(), false, deadline)
+                                .await?;
+                        }
+                    }
                 }
                 Ok(_) => {
                     tracing::warn!(resource = %resource, site = %s.site, "a second primary is running (split brain): stopping it");
-                    ctl.stop(&ctl.data(), "fast", left).await?;
-                    self.rewind_and_follow(res, s, p, &pc, &state, left).await?;
+                    // The same signal as a fence: a restart now brings up a standby.
+                    ctl.sys_ok(
+                        "touch",
+                        &[format!("{}/standby.signal", ctl.data())],
+                        left(deadline),
+                    )
+                    .await?;
+                    ctl.stop(&ctl.data(), "fast", left(deadline)).await?;
+                    self.rewind_and_follow(res, s, p, lineage.as_ref(), true, deadline)
+                        .await?;
                 }
                 Err(_) => {
                     if ctl.running(&ctl.data()).await? {
@@ -1089,7 +1253,8 @@ impl ReplicationBackend for PostgresReplication {
                             s.site
                         )));
                     }
-                    self.rewind_and_follow(res, s, p, &pc, &state, left).await?;
+                    self.rewind_and_follow(res, s, p, lineage.as_ref(), false, deadline)
+                        .await?;
                 }
             }
             self.update(resource, |st| {
