@@ -283,6 +283,44 @@ async fn a_client_over_its_tcp_limit_is_closed_while_other_clients_are_answered(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closed_its_tcp_connections_may_open_as_many_again() {
+    const LIMIT: usize = 3;
+    let mut spec = config();
+    spec.max_tcp_connections_per_client = LIMIT;
+    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.1"]), 1))
+        .await
+        .unwrap();
+    let tcp = server.tcp_addrs()[0];
+    let q = query("app.example.com.", RecordType::A);
+    for round in 0..3 {
+        let mut held = Vec::new();
+        // The server counts a closed connection out once its task has seen the close: a
+        // connection opened just before may still be refused, one a little later is not.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while held.len() < LIMIT {
+            let mut stream = TcpStream::connect(tcp).await.unwrap();
+            if tcp_ask(&mut stream, &q, Duration::from_secs(2))
+                .await
+                .is_some()
+            {
+                held.push(stream);
+            } else {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: connections closed earlier still count against the client"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        drop(held);
+    }
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_inside_a_query_is_dropped_at_the_read_deadline() {
     let mut spec = config();
     spec.tcp_idle_timeout = Duration::from_millis(300);
