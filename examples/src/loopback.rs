@@ -429,13 +429,19 @@ addresses = ["{addr}"]
 [[sites.probes]]
 id = "http"
 interval = {interval:?}
-timeout = {timeout:?}
+timeout = {timeout:?}{overlap}
 rise = {rise}
 fall = {fall}
 check = {{ kind = "http", url = "http://{name}:{port}/health", expect = "OK" }}
 "#,
                 interval = d(self.interval),
                 timeout = d(self.timeout),
+                overlap = if self.timeout > self.interval {
+                    // A killed site answers at once; the timeout covers a slow one.
+                    "\nallow_timeout_over_interval = true"
+                } else {
+                    ""
+                },
                 rise = self.rise,
                 fall = self.fall,
                 name = self.name,

@@ -350,7 +350,7 @@ mod tests {
         ProbeSettings {
             id: crate::id::ProbeId::try_from("p").unwrap(),
             interval: spec.interval,
-            timeout: spec.timeout,
+            timeout: spec.effective_timeout(),
             rise,
             fall,
             counting: Counting::Consecutive,

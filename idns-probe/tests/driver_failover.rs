@@ -69,7 +69,7 @@ async fn a_dead_primary_fails_over_to_the_recovery_site() {
     let (primary, recovery) = two_sites().await;
     let port = primary.addr.port();
     let cfg = service(&format!(
-        r#"[{{ id = "web", interval = "100ms", timeout = "500ms", rise = 1, fall = 2,
+        r#"[{{ id = "web", interval = "100ms", timeout = "500ms", allow_timeout_over_interval = true, rise = 1, fall = 2,
               check = {{ kind = "http", url = "http://app.example.com:{port}/ok", expect = "OK" }} }}]"#
     ));
     let dns = MemoryDns::new(&[cfg.zone().clone()]);
@@ -133,7 +133,7 @@ async fn the_probes_of_a_controller_stop_when_it_stops() {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let cfg = service(&format!(
-        r#"[{{ id = "port", interval = "100ms", timeout = "500ms", rise = 1,
+        r#"[{{ id = "port", interval = "100ms", timeout = "500ms", allow_timeout_over_interval = true, rise = 1,
               check = {{ kind = "tcp", port = {port}, alias = {{ address = "127.0.0.1" }} }} }}]"#
     ));
     let dns = MemoryDns::new(&[cfg.zone().clone()]);

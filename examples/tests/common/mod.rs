@@ -256,6 +256,7 @@ addresses = ["{addr}"]
 id = "web"
 interval = "100ms"
 timeout = "300ms"
+allow_timeout_over_interval = true
 rise = 2
 fall = 3
 check = {{ kind = "http", url = "http://{name}:{port}/health", expect = "OK {id}" }}

@@ -32,7 +32,7 @@ use crate::id::ProbeId;
 /// use idns_core::ProbeSpec;
 ///
 /// let probe = ProbeSpec::new("http").interval(Duration::from_secs(1)).rise(1).fall(3);
-/// assert_eq!(probe.timeout, Duration::from_secs(10));
+/// assert_eq!(probe.timeout, None, "10 s, or the interval when that is shorter");
 /// assert!(probe.check.is_null(), "idns-probe reads the check; the election never does");
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -43,9 +43,15 @@ pub struct ProbeSpec {
     /// How often the probe runs (the paper's Interval, 30 s).
     #[serde(default = "defaults::interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// Limit for one attempt (the paper's Probe Timeout, 10 s).
-    #[serde(default = "defaults::timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    /// Limit for one attempt (the paper's Probe Timeout, 10 s; by default the interval when
+    /// that is shorter). A timeout longer than the interval is refused unless
+    /// `allow_timeout_over_interval` is set: while one attempt runs, the next ones are skipped.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Allows a `timeout` longer than the `interval` (a slow check on a short interval): the
+    /// attempts due while one still runs are skipped, not run side by side.
+    #[serde(default)]
+    pub allow_timeout_over_interval: bool,
     /// Consecutive successes that mark the probe up (default 2).
     #[serde(default = "defaults::rise")]
     pub rise: u32,
@@ -76,7 +82,8 @@ impl ProbeSpec {
         Self {
             id: id.into(),
             interval: defaults::interval(),
-            timeout: defaults::timeout(),
+            timeout: None,
+            allow_timeout_over_interval: false,
             rise: defaults::rise(),
             fall: defaults::fall(),
             counting: Counting::default(),
@@ -96,8 +103,14 @@ impl ProbeSpec {
     /// Sets the limit for one attempt.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
         self
+    }
+
+    /// The limit for one attempt: the one set, else 10 s or the interval when that is shorter.
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| defaults::timeout().min(self.interval))
     }
 
     /// Sets the successes in a row that mark the probe up.
@@ -238,7 +251,19 @@ pub(super) fn validate_probe(
         .ok();
     let interval = format_args!("{path}.interval");
     p.duration(interval, pr.interval, Duration::from_millis(10), DAY);
-    p.duration(format_args!("{path}.timeout"), pr.timeout, NONZERO, DAY);
+    let timeout = pr.effective_timeout();
+    p.duration(format_args!("{path}.timeout"), timeout, NONZERO, DAY);
+    if timeout > pr.interval && !pr.allow_timeout_over_interval {
+        p.push(
+            format!("{path}.timeout"),
+            humantime::format_duration(timeout),
+            format!(
+                "is longer than the interval ({}): the attempts due while one runs would be \
+                 skipped; shorten it, or set allow_timeout_over_interval = true if that is meant",
+                humantime::format_duration(pr.interval)
+            ),
+        );
+    }
     if let Some(d) = pr.down_after {
         p.duration(format_args!("{path}.down_after"), d, NONZERO, MONTH);
     }
@@ -258,7 +283,7 @@ pub(super) fn validate_probe(
     Some(ProbeSettings {
         id: id?,
         interval: pr.interval,
-        timeout: pr.timeout,
+        timeout,
         rise: pr.rise,
         fall: pr.fall,
         counting: pr.counting,

@@ -358,7 +358,12 @@ fn validate(spec: ServiceSpec) -> Result<ServiceConfig, ConfigError> {
         .sites
         .iter()
         .flat_map(|s| s.probes.iter())
-        .map(|pr| pr.interval.saturating_add(pr.timeout))
+        // The paper's 10 s timeout when none is given, as before timeouts followed short
+        // intervals: an observer is not called silent sooner than it used to be.
+        .map(|pr| {
+            pr.interval
+                .saturating_add(pr.timeout.unwrap_or(Duration::from_secs(10)))
+        })
         .max()
         .unwrap_or(Duration::from_secs(40));
     let observers = validate_observers(&mut p, &spec.observers, longest);

@@ -139,3 +139,30 @@ fn round_trips_through_serde() {
     let back: ServiceConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(c, back);
 }
+
+#[test]
+fn a_probe_timeout_longer_than_its_interval_is_refused_unless_meant() {
+    let with = |probe: &str| GOOD.replacen(r#"probes = [{ id = "http" }]"#, probe, 1);
+    let err = ServiceConfig::from_toml(&with(
+        r#"probes = [{ id = "http", interval = "1s", timeout = "5s" }]"#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "sites[0].probes[0].timeout = 5s: is longer than the interval (1s): the attempts due \
+             while one runs would be skipped"
+        ),
+        "{err}"
+    );
+    let c = ServiceConfig::from_toml(&with(
+        r#"probes = [{ id = "http", interval = "1s", timeout = "5s", allow_timeout_over_interval = true }]"#,
+    ))
+    .unwrap();
+    assert_eq!(c.sites()[0].probes[0].timeout, Duration::from_secs(5));
+    // Without a timeout, a short interval is its own limit; observers go silent no sooner.
+    let c =
+        ServiceConfig::from_toml(&with(r#"probes = [{ id = "http", interval = "1s" }]"#)).unwrap();
+    assert_eq!(c.sites()[0].probes[0].timeout, Duration::from_secs(1));
+    assert_eq!(c.sites()[1].probes[0].timeout, Duration::from_secs(10));
+}
