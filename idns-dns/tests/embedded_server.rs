@@ -226,6 +226,19 @@ async fn tcp_ask(stream: &mut TcpStream, q: &[u8], within: Duration) -> Option<M
     Message::from_vec(&answer.ok()?.ok()?).ok()
 }
 
+/// A server of `spec` publishing one address for `app.example.com`; its TCP address, and a
+/// query for that name.
+async fn serving_one_address(spec: EmbeddedSpec) -> (EmbeddedServer, SocketAddr, Vec<u8>) {
+    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
+    server
+        .backend()
+        .apply(&change(addrs(&["192.0.2.1"]), 1))
+        .await
+        .unwrap();
+    let tcp = server.tcp_addrs()[0];
+    (server, tcp, query("app.example.com.", RecordType::A))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_tcp_limit_is_closed_while_other_clients_are_answered() {
     const LIMIT: usize = 16;
@@ -236,14 +249,7 @@ async fn a_client_over_its_tcp_limit_is_closed_while_other_clients_are_answered(
     spec.max_tcp_connections = LIMIT + EXTRA;
     spec.max_tcp_connections_per_client = LIMIT;
     spec.tcp_idle_timeout = Duration::from_secs(60);
-    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
-    server
-        .backend()
-        .apply(&change(addrs(&["192.0.2.1"]), 1))
-        .await
-        .unwrap();
-    let tcp = server.tcp_addrs()[0];
-    let q = query("app.example.com.", RecordType::A);
+    let (server, tcp, q) = serving_one_address(spec).await;
     // 127.0.0.1 opens more idle connections than it may hold.
     let mut greedy = Vec::new();
     for _ in 0..LIMIT + EXTRA {
@@ -287,14 +293,7 @@ async fn a_client_that_closed_its_tcp_connections_may_open_as_many_again() {
     const LIMIT: usize = 3;
     let mut spec = config();
     spec.max_tcp_connections_per_client = LIMIT;
-    let server = EmbeddedServer::start(checked(spec)).await.unwrap();
-    server
-        .backend()
-        .apply(&change(addrs(&["192.0.2.1"]), 1))
-        .await
-        .unwrap();
-    let tcp = server.tcp_addrs()[0];
-    let q = query("app.example.com.", RecordType::A);
+    let (server, tcp, q) = serving_one_address(spec).await;
     for round in 0..3 {
         let mut held = Vec::new();
         // The server counts a closed connection out once its task has seen the close: a
