@@ -682,3 +682,29 @@ async fn a_drill_and_a_switch_run_through_a_remote_shell_on_a_data_directory_wit
     assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
     assert_eq!(item_ids(na.port).await, [1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_holding_writes_past_the_switch_point_is_saved_from_before_its_rewind() {
+    let Some(c) = PgPair::start() else { return };
+    let r = backend(&c, &["public.items"]);
+    let (res, a, b) = ids();
+    create_items(c.a.port).await;
+    r.fence(&res, &a, &ctx(1)).await.unwrap();
+    r.promote(&res, &b, &ctx(1)).await.unwrap();
+    // The old primary is started as a primary, written to, fenced again, and started once
+    // more by its service manager: now a standby whose own WAL goes past b's switch point.
+    fs::remove_file(c.a.data.join("standby.signal")).unwrap();
+    c.a.start();
+    insert(c.a.port, 7..=7, "written at a after the switch").await;
+    r.fence(&res, &a, &ctx(1)).await.unwrap();
+    c.a.start();
+    assert!(in_recovery(c.a.port).await);
+
+    r.reprotect(&res, &b, true, &ctx(1)).await.unwrap();
+    let saved = r.saved_aside();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let file = fs::read_to_string(saved[0].dir.join("public.items.copy")).unwrap();
+    assert_eq!(file, "7\twritten at a after the switch\n");
+    assert_eq!(roles(&r).await, [Role::Replica, Role::Primary]);
+    assert!(item_ids(c.a.port).await.is_empty(), "a follows b now");
+}

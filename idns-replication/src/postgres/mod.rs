@@ -578,20 +578,21 @@ impl PostgresReplication {
     }
 
     /// Makes a stopped `old` follow `primary`: saves aside what it may hold that the primary
-    /// lacks (always when `second_primary`, else unless `lineage` proves nothing diverged),
-    /// rewinds it and starts it as a standby.
+    /// lacks (always when the caller saw `diverged` — a second primary, or a standby past the
+    /// switch point — else unless `lineage` proves nothing diverged), rewinds it and starts it
+    /// as a standby.
     async fn rewind_and_follow(
         &self,
         res: &PgResource,
         old: &PgSite,
         primary: &PgSite,
         lineage: Option<&Lineage>,
-        second_primary: bool,
+        diverged: Option<String>,
         deadline: Instant,
     ) -> Result<(), BackendError> {
         let ctl = Control::new(old);
-        let verdict = if second_primary {
-            Divergence::Possible("it ran as a second primary".into())
+        let verdict = if let Some(why) = diverged {
+            Divergence::Possible(why)
         } else {
             divergence::of_stopped(&ctl.controldata().await?, lineage)
         };
@@ -1228,8 +1229,15 @@ impl ReplicationBackend for PostgresReplication {
                         Divergence::Possible(why) => {
                             tracing::warn!(resource = %resource, site = %s.site, why, "a standby off the primary's history: stopping it");
                             ctl.stop(&ctl.data(), "fast", left(deadline)).await?;
-                            self.rewind_and_follow(res, s, p, lineage.as_ref(), false, deadline)
-                                .await?;
+                            self.rewind_and_follow(
+                                res,
+                                s,
+                                p,
+                                lineage.as_ref(),
+                                Some(why),
+                                deadline,
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -1243,7 +1251,8 @@ impl ReplicationBackend for PostgresReplication {
                     )
                     .await?;
                     ctl.stop(&ctl.data(), "fast", left(deadline)).await?;
-                    self.rewind_and_follow(res, s, p, lineage.as_ref(), true, deadline)
+                    let why = Some("it ran as a second primary".to_owned());
+                    self.rewind_and_follow(res, s, p, lineage.as_ref(), why, deadline)
                         .await?;
                 }
                 Err(_) => {
@@ -1253,7 +1262,7 @@ impl ReplicationBackend for PostgresReplication {
                             s.site
                         )));
                     }
-                    self.rewind_and_follow(res, s, p, lineage.as_ref(), false, deadline)
+                    self.rewind_and_follow(res, s, p, lineage.as_ref(), None, deadline)
                         .await?;
                 }
             }
