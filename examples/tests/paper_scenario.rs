@@ -23,10 +23,11 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use common::{
-    PRIMARY, RECOVERY, Stage, in_recovery, insert, markers, metric, order_ids, resolve, resolver,
-    wait_orders, wait_resolves,
+    PG_PASSWORD, PRIMARY, RECOVERY, Stage, TOKEN, in_recovery, insert, markers, metric, order_ids,
+    resolve, resolver, text, wait_orders, wait_resolves,
 };
 use idns_core::{Event, Health, RunbookKind, StepName, StepStatus};
+use idns_dns::testing::Bind;
 use idns_examples::daemon::wire::{EventRecord, ReportSummary, ServiceStatus};
 
 /// The steps of a finished runbook, as `name status`.
@@ -448,9 +449,59 @@ async fn the_paper_scenario_on_bind_and_postgres() {
         rpo_back * 1000.0
     );
 
+    // ---- No secret in anything the run showed or wrote ---------------------------------------
+    let mut shown = vec![(
+        "the status".to_owned(),
+        d.get(&format!("/v1/services/{name}")).await.1,
+    )];
+    shown.push(("the events".into(), format!("{:?}", d.all_events().await)));
+    shown.push(("the metrics".into(), d.metrics().await));
+    for kind in ["failover", "failback"] {
+        for format in ["json", "md", "html"] {
+            let path = format!("/v1/services/{name}/report?kind={kind}&format={format}");
+            shown.push((path.clone(), d.get(&path).await.1));
+        }
+    }
+    for args in [
+        &["status", name.as_str()][..],
+        &["status", name.as_str(), "--json"],
+    ] {
+        let out = d.idnsctl(args).await;
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        shown.push((format!("idnsctl {args:?}"), all));
+    }
+
     // ---- A graceful stop keeps the journal ---------------------------------------------------
     let status = d.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", d.logs());
+    // Every file the run wrote (logs, journals, reports, saved rows) but the configurations.
+    let mut dirs = vec![stage.dir.path().to_owned(), stage.pg.dir().join("saved")];
+    let state = stage.pg.dir().join("idns-state.json");
+    shown.push((
+        state.display().to_string(),
+        std::fs::read_to_string(&state).unwrap(),
+    ));
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_none_or(|x| x != "toml") {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                shown.push((path.display().to_string(), text(&bytes)));
+            }
+        }
+    }
+    assert!(
+        shown.len() > 15,
+        "{:?}",
+        shown.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    for secret in [TOKEN, PG_PASSWORD, Bind::SECRET] {
+        for (what, body) in &shown {
+            assert!(!body.contains(secret), "{what} shows a secret: {body}");
+        }
+    }
     say!(
         t0,
         "measured: failover RTO {:.0} ms, RPO {:.0} ms; name answered the recovery site {:.0} ms after the kill; failback RTO {:.0} ms, RPO {:.0} ms",

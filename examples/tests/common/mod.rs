@@ -32,6 +32,9 @@ use nix::unistd::Pid;
 
 /// The API token of every daemon these tests start.
 pub const TOKEN: &str = "paper-token-0123456789abcdef";
+/// The database password the paper scenario's configuration gives (the test servers trust
+/// loopback, so it is never asked for; it must never be shown either).
+pub const PG_PASSWORD: &str = "pg-password-never-shown-4242";
 /// The longest any single wait may take before the test gives up.
 pub const LIMIT: Duration = Duration::from_secs(120);
 /// The longest one long-poll of [`Idnsd::wait_status`] waits for an event, in seconds.
@@ -192,6 +195,14 @@ rpo_budget = "30s"
         );
         let mut replication = toml::Table::try_from(spec).unwrap();
         replication.insert("backend".into(), "postgres".into());
+        for r in replication["resources"].as_array_mut().unwrap() {
+            for site in r["sites"].as_array_mut().unwrap() {
+                site.as_table_mut().unwrap().insert(
+                    "conninfo".into(),
+                    format!("password={PG_PASSWORD} connect_timeout=5").into(),
+                );
+            }
+        }
         let service = doc["services"].as_array_mut().unwrap()[0]
             .as_table_mut()
             .unwrap();
