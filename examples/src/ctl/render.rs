@@ -57,6 +57,17 @@ pub(super) fn switch_line(r: &ReportSummary) -> String {
     s
 }
 
+/// The active site as the table shows it: the elected site, and what DNS answers when that
+/// differs (a DNS step held or failing): `recovery (elected; DNS: primary at epoch 1)`.
+fn active(s: &ServiceStatus) -> String {
+    match &s.dns {
+        Some(d) if !d.agrees(&s.active, s.epoch) => {
+            format!("{} (elected; DNS: {})", s.active, d.describe())
+        }
+        _ => s.active.clone(),
+    }
+}
+
 /// The services as a table: service, active site, epoch, phase, each site's health, last
 /// RTO and RPO.
 pub fn render_table(services: &[ServiceStatus]) -> String {
@@ -87,7 +98,7 @@ pub fn render_table(services: &[ServiceStatus]) -> String {
         }
         rows.push(vec![
             s.name.clone(),
-            s.active.clone(),
+            active(s),
             s.epoch.to_string(),
             phase,
             sites.join(", "),
@@ -101,6 +112,21 @@ pub fn render_table(services: &[ServiceStatus]) -> String {
 /// runbook in progress and the last switch and drill, phase by phase.
 pub fn render_detail(s: &ServiceStatus) -> String {
     let mut out = render_table(std::slice::from_ref(s));
+    if let Some(d) = &s.dns {
+        let _ = writeln!(
+            out,
+            "DNS answers: {}{}",
+            d.describe(),
+            if d.agrees(&s.active, s.epoch) {
+                String::new()
+            } else {
+                format!(
+                    " (elected: {} at epoch {}; the name does not answer it yet)",
+                    s.active, s.epoch
+                )
+            }
+        );
+    }
     out.push('\n');
     let mut rows = vec![
         ["SITE", "PRIORITY", "HEALTH", "ELIGIBLE", "LAG", "WHY"]

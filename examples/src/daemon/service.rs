@@ -9,19 +9,22 @@ use std::time::{Duration, SystemTime};
 
 use idns_core::runtime::{Controller, FileStore};
 use idns_core::{
-    Epoch, Event, Health, Journal, ObserverId, ProbeId, ProbeOutcome, ProbeReport, ResourceId,
-    Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore, StepName, StepRecord,
-    StepStatus, SwitchReport,
+    DnsBackend, Epoch, Event, Health, Journal, ObserverId, ProbeId, ProbeOutcome, ProbeReport,
+    RecordSet, ResourceId, Role, Runbook, RunbookKind, ServiceConfig, SiteId, StateStore, StepName,
+    StepRecord, StepStatus, SwitchReport,
 };
 use idns_replication::{Operation, Progress};
 use tokio::sync::broadcast;
 
 use super::events::EventLog;
 use super::wire::{
-    DecisionInfo, PhaseInfo, ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary,
+    DecisionInfo, DnsAnswer, PhaseInfo, ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary,
     RunbookStatus, ServiceStatus, SiteStatus, StepInfo,
 };
 use crate::report::{Check, ReportContext, SiteNote};
+
+/// Longest a status waits for the DNS backend to say what it publishes.
+pub const DNS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Upper bounds of the probe latency histogram's buckets, seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -124,6 +127,8 @@ pub struct ServiceRuntime {
     pub log: EventLog,
     /// What the daemon has seen of it.
     pub observed: Mutex<Observed>,
+    /// Its DNS backend, read for the status (what DNS answers beside what was elected).
+    dns: Option<Arc<dyn DnsBackend>>,
 }
 
 /// Called for each finished drill, with its report and context (the daemon writes the
@@ -146,7 +151,53 @@ impl ServiceRuntime {
             report_dir,
             log: EventLog::new(events),
             observed: Mutex::new(Observed::default()),
+            dns: None,
         }
+    }
+
+    /// The same service, whose status also says what `dns` publishes for its name.
+    #[must_use]
+    pub fn with_dns(mut self, dns: Arc<dyn DnsBackend>) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// What the DNS backend publishes for the name now (within [`DNS_READ_TIMEOUT`]).
+    async fn dns_answer(&self) -> Option<DnsAnswer> {
+        let dns = self.dns.as_ref()?;
+        let read = dns.read(self.config.zone(), self.name());
+        let answer = match tokio::time::timeout(DNS_READ_TIMEOUT, read).await {
+            Ok(Ok(p)) => DnsAnswer {
+                records: match &p.records {
+                    RecordSet::Addresses(a) => a.iter().map(ToString::to_string).collect(),
+                    RecordSet::Alias(n) => vec![n.to_string()],
+                    RecordSet::Empty => Vec::new(),
+                },
+                site: p.owner.as_ref().map(|o| {
+                    o.site
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), ToString::to_string)
+                }),
+                epoch: p.owner.as_ref().map(|o| o.epoch.get()),
+                error: None,
+            },
+            Ok(Err(e)) => DnsAnswer {
+                records: Vec::new(),
+                site: None,
+                epoch: None,
+                error: Some(e.to_string()),
+            },
+            Err(_) => DnsAnswer {
+                records: Vec::new(),
+                site: None,
+                epoch: None,
+                error: Some(format!(
+                    "the DNS backend did not answer within {}",
+                    humantime::format_duration(DNS_READ_TIMEOUT)
+                )),
+            },
+        };
+        Some(answer)
     }
 
     /// The service's name.
@@ -454,6 +505,7 @@ impl ServiceRuntime {
     /// The service's status: the election's view, the runbook in progress from the journal,
     /// and what the daemon has seen.
     pub async fn status(&self) -> ServiceStatus {
+        let dns = self.dns_answer().await;
         let view = self.controller.view();
         let journal: Option<Journal> = match self.store.load().await {
             Ok(stored) => stored.map(|s| s.journal),
@@ -549,6 +601,7 @@ impl ServiceRuntime {
                 .get(&RunbookKind::Drill.to_string())
                 .map(|(r, _)| summary(r)),
             last_event: self.log.last(),
+            dns,
         }
     }
 }

@@ -179,7 +179,7 @@ impl Daemon {
             let name = p.entry.config.name().to_string();
             let store = FileStore::new(&p.entry.journal);
             let mut builder = Controller::builder(p.entry.config.clone())
-                .dns(p.dns)
+                .dns(p.dns.clone())
                 .store(store.clone())
                 .replication_poll(d.replication_poll);
             if let Some(repl) = &p.replication {
@@ -197,13 +197,16 @@ impl Daemon {
                     });
                 }
             };
-            let rt = Arc::new(ServiceRuntime::new(
-                p.entry.config.clone(),
-                controller.clone(),
-                store,
-                d.journal_dir.join("reports"),
-                d.event_log,
-            ));
+            let rt = Arc::new(
+                ServiceRuntime::new(
+                    p.entry.config.clone(),
+                    controller.clone(),
+                    store,
+                    d.journal_dir.join("reports"),
+                    d.event_log,
+                )
+                .with_dns(p.dns),
+            );
             background.spawn(rt.clone().track(events, on_drill.clone()));
             ends.spawn(async move { (name, controller.stopped().await) });
 

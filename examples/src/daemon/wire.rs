@@ -46,6 +46,50 @@ pub struct ServiceStatus {
     pub last_drill: Option<ReportSummary>,
     /// Sequence number of the newest event (for `/events?after=`).
     pub last_event: u64,
+    /// What the DNS backend publishes for the name now, read when the status was asked for:
+    /// while a DNS step is held or failing, the elected site (`active`) and what DNS answers
+    /// differ.
+    #[serde(default)]
+    pub dns: Option<DnsAnswer>,
+}
+
+/// What the DNS backend publishes for a service's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    /// The records (addresses, or the alias target), as text.
+    pub records: Vec<String>,
+    /// The site its ownership record names (`-` when it names none).
+    pub site: Option<String>,
+    /// The epoch of its ownership record.
+    pub epoch: Option<u64>,
+    /// Why it could not be read, when it could not.
+    pub error: Option<String>,
+}
+
+impl DnsAnswer {
+    /// Whether DNS answers as the election decided: the elected `active` site at `epoch`.
+    pub fn agrees(&self, active: &str, epoch: u64) -> bool {
+        self.error.is_none()
+            && self.epoch == Some(epoch)
+            && self.site.as_deref().is_none_or(|s| s == active || s == "-")
+    }
+
+    /// What DNS answers, in a few words: `primary at epoch 1 (127.0.0.1)`.
+    pub fn describe(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("unknown ({e})");
+        }
+        let records = if self.records.is_empty() {
+            "no records".to_owned()
+        } else {
+            self.records.join(", ")
+        };
+        match (&self.site, self.epoch) {
+            (Some(site), Some(epoch)) => format!("{site} at epoch {epoch} ({records})"),
+            (None, Some(epoch)) => format!("epoch {epoch} ({records})"),
+            _ => records,
+        }
+    }
 }
 
 /// One site in a status.
