@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::RecordSet;
 use crate::epoch::Epoch;
 use crate::error::Refused;
 use crate::id::{ObserverId, ProbeId, SiteId};
@@ -131,6 +132,19 @@ pub enum Event {
     Frozen {
         /// Whether they are frozen now.
         frozen: bool,
+    },
+    /// A controller resumed from its journal found the DNS publishing something else than
+    /// the journal says (records missing, another site's, a lower epoch) and published the
+    /// journal's records again, at the journal's epoch.
+    Republished {
+        /// The journal's epoch, under which they were published again.
+        epoch: Epoch,
+        /// The site they point at (none when every site is published, or none).
+        site: Option<SiteId>,
+        /// The records published again.
+        records: RecordSet,
+        /// What the DNS held instead, in words.
+        reason: String,
     },
 }
 
@@ -364,6 +378,18 @@ impl fmt::Display for Event {
             } else {
                 "automatic decisions resumed"
             }),
+            Event::Republished {
+                epoch,
+                site,
+                records,
+                reason,
+            } => {
+                write!(f, "republished {records}")?;
+                if let Some(site) = site {
+                    write!(f, " for {site}")?;
+                }
+                write!(f, " at epoch {epoch}: {reason}")
+            }
         }
     }
 }
@@ -567,6 +593,16 @@ mod tests {
             (
                 Event::Frozen { frozen: false },
                 "automatic decisions resumed",
+            ),
+            (
+                Event::Republished {
+                    epoch: Epoch::new(3),
+                    site: Some(id("recovery")),
+                    records: RecordSet::Addresses(vec!["198.51.100.1".parse().unwrap()]),
+                    reason: "the DNS held 192.0.2.1 for primary at epoch 2".into(),
+                },
+                "republished 198.51.100.1 for recovery at epoch 3: the DNS held 192.0.2.1 for \
+                 primary at epoch 2",
             ),
         ];
         for (event, want) in table {

@@ -11,12 +11,14 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use idns_core::runtime::{Controller, ControllerBuilder, FileStore};
-use idns_core::test_util::{DnsCall, DnsFaults, MemoryDns, MemoryReplication, ReplCall};
+use idns_core::test_util::{
+    DnsCall, DnsFaults, MemoryDns, MemoryReplication, ReplCall, ReplFaults,
+};
 use idns_core::{
     BackendError, Command, DnsBackend, DnsCapabilities, DnsChange, DnsName, Epoch, Error, Event,
-    Health, IntegrityReport, IntegrityRequest, Journal, OpContext, Outcome, Phase, ProbeOutcome,
-    ProbeReport, Promoted, Propagation, Published, RecordSet, ReplicationBackend,
-    ReplicationStatus, ResourceId, Resume, RunbookKind, ServiceConfig, SiteId, StateStore,
+    Health, IntegrityReport, IntegrityRequest, Journal, OpContext, Outcome, Ownership, Phase,
+    ProbeOutcome, ProbeReport, Promoted, Propagation, Published, RecordSet, ReplicationBackend,
+    ReplicationStatus, ResourceId, Resume, Role, RunbookKind, ServiceConfig, SiteId, StateStore,
     StepName, StepStatus, Stored, SwitchReport,
 };
 use tempfile::TempDir;
@@ -61,7 +63,12 @@ struct Rig {
 
 impl Rig {
     fn new() -> TestResult<Rig> {
-        let cfg = ServiceConfig::from_toml(CONFIG)?;
+        Rig::with_config(CONFIG)
+    }
+
+    /// The rig of another configuration of the same two sites.
+    fn with_config(toml: &str) -> TestResult<Rig> {
+        let cfg = ServiceConfig::from_toml(toml)?;
         let dns = MemoryDns::new(&[cfg.zone().clone()]);
         let sites: Vec<_> = cfg.sites().iter().map(|s| s.id.clone()).collect();
         let repl = MemoryReplication::new(cfg.resources(), &sites, &cfg.home().id);
@@ -1188,5 +1195,273 @@ async fn the_backends_background_work_runs_while_the_controller_runs() -> TestRe
     assert_eq!(backend.started.load(Ordering::SeqCst), 2);
     old.shutdown();
     task.await??;
+    Ok(())
+}
+
+// ----- resuming: the published records and the replication status --------------------------
+
+/// Stores a journal that says `recovery` is active at epoch 3, as a controller that failed
+/// over twice and then stopped would have left it.
+async fn journal_recovery_at_3(rig: &Rig) -> TestResult {
+    let owner = Ownership {
+        epoch: Epoch::new(3),
+        site: Some("recovery".parse()?),
+    };
+    let journal = Journal::adopt(rig.name().clone(), &owner, "primary".parse()?);
+    rig.store.save(&journal, None).await?;
+    Ok(())
+}
+
+/// Publishes `ip` for `site` at `epoch`, behind the controller's back.
+fn publish(rig: &Rig, ip: &str, site: &str, epoch: u64) -> TestResult {
+    rig.dns.apply_now(&DnsChange {
+        zone: rig.cfg.zone().clone(),
+        name: rig.name().clone(),
+        records: addresses(ip)?,
+        ttl: Duration::from_secs(30),
+        epoch: Epoch::new(epoch),
+        site: Some(site.parse()?),
+    })?;
+    Ok(())
+}
+
+fn applies(rig: &Rig) -> usize {
+    rig.dns
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, DnsCall::Apply(..)))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_driver_publishes_the_journals_records_again_when_the_dns_holds_others()
+-> TestResult {
+    // (what the DNS holds behind the controller's back, what the event says it held)
+    let cases = [
+        (
+            Some((PRIMARY, "primary", 2)),
+            "the DNS held 192.0.2.1 for primary at epoch 2",
+        ),
+        (
+            Some((RECOVERY, "recovery", 2)),
+            "the DNS held 198.51.100.1 for recovery at epoch 2",
+        ),
+        (None, "the DNS held (no records) and no ownership record"),
+    ];
+    for (held, why) in cases {
+        let rig = Rig::new()?;
+        journal_recovery_at_3(&rig).await?;
+        if let Some((ip, site, epoch)) = held {
+            publish(&rig, ip, site, epoch)?;
+        }
+        let mut d = rig.start().await?;
+        let event = d
+            .next("republication", |e| matches!(e, Event::Republished { .. }))
+            .await?;
+        let Event::Republished {
+            epoch,
+            site,
+            records,
+            reason,
+        } = &event
+        else {
+            unreachable!("matched above");
+        };
+        assert_eq!(*epoch, Epoch::new(3), "{event}");
+        assert_eq!(site.as_ref().map(SiteId::as_str), Some("recovery"));
+        assert_eq!(*records, addresses(RECOVERY)?);
+        assert_eq!(reason, why);
+        assert_eq!(rig.published(), addresses(RECOVERY)?);
+        assert_eq!(rig.dns.epoch(rig.name()), Epoch::new(3));
+        assert!(rig.dns.stale_attempts().is_empty());
+        // The journal itself did not move: no decision, the same epoch.
+        assert_eq!(d.count(is_decision), 0, "{:?}", d.seen);
+        assert_eq!(rig.stored().await?.journal.epoch(), Epoch::new(3));
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_driver_reads_the_published_records_and_leaves_them_when_they_match() -> TestResult
+{
+    let rig = Rig::new()?;
+    journal_recovery_at_3(&rig).await?;
+    publish(&rig, RECOVERY, "recovery", 3)?;
+    let before = applies(&rig);
+    let mut d = rig.start().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    d.collect()?;
+    assert!(
+        rig.dns
+            .calls()
+            .iter()
+            .any(|c| matches!(c, DnsCall::Read(n) if n == rig.name())),
+        "the published records were read: {:?}",
+        rig.dns.calls()
+    );
+    assert_eq!(applies(&rig), before, "nothing published again");
+    assert_eq!(
+        d.count(|e| matches!(e, Event::Republished { .. })),
+        0,
+        "{:?}",
+        d.seen
+    );
+
+    // A DNS with a higher epoch than the journal is another controller's: left alone too.
+    d.controller.shutdown();
+    d.controller.stopped().await?;
+    publish(&rig, PRIMARY, "primary", 4)?;
+    let before = applies(&rig);
+    let mut d = rig.start().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    d.collect()?;
+    assert_eq!(applies(&rig), before, "never a lower epoch");
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+    assert_eq!(d.count(|e| matches!(e, Event::Republished { .. })), 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_driver_that_cannot_read_the_dns_starts_and_republishes_once_it_can() -> TestResult
+{
+    let rig = Rig::new()?;
+    journal_recovery_at_3(&rig).await?;
+    publish(&rig, PRIMARY, "primary", 2)?;
+    rig.dns.set_faults(DnsFaults {
+        down: true,
+        ..DnsFaults::default()
+    });
+    let mut d = rig.start().await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        !d.controller.is_stopped(),
+        "an unreadable DNS stops nothing"
+    );
+    let reads = rig
+        .dns
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, DnsCall::Read(_)))
+        .count();
+    assert!(reads >= 2, "read again after a failure: {reads} read(s)");
+    assert_eq!(rig.published(), addresses(PRIMARY)?);
+
+    rig.dns.set_faults(DnsFaults::default());
+    d.next("republication", |e| matches!(e, Event::Republished { .. }))
+        .await?;
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    assert_eq!(rig.dns.epoch(rig.name()), Epoch::new(3));
+    assert!(rig.dns.stale_attempts().is_empty());
+    Ok(())
+}
+
+/// [`CONFIG`] with an RPO budget, so that a failover needs every lag known.
+fn rpo_config() -> String {
+    CONFIG.replace(
+        "min_dwell = \"0s\"",
+        "min_dwell = \"0s\"\n    rpo_budget = \"10s\"",
+    )
+}
+
+/// Starts a controller that reads the replication status once an hour, whose first read
+/// could not reach `recovery` (its lag unknown); `recovery` is reachable again on return.
+async fn started_with_recovery_unknown(rig: &Rig) -> TestResult<Running> {
+    let db: ResourceId = "db".parse()?;
+    let recovery: SiteId = "recovery".parse()?;
+    rig.repl.set_faults(ReplFaults {
+        unreachable: vec![recovery.clone()],
+        ..ReplFaults::default()
+    });
+    let mut d = rig
+        .start_with(rig.builder().replication_poll(Duration::from_secs(3600)))
+        .await?;
+    d.until_finished(true, true, RunbookKind::Bootstrap).await?;
+    let unknown = |m: &std::collections::BTreeMap<ResourceId, idns_core::runtime::PolledStatus>| {
+        m.get(&db).is_some_and(|read| {
+            read.status
+                .sites
+                .iter()
+                .any(|s| s.site == recovery && s.role == Role::Unknown)
+        })
+    };
+    within(
+        "a read of recovery",
+        d.controller.wait_for_replication(unknown),
+    )
+    .await?;
+    // Every read the start made is done.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.repl.set_faults(ReplFaults::default());
+    Ok(d)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_right_after_a_failback_is_judged_on_a_status_read_after_it() -> TestResult {
+    let rig = Rig::with_config(&rpo_config())?;
+    let mut d = started_with_recovery_unknown(&rig).await?;
+    let refused = d
+        .controller
+        .command(Command::Failover {
+            to: None,
+            force: false,
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Refused(r)) if r.reason.contains("lag unknown")),
+        "{refused:?}"
+    );
+
+    d.controller
+        .command(Command::Failover {
+            to: Some("recovery".parse()?),
+            force: true,
+        })
+        .await?;
+    let failover = d.until_finished(true, true, RunbookKind::Failover).await?;
+    assert_eq!(failover.outcome, Outcome::Completed);
+    // Forced: this test is about the failover after the failback.
+    d.controller
+        .command(Command::Failback { force: true })
+        .await?;
+    let failback = d.until_finished(true, true, RunbookKind::Failback).await?;
+    assert_eq!(failback.outcome, Outcome::Completed);
+
+    // At once, with the next periodic read an hour away.
+    d.controller
+        .command(Command::Failover {
+            to: None,
+            force: false,
+        })
+        .await?;
+    let second = within(
+        "the second failover",
+        d.controller
+            .wait_for_runbook(|r| r.kind == RunbookKind::Failover && r.runbook > failback.runbook),
+    )
+    .await?;
+    assert_eq!(second.outcome, Outcome::Completed);
+    assert_eq!(second.to, Some("recovery".parse()?));
+    assert_eq!(second.epoch, Epoch::new(4));
+    assert_eq!(rig.published(), addresses(RECOVERY)?);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_blocked_for_an_unknown_lag_reads_the_status_at_once() -> TestResult {
+    let rig = Rig::with_config(&rpo_config())?;
+    let mut d = started_with_recovery_unknown(&rig).await?;
+    // The primary fails: the RPO guard blocks until the lag is known, which a read at once
+    // tells, not the periodic one an hour later.
+    let failover = d.until_finished(false, true, RunbookKind::Failover).await?;
+    assert_eq!(failover.outcome, Outcome::Completed);
+    assert_eq!(failover.to, Some("recovery".parse()?));
+    assert!(
+        d.seen.iter().any(|e| matches!(
+            e,
+            Event::Blocked { reasons } if reasons.iter().any(|r| r.to_string().contains("lag unknown"))
+        )),
+        "{:?}",
+        d.seen
+    );
     Ok(())
 }

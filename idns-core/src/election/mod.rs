@@ -15,13 +15,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::ServiceConfig;
+use crate::dns::DnsChange;
+use crate::epoch::Epoch;
 use crate::error::{Error, Refused};
 use crate::event::{Event, Trigger};
 use crate::health::HealthBook;
 use crate::journal::Journal;
 use crate::probe::Health;
 use crate::reason::Reason;
-use crate::runbook::{Action, RunbookKind, StepId};
+use crate::runbook::{Action, RunbookKind, Step, StepId};
 use crate::timer::TimerTable;
 use crate::view::{ObserverView, ProbeView, RunbookView, ServiceView, SiteView};
 
@@ -244,6 +246,32 @@ impl Election {
     /// The configuration.
     pub fn config(&self) -> &ServiceConfig {
         &self.cfg
+    }
+
+    /// What the journal says the service's name publishes, as the change that publishes it
+    /// at the journal's epoch: what a restarted driver checks the DNS against, and applies
+    /// again when the DNS holds something else. `None` before the first decision, and while
+    /// the runbook in progress has yet to publish the name itself (its own `switch_dns` step
+    /// will).
+    pub fn published(&self) -> Option<DnsChange> {
+        let epoch = self.journal.epoch();
+        if epoch == Epoch::ZERO {
+            return None;
+        }
+        if let Some(rb) = self.journal.runbook() {
+            let will_publish = rb.steps.iter().skip(rb.next_index()).any(|s| {
+                matches!(&s.step, Step::SwitchDns { change } if change.name == *self.cfg.name())
+            });
+            if will_publish {
+                return None;
+            }
+        }
+        Some(plan::serving_change(
+            &self.cfg,
+            self.journal.serving(),
+            self.journal.active(),
+            epoch,
+        ))
     }
 
     // ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ use crate::dns::{DnsChange, RecordSet};
 use crate::epoch::Epoch;
 use crate::event::PhaseTime;
 use crate::id::{ResourceId, SiteId};
+use crate::journal::Serving;
 use crate::reason::Reason;
 use crate::replication::{IntegrityRequest, Manifest};
 use crate::runbook::{PlannedStep, RunbookKind, Step, StepName, StepPolicy, StepRecord};
@@ -217,14 +218,7 @@ pub(super) fn dns_change(
     let (records, site) = if kind == RunbookKind::AllDown {
         match cfg.policy().all_down {
             AllDownPolicy::FailClosed => (RecordSet::Empty, None),
-            _ => {
-                let all = cfg
-                    .sites()
-                    .iter()
-                    .flat_map(|s| s.addresses.iter().copied())
-                    .collect();
-                (RecordSet::Addresses(all), None)
-            }
+            _ => (every_address(cfg), None),
         }
     } else {
         match to.and_then(|t| cfg.site_index(t)) {
@@ -242,6 +236,36 @@ pub(super) fn dns_change(
         ttl: cfg.ttl(),
         epoch,
         site,
+    }
+}
+
+/// Every site's addresses: what the name publishes when all sites are down and it fails open.
+fn every_address(cfg: &ServiceConfig) -> RecordSet {
+    let all = cfg
+        .sites()
+        .iter()
+        .flat_map(|s| s.addresses.iter().copied())
+        .collect();
+    RecordSet::Addresses(all)
+}
+
+/// The change that publishes what a journal says the service's name serves (`serving`, with
+/// `active` as the active site), at `epoch`: what a restarted controller checks the DNS
+/// against.
+pub(super) fn serving_change(
+    cfg: &ServiceConfig,
+    serving: Serving,
+    active: &SiteId,
+    epoch: Epoch,
+) -> DnsChange {
+    match serving {
+        Serving::Active => dns_change(cfg, RunbookKind::Failover, Some(active), epoch),
+        // No target: no records, no site.
+        Serving::Withdrawn => dns_change(cfg, RunbookKind::Failover, None, epoch),
+        Serving::AllSites => DnsChange {
+            records: every_address(cfg),
+            ..dns_change(cfg, RunbookKind::Failover, None, epoch)
+        },
     }
 }
 
@@ -563,6 +587,27 @@ mod tests {
                 "www.example.com"
             };
             assert_eq!(c.name.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn the_published_change_follows_what_the_journal_serves_whatever_the_all_down_policy() {
+        let b = site("b");
+        // (what the journal serves, records, owner), under a fail-closed policy.
+        let table = [
+            (Serving::Active, "192.0.2.2", Some(&b)),
+            (Serving::AllSites, "192.0.2.1, 192.0.2.2", None),
+            (Serving::Withdrawn, "(no records)", None),
+        ];
+        let cfg = config("", "[policy]\nall_down = \"fail_closed\"");
+        for (serving, records, owner) in table {
+            let c = serving_change(&cfg, serving, &b, Epoch::new(5));
+            assert_eq!(c.records.to_string(), records, "{serving:?}");
+            assert_eq!(c.site.as_ref(), owner, "{serving:?}");
+            assert_eq!(
+                (c.epoch, c.name.as_str()),
+                (Epoch::new(5), "www.example.com")
+            );
         }
     }
 

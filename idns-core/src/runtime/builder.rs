@@ -126,8 +126,11 @@ impl ControllerBuilder {
 
     /// Reads [`ReplicationBackend::status`] of every resource this often, feeds the lag to
     /// the election (the RPO guard needs it) and publishes it
-    /// ([`Controller::replication_status`]). Each read is cut off after the same time.
-    /// Without it, replication reports come only through [`Controller::replication`].
+    /// ([`Controller::replication_status`]). Each read is cut off after the same time. The
+    /// status is also read at once when a runbook finishes and when the RPO guard blocks a
+    /// failover for an unknown lag (cut off after at most 5 s), so a failover right after a
+    /// failback is judged on the roles the failback left. Without it, replication reports
+    /// come only through [`Controller::replication`].
     pub fn replication_poll(mut self, every: Duration) -> Self {
         self.options.replication_poll = Some(every);
         self

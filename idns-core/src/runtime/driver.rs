@@ -11,14 +11,16 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::controller::{Controller, PolledStatus, REPORTS_KEPT, Reply, Request, Shared};
 use crate::config::ServiceConfig;
-use crate::dns::DnsBackend;
-use crate::election::{Election, Input, StepDone, StepOutput};
+use crate::dns::{DnsBackend, DnsChange, Published};
+use crate::election::{Command, Election, Input, StepDone, StepOutput};
+use crate::epoch::Epoch;
 use crate::error::{BackendError, ConfigError, Error, Problems, Refused};
 use crate::event::{Event, SwitchReport};
 use crate::id::ResourceId;
 use crate::journal::Journal;
+use crate::reason::Reason;
 use crate::replication::ReplicationBackend;
-use crate::runbook::{Action, Step, StepId};
+use crate::runbook::{Action, RunbookKind, Step, StepId, StepName, StepPolicy};
 use crate::store::StateStore;
 use crate::view::ServiceView;
 
@@ -48,14 +50,26 @@ pub(super) struct Start {
     pub(super) events: Option<broadcast::Sender<Event>>,
 }
 
+/// The longest an on-demand replication status read (after a runbook, or for a decision the
+/// RPO guard blocks for an unknown lag) may take, when the poll interval is longer.
+const FRESH_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// The first delay before the published records are checked again after a failed check;
+/// it doubles with each failure, up to [`RECHECK_MAX`].
+const RECHECK_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest delay between two checks of the published records that fail.
+const RECHECK_MAX: Duration = Duration::from_secs(60);
+
 /// The knobs of a [`Driver`]; [`Default`] suits most services.
 ///
 /// Kept for programs written before [`Controller::builder`], whose setters these are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverOptions {
     /// Poll [`ReplicationBackend::status`] of every resource this often and feed the lag to
-    /// the election (the RPO guard needs it). `None` (the default): replication reports come
-    /// only through [`Controller::replication`].
+    /// the election (the RPO guard needs it); the status is also read at once when a runbook
+    /// finishes and when the RPO guard blocks a failover for an unknown lag. `None` (the
+    /// default): replication reports come only through [`Controller::replication`].
     pub replication_poll: Option<Duration>,
     /// How many reports and commands may wait for the driver before
     /// [`Controller::report`] waits for room (default 1024).
@@ -138,8 +152,12 @@ impl Clock {
 ///
 /// - **Inputs**: probe and replication reports and operator commands arrive through the
 ///   [`Controller`]; replication status is polled when
-///   [`DriverOptions::replication_poll`] says so, and published. The driver does not run
-///   probes: whoever runs them sends their reports to the controller.
+///   [`DriverOptions::replication_poll`] says so, and published. With polling on, the status
+///   is also read at once when a runbook finishes (its roles changed) and when the RPO guard
+///   blocks a failover because a lag is unknown; a failover or failback command (unforced)
+///   that arrives while such a read is in flight is answered after it, so a second failover
+///   right after a failback is judged on the lag read after the failback. The driver does not
+///   run probes: whoever runs them sends their reports to the controller.
 /// - **Actions**: before executing an action, the journal is saved to the
 ///   [`StateStore`] whenever it changed, so a restarted controller resumes the same runbook
 ///   and never repeats a finished step. A failed save does not execute the action: it fails
@@ -165,6 +183,14 @@ impl Clock {
 /// ([`Journal::adopt`]) instead of publishing the home site again at a stale epoch;
 /// otherwise the election bootstraps the home site. A store or DNS that cannot be read then
 /// fails the start.
+///
+/// A driver resumed from a stored journal checks that the DNS publishes what the journal
+/// says ([`Election::published`]): when the records are missing, point at another site, or
+/// carry a lower epoch, it publishes them again at the journal's epoch (never a lower one)
+/// and emits [`Event::Republished`] saying why. It does not while the runbook in progress
+/// has yet to publish the name (its own `switch_dns` step will), nor when the DNS holds a
+/// higher epoch than the journal (another controller decided since: that is logged). A DNS
+/// that cannot be read does not stop the driver: the check is logged and tried again later.
 ///
 /// # Stopping
 /// [`Controller::shutdown`], or dropping every controller, stops the driver gracefully and
@@ -198,8 +224,22 @@ pub struct Driver {
     /// Actions being executed, and the step of each task.
     running: JoinSet<StepDone>,
     running_ids: HashMap<task::Id, StepId>,
-    /// A replication status poll in progress.
-    polls: JoinSet<Vec<(ResourceId, PolledStatus)>>,
+    /// A replication status read in progress (several when an on-demand read overtook a
+    /// periodic one, which is then cancelled); each says whether it was on demand.
+    polls: JoinSet<(bool, Vec<(ResourceId, PolledStatus)>)>,
+    /// An on-demand status read is in flight: unforced switch commands wait for it.
+    fresh_read: bool,
+    /// A switch command waiting for that read.
+    deferred: Option<(Command, Reply)>,
+    /// Whether the journal was loaded from the store (then the published records are
+    /// checked against it).
+    resumed: bool,
+    /// The check of the published records, and their republication.
+    checks: JoinSet<DnsCheck>,
+    /// When to check the published records again after a failure.
+    check_at: Option<Instant>,
+    /// Checks of the published records that failed in a row.
+    check_failures: u32,
     /// Whether to run the replication backend's background work.
     start_background: bool,
     /// The replication backend's background work, one task per resource.
@@ -254,6 +294,7 @@ impl Driver {
         let clock = Clock::start();
         let stored = backends.store.load().await?;
         let revision = stored.as_ref().map(|s| s.revision);
+        let resumed = stored.is_some();
         let journal = match &stored {
             Some(s) => Some(s.journal.clone()),
             None => adopt(&cfg, backends.dns.as_ref()).await?,
@@ -312,6 +353,12 @@ impl Driver {
             running: JoinSet::new(),
             running_ids: HashMap::new(),
             polls: JoinSet::new(),
+            fresh_read: false,
+            deferred: None,
+            resumed,
+            checks: JoinSet::new(),
+            check_at: None,
+            check_failures: 0,
             start_background: start.background,
             background: JoinSet::new(),
         };
@@ -355,6 +402,9 @@ impl Driver {
     async fn run_loop(&mut self) -> Result<(), Error> {
         let mut poll = self.replication_interval();
         let mut stopping = false;
+        if self.resumed {
+            self.check_published();
+        }
         self.process(stopping).await?;
         loop {
             if stopping && self.running.is_empty() {
@@ -362,6 +412,7 @@ impl Driver {
             }
             let deadline = self.election.poll_timeout().map(Instant::from_std);
             let save_retry = self.save_retry_at;
+            let check_at = self.check_at;
             let mut reply = None;
             tokio::select! {
                 biased;
@@ -382,17 +433,22 @@ impl Driver {
                 }
                 () = sleep_until(save_retry), if save_retry.is_some() => self.save_retry_at = None,
                 Some(joined) = self.polls.join_next(), if !stopping && !self.polls.is_empty() => {
-                    match joined {
-                        Ok(polled) => self.on_polled(polled),
-                        Err(e) => tracing::warn!(error = %e, "replication status poll failed"),
-                    }
+                    reply = self.on_polled(joined);
                 }
-                () = tick(&mut poll), if !stopping && self.polls.is_empty() => self.spawn_poll(),
+                () = tick(&mut poll), if !stopping && self.polls.is_empty() => self.spawn_poll(false),
+                Some(joined) = self.checks.join_next(), if !stopping && !self.checks.is_empty() => {
+                    self.on_checked(joined);
+                }
+                () = sleep_until(check_at), if !stopping && check_at.is_some() => {
+                    self.check_at = None;
+                    self.check_published();
+                }
                 Some(joined) = self.background.join_next(), if !self.background.is_empty() => {
                     log_background(joined);
                 }
-                // Last, so that a flood of reports cannot hold back timers and step results.
-                request = self.inbox.recv(), if !stopping => match request {
+                // Last, so that a flood of reports cannot hold back timers and step results;
+                // not while a command waits for a status read, so requests keep their order.
+                request = self.inbox.recv(), if !stopping && self.deferred.is_none() => match request {
                     Some(request) => reply = self.on_request(request),
                     None => stopping = self.begin_shutdown("every handle is gone"),
                 },
@@ -418,26 +474,69 @@ impl Driver {
             "{why}: shutting down"
         );
         self.inbox.close();
+        // A command that waited for a status read is not carried out: its caller gets
+        // `Error::Stopped`.
+        self.deferred = None;
         true
     }
 
-    /// Feeds a request; for a command, returns where its answer goes and the answer.
+    /// Feeds a request; for a command, returns where its answer goes and the answer. An
+    /// unforced switch command waits while an on-demand status read is in flight, so the
+    /// RPO guard judges it on the lag read after the last runbook.
     fn on_request(&mut self, request: Request) -> Option<(Reply, Result<(), Refused>)> {
         match request {
             Request::Report(input) => {
                 self.feed(input);
                 None
             }
-            Request::Command(command, reply) => {
-                let now = self.clock.now();
-                let result = self.election.command(command, now);
-                Some((reply, result))
+            Request::Command(command, reply) if self.fresh_read && wants_lag(&command) => {
+                tracing::debug!(
+                    ?command,
+                    "waiting for the replication status read in flight"
+                );
+                self.deferred = Some((command, reply));
+                None
             }
+            Request::Command(command, reply) => Some(self.command(command, reply)),
         }
     }
 
+    fn command(&mut self, command: Command, reply: Reply) -> (Reply, Result<(), Refused>) {
+        let now = self.clock.now();
+        let result = self.election.command(command, now);
+        (reply, result)
+    }
+
+    /// Takes the result of a status read: publishes what it read and feeds it to the
+    /// election; once no on-demand read is in flight, carries out the command that waited
+    /// for it.
+    fn on_polled(
+        &mut self,
+        joined: Result<(bool, Vec<(ResourceId, PolledStatus)>), JoinError>,
+    ) -> Option<(Reply, Result<(), Refused>)> {
+        match joined {
+            Ok((fresh, polled)) => {
+                if fresh {
+                    self.fresh_read = false;
+                }
+                self.feed_polled(polled);
+            }
+            // A periodic read that an on-demand one replaced.
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::warn!(error = %e, "replication status poll failed"),
+        }
+        if self.polls.is_empty() {
+            self.fresh_read = false;
+        }
+        if self.fresh_read {
+            return None;
+        }
+        let (command, reply) = self.deferred.take()?;
+        Some(self.command(command, reply))
+    }
+
     /// Publishes the status read by a poll and feeds it to the election.
-    fn on_polled(&mut self, polled: Vec<(ResourceId, PolledStatus)>) {
+    fn feed_polled(&mut self, polled: Vec<(ResourceId, PolledStatus)>) {
         if polled.is_empty() {
             return;
         }
@@ -527,15 +626,7 @@ impl Driver {
         let backends = self.backends.clone();
         let id = action.id;
         let task = self.running.spawn(async move {
-            let result =
-                match tokio::time::timeout(action.timeout, run_step(&backends, &action)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BackendError::Timeout(format!(
-                        "{} gave no answer within {}",
-                        action.name,
-                        humantime::format_duration(action.timeout)
-                    ))),
-                };
+            let result = cut_off(action.timeout, action.name, run_step(&backends, &action)).await;
             StepDone {
                 id: action.id,
                 result,
@@ -580,14 +671,35 @@ impl Driver {
         Some(interval)
     }
 
+    /// Reads the replication status at once (when polling is on): after a runbook, whose
+    /// switch changed the roles, or when the RPO guard blocks for an unknown lag. A periodic
+    /// read in flight is cancelled, as it may have been taken before the switch.
+    fn read_status_now(&mut self) {
+        if self.fresh_read
+            || self.options.replication_poll.is_none()
+            || self.backends.replication.is_none()
+            || self.election.config().resources().is_empty()
+        {
+            return;
+        }
+        self.polls.abort_all();
+        self.spawn_poll(true);
+        self.fresh_read = true;
+    }
+
     /// Asks the replication backend for the status of every resource, in a task bounded by
-    /// the poll interval.
-    fn spawn_poll(&mut self) {
-        let (Some(replication), Some(limit)) = (
+    /// the poll interval (an on-demand read, `fresh`, by at most [`FRESH_READ_LIMIT`]).
+    fn spawn_poll(&mut self, fresh: bool) {
+        let (Some(replication), Some(every)) = (
             self.backends.replication.clone(),
             self.options.replication_poll,
         ) else {
             return;
+        };
+        let limit = if fresh {
+            every.min(FRESH_READ_LIMIT)
+        } else {
+            every
         };
         let resources = self.election.config().resources().to_vec();
         // Named in the warnings: a program may run many controllers.
@@ -609,22 +721,171 @@ impl Driver {
                     }
                 }
             }
-            polled
+            (fresh, polled)
         });
     }
 
-    /// Broadcasts and logs the election's events, publishes its view.
+    /// Reads what the DNS publishes, to compare it with what the journal says
+    /// ([`Election::published`]); nothing to do while a runbook has yet to publish the name.
+    fn check_published(&mut self) {
+        let Some(want) = self.election.published() else {
+            tracing::debug!("the runbook in progress publishes the name: nothing to check");
+            return;
+        };
+        let dns = self.backends.dns.clone();
+        let limit = self.dns_limit();
+        self.checks.spawn(async move {
+            let what = format!("reading {}", want.name);
+            let read = cut_off(limit, what, dns.read(&want.zone, &want.name)).await;
+            DnsCheck::Read { want, read }
+        });
+    }
+
+    /// Takes a step of the check of the published records: a read to compare, or a
+    /// republication to report.
+    fn on_checked(&mut self, joined: Result<DnsCheck, JoinError>) {
+        let check = match joined {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::error!(error = %e, "the check of the published records failed");
+                self.recheck();
+                return;
+            }
+        };
+        match check {
+            DnsCheck::Read { read: Err(e), .. } => {
+                tracing::warn!(error = %e, "the published records could not be read: checking again later");
+                self.recheck();
+            }
+            DnsCheck::Read {
+                want,
+                read: Ok(found),
+            } => {
+                if self.election.published().as_ref() != Some(&want) {
+                    // A decision since the read: its own runbook publishes the name.
+                    tracing::debug!(epoch = %want.epoch, "the journal moved on since the read");
+                    return;
+                }
+                self.check_failures = 0;
+                match compare(&want, &found) {
+                    Found::Same => tracing::info!(
+                        epoch = %want.epoch, "the DNS publishes what the journal says"
+                    ),
+                    Found::Newer(epoch) => tracing::warn!(
+                        journal = %want.epoch, dns = %epoch,
+                        "the DNS holds a higher epoch than the journal: another controller \
+                         decided since; not publishing the journal's records"
+                    ),
+                    Found::Differs(reason) => {
+                        tracing::warn!(
+                            epoch = %want.epoch, %reason,
+                            "the DNS does not publish what the journal says: publishing it again"
+                        );
+                        self.republish(want, reason);
+                    }
+                }
+            }
+            DnsCheck::Applied {
+                change,
+                reason,
+                result: Ok(()),
+            } => {
+                self.check_failures = 0;
+                self.emit(Event::Republished {
+                    epoch: change.epoch,
+                    site: change.site,
+                    records: change.records,
+                    reason,
+                });
+            }
+            DnsCheck::Applied {
+                change,
+                result: Err(e),
+                ..
+            } => {
+                if self.election.journal().epoch() > change.epoch {
+                    tracing::debug!(error = %e, "a newer decision overtook the republication");
+                } else if e.is_transient() {
+                    tracing::warn!(error = %e, "the journal's records could not be published again: checking again later");
+                    self.recheck();
+                } else {
+                    tracing::error!(error = %e, "the journal's records could not be published again");
+                }
+            }
+        }
+    }
+
+    /// Publishes the journal's records again, at the journal's epoch.
+    fn republish(&mut self, change: DnsChange, reason: String) {
+        let dns = self.backends.dns.clone();
+        let limit = self.dns_limit();
+        self.checks.spawn(async move {
+            let what = format!("publishing {} again", change.name);
+            let result = cut_off(limit, what, dns.apply(&change)).await;
+            DnsCheck::Applied {
+                change,
+                reason,
+                result,
+            }
+        });
+    }
+
+    /// Checks the published records again later, each failure in a row waiting twice as
+    /// long (from [`RECHECK_FIRST`] to [`RECHECK_MAX`]).
+    fn recheck(&mut self) {
+        let delay = RECHECK_FIRST
+            .saturating_mul(1 << self.check_failures.min(16))
+            .min(RECHECK_MAX);
+        self.check_failures = self.check_failures.saturating_add(1);
+        self.check_at = Some(Instant::now() + delay);
+    }
+
+    /// The limit of one DNS read or write of the check: the `switch_dns` step's timeout.
+    fn dns_limit(&self) -> Duration {
+        self.election
+            .config()
+            .runbook(RunbookKind::Failover)
+            .iter()
+            .find(|p| p.step == StepName::SwitchDns)
+            .map_or_else(
+                || StepPolicy::default_for(StepName::SwitchDns).timeout,
+                |p| p.timeout,
+            )
+    }
+
+    /// Logs and broadcasts an event of the driver's own.
+    fn emit(&mut self, event: Event) {
+        log_event(self.election.config().name(), &event);
+        // An error only means nobody is subscribed.
+        let _ = self.events.send(event);
+    }
+
+    /// Broadcasts and logs the election's events, publishes its view; reads the replication
+    /// status at once after a runbook, and when the RPO guard blocks for an unknown lag.
     fn publish(&mut self) {
         let service = self.election.config().name().clone();
         while let Some(event) = self.election.poll_event() {
             log_event(&service, &event);
-            if let Event::Finished(report) = &event {
-                self.reports.send_modify(|kept| {
-                    if kept.len() >= REPORTS_KEPT {
-                        kept.pop_front();
-                    }
-                    kept.push_back(report.clone());
-                });
+            match &event {
+                Event::Finished(report) => {
+                    // Before the report is out, so a command sent on seeing it waits for the
+                    // read.
+                    self.read_status_now();
+                    self.reports.send_modify(|kept| {
+                        if kept.len() >= REPORTS_KEPT {
+                            kept.pop_front();
+                        }
+                        kept.push_back(report.clone());
+                    });
+                }
+                Event::Blocked { reasons }
+                    if reasons
+                        .iter()
+                        .any(|r| matches!(r, Reason::LagUnknown { .. })) =>
+                {
+                    self.read_status_now();
+                }
+                _ => {}
             }
             // An error only means nobody is subscribed.
             let _ = self.events.send(event);
@@ -639,6 +900,65 @@ impl Driver {
             }
         });
     }
+}
+
+/// A step of the check of the published records, as its task returns it.
+#[derive(Debug)]
+enum DnsCheck {
+    /// What the DNS published when the journal said `want`.
+    Read {
+        want: DnsChange,
+        read: Result<Published, BackendError>,
+    },
+    /// `change` published again because of `reason`.
+    Applied {
+        change: DnsChange,
+        reason: String,
+        result: Result<(), BackendError>,
+    },
+}
+
+/// How what the DNS publishes compares with what the journal says.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// The journal's records, site and epoch.
+    Same,
+    /// A higher epoch than the journal's: another controller decided since.
+    Newer(Epoch),
+    /// Something else, in words.
+    Differs(String),
+}
+
+fn compare(want: &DnsChange, found: &Published) -> Found {
+    let Some(owner) = &found.owner else {
+        return Found::Differs(format!(
+            "the DNS held {} and no ownership record",
+            found.records
+        ));
+    };
+    if owner.epoch > want.epoch {
+        return Found::Newer(owner.epoch);
+    }
+    if owner.epoch == want.epoch && owner.site == want.site && found.records.same_as(&want.records)
+    {
+        return Found::Same;
+    }
+    let site = owner
+        .site
+        .as_ref()
+        .map_or_else(String::new, |s| format!(" for {s}"));
+    Found::Differs(format!(
+        "the DNS held {}{site} at epoch {}",
+        found.records, owner.epoch
+    ))
+}
+
+/// Whether the election judges `command` on the replication lag: an unforced switch.
+fn wants_lag(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Failover { force: false, .. } | Command::Failback { force: false }
+    )
 }
 
 /// Reads what the DNS publishes for a controller without a journal.
@@ -694,6 +1014,21 @@ async fn run_step(backends: &Backends, action: &Action) -> Result<StepOutput, Ba
             .await
             .map(StepOutput::Propagation),
     }
+}
+
+/// Runs a backend call, cut off after `limit` with a [`BackendError::Timeout`] that names
+/// `what` was asked.
+async fn cut_off<T>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    call: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(BackendError::Timeout(format!(
+            "{what} gave no answer within {}",
+            humantime::format_duration(limit)
+        )))
+    })
 }
 
 /// Passes on a store error, unless it says that another controller owns the store.
