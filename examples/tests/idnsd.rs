@@ -1089,3 +1089,95 @@ failover = [
         "{line} missing:\n{metrics}"
     );
 }
+
+/// With `daemon.tls` the API speaks HTTPS only: `idnsctl --ca-file` trusts the daemon's
+/// self-signed certificate, without it the certificate is refused with a hint, a plain-HTTP
+/// request gets no HTTP answer and the daemon keeps serving, and a key file other users may
+/// read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idnsd_serves_its_api_over_tls() {
+    let setup = Setup::new().await;
+    std::fs::create_dir_all(setup.dir().join("primary/live")).unwrap();
+    std::fs::create_dir_all(setup.dir().join("recovery")).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (crt, key) = (setup.dir().join("api.crt"), setup.dir().join("api.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        setup.cfg(),
+        setup
+            .config(&image_replication(setup.dir()), "", "")
+            // Relative paths, taken from the configuration's directory.
+            .replacen(
+                "replication_poll",
+                "tls = { cert_file = \"api.crt\", key_file = \"api.key\" }\nreplication_poll",
+                1,
+            ),
+    )
+    .unwrap();
+    let check = || {
+        let cfg = setup.cfg();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_idnsd"))
+                    .arg("--check")
+                    .arg(&cfg)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = check().await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("API and metrics on https://{}", setup.api)),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut d = Idnsd::start(&setup.cfg(), setup.api, NAME);
+    d.ready_https(&crt).await;
+    let url = d.https_url();
+    let ca = crt.to_str().unwrap();
+    let status = d.idnsctl_at(&url, &["--ca-file", ca, "status"]).await;
+    assert!(
+        status.status.success() && text(&status.stdout).contains(NAME),
+        "{status:?}; log:\n{}",
+        d.logs()
+    );
+
+    // The system's CAs do not know the self-signed certificate.
+    let untrusted = d.idnsctl_at(&url, &["status"]).await;
+    let err = text(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(3), "{err}");
+    assert!(err.contains("was not trusted"), "{err}");
+    assert!(err.contains("--ca-file"), "{err}");
+
+    // Plain HTTP to the TLS port: a TLS alert and a closed connection, no HTTP answer.
+    let plain = raw_get(HOSTILE, setup.api, "/v1/services").await;
+    assert!(
+        plain
+            .as_ref()
+            .is_ok_and(|a| a.starts_with('\u{15}') && !a.contains("HTTP/")),
+        "{plain:?}"
+    );
+    let again = d.idnsctl_at(&url, &["--ca-file", ca, "status", NAME]).await;
+    assert!(again.status.success(), "{again:?}; log:\n{}", d.logs());
+
+    // A key other users may read is refused before anything starts.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check().await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("daemon.tls.key_file") && err.contains("is open to other users"),
+        "{err}"
+    );
+
+    assert_eq!(d.terminate().code(), Some(0), "log:\n{}", d.logs());
+}

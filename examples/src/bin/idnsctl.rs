@@ -9,12 +9,15 @@
 //! idnsctl resume SERVICE retry|skip|abort [--wait]
 //! ```
 //!
-//! `--url` (or `IDNS_URL`, default `http://127.0.0.1:9480`) is idnsd's API; `--token` (or
-//! `IDNS_TOKEN`, or `--token-file`) its bearer token. `--wait` follows the runbook step by
+//! `--url` (or `IDNS_URL`, default `http://127.0.0.1:9480`) is idnsd's API, `https://…` when
+//! the daemon has `daemon.tls`; `--ca-file` (or `IDNS_CA_FILE`) names the PEM certificate of
+//! the CA that signed the daemon's certificate (or the certificate itself, self-signed), which
+//! is then the only one trusted; without it the system's trusted CAs are. `--token` (or
+//! `IDNS_TOKEN`, or `--token-file`) is its bearer token. `--wait` follows the runbook step by
 //! step, with progress bars on a terminal, and exits non-zero when it aborts.
 //!
 //! Exit status: 0 success; 1 refused, aborted, unknown service or site; 2 bad usage; 3 idnsd
-//! unreachable; 4 token refused.
+//! unreachable or its certificate not trusted; 4 token refused.
 
 // A command-line program talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -45,6 +48,10 @@ struct Args {
     /// A file holding the API token.
     #[arg(long, value_name = "FILE", global = true, conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file for an https:// URL (for a
+    /// self-signed daemon certificate: the certificate itself).
+    #[arg(long, env = "IDNS_CA_FILE", value_name = "FILE", global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -149,7 +156,7 @@ async fn run(args: Args) -> Result<(), ClientError> {
         ),
         (None, None) => None,
     };
-    let c = Client::new(&args.url, token)?;
+    let c = Client::new(&args.url, token, args.ca_file.as_deref())?;
     let mut out = std::io::stdout();
     let (service, action, body, wait) = match args.command {
         Cmd::Status { service, json } => {

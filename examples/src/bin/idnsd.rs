@@ -9,6 +9,9 @@
 //! configuration is refused (every problem is listed on stderr, nothing is started); 1 when
 //! the daemon could not start or a service's controller failed.
 //!
+//! The API is plain HTTP unless `[daemon] tls = { cert_file = "…", key_file = "…" }` gives it
+//! a certificate: then it is HTTPS only, and `--check` shows its `https://` address.
+//!
 //! Logs go to stderr; `IDNS_LOG` (or `RUST_LOG`) sets the filter, default `info`.
 
 // A command-line program talks to its user on stdout and stderr.

@@ -1,6 +1,8 @@
 //! The HTTP client of idnsd's API, and its errors.
 
+use std::error::Error as StdError;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -19,6 +21,27 @@ pub enum ClientError {
         /// The URL asked.
         url: String,
         /// What went wrong.
+        detail: String,
+    },
+    /// idnsd's TLS certificate did not verify (a self-signed one without `--ca-file`, a
+    /// wrong CA, another host name).
+    #[error(
+        "idnsd's TLS certificate at {url} was not trusted: {detail}; pass --ca-file (or set \
+         IDNS_CA_FILE) with the CA certificate that signed it, or the certificate itself if it \
+         is self-signed"
+    )]
+    Untrusted {
+        /// The URL asked.
+        url: String,
+        /// What the verifier said.
+        detail: String,
+    },
+    /// The CA file given to trust idnsd's certificate cannot be used.
+    #[error("the CA file {file}: {detail}")]
+    CaFile {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
         detail: String,
     },
     /// The token was missing or wrong.
@@ -62,11 +85,14 @@ pub enum ClientError {
 
 impl ClientError {
     /// `idnsctl`'s exit status: 1 when the request or the runbook failed (refused, aborted,
-    /// unknown service or site), 3 when idnsd cannot be reached or answers nonsense, 4 when
-    /// the token is refused or may not send commands. (2 is a usage error, from the argument parser.)
+    /// unknown service or site), 2 when the CA file cannot be used, 3 when idnsd cannot be
+    /// reached, its certificate is not trusted or it answers nonsense, 4 when the token is
+    /// refused or may not send commands. (2 is also a usage error, from the argument parser.)
     pub fn exit_code(&self) -> u8 {
         match self {
+            ClientError::CaFile { .. } => 2,
             ClientError::Unreachable { .. }
+            | ClientError::Untrusted { .. }
             | ClientError::Server { .. }
             | ClientError::Protocol(_)
             | ClientError::Output(_) => 3,
@@ -85,11 +111,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the API at `url` (e.g. `http://127.0.0.1:9480`).
-    pub fn new(url: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
+    /// A client of the API at `url` (e.g. `http://127.0.0.1:9480` or `https://idnsd:9480`).
+    ///
+    /// An `https` daemon's certificate is verified against the system's trusted CAs, or, with
+    /// `ca_file`, against the CA certificates in that PEM file only (the daemon's own
+    /// certificate when it is self-signed).
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(60));
+        if let Some(file) = ca_file {
+            builder = builder.tls_certs_only(ca_certificates(file)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {
@@ -108,9 +146,15 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_owned(),
-            detail: error_chain(&e),
+        let response = request.send().await.map_err(|e| match untrusted(&e) {
+            Some(detail) => ClientError::Untrusted {
+                url: url.to_owned(),
+                detail,
+            },
+            None => ClientError::Unreachable {
+                url: url.to_owned(),
+                detail: error_chain(&e),
+            },
         })?;
         let status = response.status();
         let body = response
@@ -182,6 +226,43 @@ impl Client {
         ))
         .await
     }
+}
+
+/// The certificates of a PEM file, as roots to trust.
+fn ca_certificates(file: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let problem = |detail: String| ClientError::CaFile {
+        file: file.display().to_string(),
+        detail,
+    };
+    let pem = std::fs::read(file).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| problem(format!("is not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(problem(
+            "holds no certificate (expected a PEM block BEGIN CERTIFICATE)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// What the TLS verifier said, when a request failed because the server's certificate was
+/// not trusted. I/O errors hide the error they wrap from `source()`: look inside them too.
+fn untrusted(e: &reqwest::Error) -> Option<String> {
+    let mut src: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(s) = src {
+        let mut inner = Some(s);
+        while let Some(i) = inner {
+            if let Some(rustls::Error::InvalidCertificate(c)) = i.downcast_ref::<rustls::Error>() {
+                return Some(format!("invalid certificate: {c}"));
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .map(|x| x as &(dyn StdError + 'static));
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// A service name as one path segment.

@@ -29,8 +29,14 @@
 //! after 10 s without progress, one client address holds at most
 //! `daemon.max_connections_per_client` connections (default 16; more are closed at once), and
 //! at most 256 connections are served at once.
+//!
+//! With `daemon.tls` the API speaks HTTPS only (HTTP/1.1, [`ApiTls`]): a client must finish its
+//! TLS handshake within 10 s, and the limits above hold for TLS connections the same way. A
+//! client that speaks plain HTTP to it gets a TLS alert and a closed connection, no answer.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path as FilePath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +51,13 @@ use axum::routing::{MethodRouter, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use idns_core::{Command, Resume, RunbookKind, Secret, SiteId};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutStream;
@@ -76,6 +87,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the controller to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -578,6 +591,100 @@ async fn metrics_page(State(state): Shared, headers: HeaderMap) -> Result<Respon
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
+/// The API's TLS: a certificate chain and its private key, loaded and checked.
+///
+/// Its `Debug` shows the files only, never the key.
+#[derive(Clone)]
+pub struct ApiTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    server: Arc<ServerConfig>,
+}
+
+/// Why [`ApiTls::load`] refused the files: which one (the certificate's or the key's) and
+/// what is wrong with it. It never quotes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFileError {
+    /// The certificate file.
+    Cert(String),
+    /// The key file.
+    Key(String),
+}
+
+impl fmt::Debug for ApiTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiTls {
+    /// Loads the PEM certificate chain in `cert_file` (the server's certificate first) and the
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) in `key_file`, and checks that the key is the
+    /// certificate's. The files are read as they are: whether the key file is private is the
+    /// caller's check.
+    pub fn load(cert_file: &FilePath, key_file: &FilePath) -> Result<ApiTls, TlsFileError> {
+        let pem = std::fs::read(cert_file)
+            .map_err(|e| TlsFileError::Cert(format!("cannot be read: {e}")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsFileError::Cert(format!("is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(TlsFileError::Cert(
+                "holds no certificate (expected a PEM block BEGIN CERTIFICATE)".into(),
+            ));
+        }
+        let pem = std::fs::read(key_file)
+            .map_err(|e| TlsFileError::Key(format!("cannot be read: {e}")))?;
+        // The PEM parser's errors may quote the file: say only what kind of trouble it is.
+        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+            TlsFileError::Key(match e {
+                rustls::pki_types::pem::Error::NoItemsFound => "holds no private key (expected \
+                     a PEM block BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+                    .into(),
+                _ => "is not valid PEM".into(),
+            })
+        })?;
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsFileError::Cert(format!("no usable TLS version: {e}")))?
+            .with_no_client_auth();
+        let mut server = builder.with_single_cert(certs, key).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsFileError::Key(format!(
+                    "is not the key of the certificate in {}",
+                    cert_file.display()
+                ))
+            }
+            rustls::Error::General(_) => {
+                TlsFileError::Key("is not a private key this daemon can use".into())
+            }
+            other => TlsFileError::Cert(format!("is not a usable X.509 certificate: {other}")),
+        })?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ApiTls {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            server: Arc::new(server),
+        })
+    }
+
+    /// The certificate file.
+    pub fn cert_file(&self) -> &FilePath {
+        &self.cert_file
+    }
+
+    /// The key file.
+    pub fn key_file(&self) -> &FilePath {
+        &self.key_file
+    }
+}
+
 /// Counts the connections each client address holds.
 #[derive(Debug, Default)]
 struct PerClient {
@@ -620,15 +727,18 @@ impl Drop for ClientSlot {
 
 /// Serves `router` on `listener` until `stop` turns true, then lets requests in progress end
 /// (long-polls return at once) for up to 5 s. One client address holds at most `per_client`
-/// connections; more are closed as soon as they are accepted.
+/// connections; more are closed as soon as they are accepted. With `tls`, every connection
+/// is HTTPS: its handshake must end within 10 s.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     per_client: usize,
+    tls: Option<ApiTls>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let clients = Arc::new(PerClient::default());
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -659,28 +769,24 @@ pub async fn serve(
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(WRITE_TIMEOUT));
         stream.set_read_timeout(Some(READ_TIMEOUT));
+        let stream = Box::pin(stream);
         let service = TowerToHyperService::new(router.clone());
         let mut stop = stop.clone();
+        let acceptor = acceptor.clone();
         connections.spawn(async move {
             let _permit = permit;
             let _client = client;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, service, peer, stop).await;
+            };
+            let handshake = tokio::select! {
+                h = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => h,
+                () = stopped(&mut stop) => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => serve_connection(tls, service, peer, stop).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
             }
         });
     }
@@ -689,4 +795,34 @@ pub async fn serve(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or until `stop` turns true and its
+/// requests in progress end (for up to 5 s).
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }

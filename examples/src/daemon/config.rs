@@ -5,6 +5,8 @@
 //! [daemon]
 //! listen = "127.0.0.1:9480"          # HTTP API and /metrics
 //! token_file = "token"               # or token = "…" (at least 16 characters)
+//! # HTTPS instead of plain HTTP: PEM files, the key readable by its owner only
+//! tls = { cert_file = "api.crt", key_file = "api.key" }
 //! journal_dir = "state"              # one journal per service, and the embedded DNS state
 //! observers = ["local"]              # the vantage points this process probes as
 //!
@@ -47,7 +49,7 @@ use idns_dns::{DnsConfig, DnsSpec};
 use idns_replication::{ReplicationConfig, ReplicationSpec};
 use serde::Deserialize;
 
-use super::api::MAX_CONNECTIONS;
+use super::api::{ApiTls, MAX_CONNECTIONS, TlsFileError};
 use super::parse::{Lines, Problem, Reader, join};
 
 /// Shortest API token accepted.
@@ -75,6 +77,8 @@ pub struct DaemonSettings {
     pub metrics_public: bool,
     /// Connections one client address may hold open at once.
     pub max_connections_per_client: usize,
+    /// The API's certificate and key: with them it speaks HTTPS only.
+    pub tls: Option<ApiTls>,
     /// One journal per service is kept here (and the embedded DNS servers' state).
     pub journal_dir: PathBuf,
     /// The observers this process probes as; a service runs those of them it lists.
@@ -156,6 +160,16 @@ struct DaemonSpec {
     max_connections_per_client: usize,
     #[serde(default = "defaults::event_log")]
     event_log: usize,
+    #[serde(default)]
+    tls: Option<TlsSpec>,
+}
+
+/// `daemon.tls` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSpec {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 mod defaults {
@@ -247,12 +261,14 @@ impl DaemonConfig {
         let mut out = Vec::new();
         let d = &self.daemon;
         if !d.listen.ip().is_loopback() {
-            out.push(format!(
-                "daemon.listen = {}: the API listens beyond loopback in plain HTTP, so its \
-                 tokens and commands cross the network unencrypted; listen on loopback behind \
-                 a TLS proxy, or on a network only the operators reach",
-                d.listen
-            ));
+            if d.tls.is_none() {
+                out.push(format!(
+                    "daemon.listen = {}: the API listens beyond loopback in plain HTTP, so its \
+                     tokens and commands cross the network unencrypted; set daemon.tls, listen \
+                     on loopback behind a TLS proxy, or on a network only the operators reach",
+                    d.listen
+                ));
+            }
             if d.metrics_public {
                 out.push(format!(
                     "daemon.metrics_public = true with daemon.listen = {}: anyone who reaches \
@@ -267,7 +283,12 @@ impl DaemonConfig {
     /// A summary for `idnsd --check`, without secrets.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "API and metrics on http://{}, journals in {}, observers {}",
+            "API and metrics on {}://{}, journals in {}, observers {}",
+            if self.daemon.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             self.daemon.listen,
             self.daemon.journal_dir.display(),
             list(&self.daemon.observers)
@@ -456,14 +477,20 @@ fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSet
         );
         ok = false;
     }
+    let tls = match spec.tls {
+        None => Some(None),
+        Some(t) => read_tls(p, base, t).map(Some),
+    };
     let token = token?;
     let read_token = read_token?;
+    let tls = tls?;
     ok.then_some(DaemonSettings {
         listen: spec.listen,
         token,
         read_token,
         metrics_public: spec.metrics_public,
         max_connections_per_client: spec.max_connections_per_client,
+        tls,
         journal_dir,
         observers,
         replication_poll: spec.replication_poll,
@@ -539,6 +566,34 @@ fn read_token(
     } else {
         Some(token)
     }
+}
+
+/// Loads the API's certificate and key (`daemon.tls`); the key file must be private, as a
+/// token file must.
+fn read_tls(p: &mut Reader, base: &Path, spec: TlsSpec) -> Option<ApiTls> {
+    let TlsSpec {
+        mut cert_file,
+        mut key_file,
+    } = spec;
+    resolve(base, &mut cert_file);
+    resolve(base, &mut key_file);
+    let private = std::fs::metadata(&key_file)
+        .map_err(|e| format!("cannot be read: {e}"))
+        .and_then(|meta| check_private(&meta));
+    if let Err(problem) = private {
+        p.push("daemon.tls.key_file", key_file.display(), problem);
+        return None;
+    }
+    ApiTls::load(&cert_file, &key_file)
+        .map_err(|e| match e {
+            TlsFileError::Cert(problem) => {
+                p.push("daemon.tls.cert_file", cert_file.display(), problem);
+            }
+            TlsFileError::Key(problem) => {
+                p.push("daemon.tls.key_file", key_file.display(), problem);
+            }
+        })
+        .ok()
 }
 
 /// Refuses a secret file that users other than its owner may read or write.
@@ -1131,5 +1186,111 @@ probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
             assert!(err.contains(want), "{want} missing: {err}");
         }
         assert!(!err.contains("0123456789abcdef-token"), "{err}");
+    }
+
+    /// Writes `name` in `dir` with `mode`.
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_api_certificate_and_key_are_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = ours.signing_key.serialize_pem();
+        write(dir.path(), "api.crt", &ours.cert.pem(), 0o644);
+        write(dir.path(), "api.key", &key, 0o600);
+        write(
+            dir.path(),
+            "other.key",
+            &other.signing_key.serialize_pem(),
+            0o600,
+        );
+        write(dir.path(), "open.key", &key, 0o644);
+        write(dir.path(), "no.key", &ours.cert.pem(), 0o600);
+        write(
+            dir.path(),
+            "bad.crt",
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+            0o644,
+        );
+        write(dir.path(), "empty.crt", "nothing here\n", 0o644);
+        let with = |cert: &str, key: &str| {
+            let text = format!(
+                "{}{}",
+                DAEMON.replace(
+                    "journal_dir",
+                    &format!(
+                        "tls = {{ cert_file = \"{cert}\", key_file = \"{key}\" }}\njournal_dir"
+                    )
+                ),
+                service("www.example.test", "example.test", EMBEDDED)
+            );
+            DaemonConfig::parse(&text, dir.path())
+        };
+        let cfg = with("api.crt", "api.key").unwrap();
+        let tls = cfg.daemon.tls.as_ref().unwrap();
+        assert_eq!(tls.key_file(), dir.path().join("api.key"));
+        assert!(
+            cfg.summary()
+                .starts_with("API and metrics on https://127.0.0.1:9480")
+        );
+        assert!(!format!("{cfg:?}").contains(key.lines().nth(1).unwrap()));
+        let key_line = key.lines().nth(1).unwrap().to_owned();
+        for (cert, keyf, want) in [
+            ("api.crt", "open.key", "daemon.tls.key_file = "),
+            ("api.crt", "open.key", "is open to other users (mode 0644)"),
+            ("api.crt", "missing.key", "daemon.tls.key_file = "),
+            ("api.crt", "missing.key", "cannot be read"),
+            ("api.crt", "no.key", "holds no private key"),
+            (
+                "api.crt",
+                "other.key",
+                "is not the key of the certificate in",
+            ),
+            ("bad.crt", "api.key", "daemon.tls.cert_file = "),
+            ("bad.crt", "api.key", "is not a usable X.509 certificate"),
+            ("empty.crt", "api.key", "holds no certificate"),
+            ("missing.crt", "api.key", "daemon.tls.cert_file = "),
+        ] {
+            let err = with(cert, keyf).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{cert}, {keyf}: {want:?} missing: {err}"
+            );
+            assert!(!err.contains(&key_line), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_plain_http_warning_is_not_given_with_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["idnsd.example".to_owned()]).unwrap();
+        write(dir.path(), "api.crt", &c.cert.pem(), 0o644);
+        write(dir.path(), "api.key", &c.signing_key.serialize_pem(), 0o600);
+        let text = format!(
+            "{DAEMON}{}",
+            service("www.example.test", "example.test", EMBEDDED)
+        )
+        .replace("127.0.0.1:9480", "0.0.0.0:9480");
+        let plain = DaemonConfig::parse(&text, dir.path()).unwrap();
+        assert!(
+            plain.warnings()[0].contains("plain HTTP"),
+            "{:?}",
+            plain.warnings()
+        );
+        let tls = DaemonConfig::parse(
+            &text.replace(
+                "journal_dir",
+                "tls = { cert_file = \"api.crt\", key_file = \"api.key\" }\njournal_dir",
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(tls.warnings().is_empty(), "{:?}", tls.warnings());
     }
 }

@@ -231,9 +231,15 @@ impl Daemon {
             listener,
             router(state),
             cfg.daemon.max_connections_per_client,
+            cfg.daemon.tls.clone(),
             stop_rx,
         ));
-        tracing::info!(%api_addr, services = services.len(), "idnsd running");
+        let scheme = if cfg.daemon.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%api_addr, scheme, services = services.len(), "idnsd running");
         Ok(Daemon {
             api_addr,
             services,

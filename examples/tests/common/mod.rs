@@ -655,6 +655,57 @@ impl Idnsd {
     }
 }
 
+/// A daemon whose API speaks HTTPS (`daemon.tls`).
+impl Idnsd {
+    /// The API's `https://` URL.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.api)
+    }
+
+    /// Waits until the HTTPS API answers, trusting only the certificates in the PEM file `ca`
+    /// (the daemon's own when it is self-signed).
+    pub async fn ready_https(&mut self, ca: &Path) {
+        let pem = std::fs::read(ca).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let url = format!("{}/v1/services", self.https_url());
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("idnsd runs").try_wait().unwrap() {
+                self.child = None;
+                panic!("idnsd exited with {status}; its log:\n{}", self.logs());
+            }
+            let answer = http.get(&url).bearer_auth(&self.token).send().await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idnsd's HTTPS API did not come up; its log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `idnsctl --url <url> ARGS…` with the daemon's token.
+    pub async fn idnsctl_at(&self, url: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_idnsctl"));
+        cmd.arg("--url")
+            .arg(url)
+            .args(args)
+            .env_remove("IDNS_URL")
+            .env_remove("IDNS_CA_FILE")
+            .env("IDNS_TOKEN", &self.token);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for Idnsd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
