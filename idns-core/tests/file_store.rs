@@ -122,6 +122,28 @@ async fn a_save_with_a_stale_revision_is_a_conflict_and_changes_nothing() -> Tes
     Ok(())
 }
 
+/// The store knows its own file without reading it again, but a file rewritten in place behind
+/// its back (same inode, as `cp` over it does) is read and its revision compared.
+#[tokio::test]
+async fn a_journal_rewritten_in_place_behind_the_store_is_a_conflict() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.json");
+    let ours = FileStore::new(&path);
+    let j = journal()?;
+    assert_eq!(ours.save(&j, None).await?, 1);
+    assert_eq!(ours.save(&j, Some(1)).await?, 2);
+    // Restored by hand from an older copy: the same inode, another revision and length.
+    let older = serde_json::json!({ "revision": 7, "journal": at_epoch(&j, 3, false)? });
+    write_behind_the_store(&path, serde_json::to_vec(&older)?.as_slice())?;
+    match ours.save(&j, Some(2)).await {
+        Err(BackendError::Conflict(msg)) => assert!(msg.contains("revision 7"), "{msg}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(ours.load().await?.ok_or("there")?.revision, 7);
+    assert_eq!(ours.save(&j, Some(7)).await?, 8);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_corrupt_file_is_a_clear_error_naming_it_and_is_never_overwritten() -> TestResult {
     let dir = tempfile::tempdir()?;

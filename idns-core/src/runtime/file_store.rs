@@ -20,11 +20,14 @@ use crate::store::{StateStore, Stored};
 /// holds either the old journal or the new one, never a mix. A temporary file left behind by
 /// a crash is never read.
 ///
-/// Compare-and-swap: `save` reads the stored revision first and refuses with
-/// [`BackendError::Conflict`] when it is not the expected one, so a controller whose file was
-/// written by another controller (or restored by hand) stops instead of overwriting it. The
-/// check and the write are serialised within this process (clones of one `FileStore` share a
-/// lock), not across processes: run one controller per file.
+/// Compare-and-swap: `save` refuses with [`BackendError::Conflict`] when the stored revision
+/// is not the expected one, so a controller whose file was written by another controller (or
+/// restored by hand) stops instead of overwriting it. The store remembers the identity of the
+/// file it last wrote or read (device, inode, size, modification time): while the file is still
+/// that one, its revision is known without reading it again, so a save costs one write and its
+/// fsyncs; any other file there is read and its revision compared. The check and the write are
+/// serialised within this process (clones of one `FileStore` share a lock), not across
+/// processes: run one controller per file.
 ///
 /// A corrupt file is never overwritten: loading and saving both fail with
 /// [`BackendError::Integrity`], naming the file and what is wrong with it, until a person
@@ -37,8 +40,43 @@ pub struct FileStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// Serialises the read-compare-write of `save` within this process.
-    lock: Mutex<()>,
+    /// Serialises the read-compare-write of `save` within this process, and holds what the
+    /// store knows of the file.
+    lock: Mutex<Known>,
+}
+
+/// The file as the store last wrote or read it.
+#[derive(Debug, Default)]
+struct Known {
+    /// Its identity and the revision it held then.
+    file: Option<(FileId, u64)>,
+}
+
+/// What tells one version of the file from another without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_: &std::fs::Metadata) -> Option<FileId> {
+        None
+    }
 }
 
 /// What the file holds, as written.
@@ -64,7 +102,7 @@ impl FileStore {
         Self {
             inner: Arc::new(Inner {
                 path: path.into(),
-                lock: Mutex::new(()),
+                lock: Mutex::new(Known::default()),
             }),
         }
     }
@@ -79,14 +117,19 @@ impl FileStore {
 impl StateStore for FileStore {
     async fn load(&self) -> Result<Option<Stored>, BackendError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || read_file(&inner.path))
-            .await
-            .map_err(|e| {
-                BackendError::Unavailable(format!(
-                    "reading state file {} did not finish: {e}",
-                    self.inner.path.display()
-                ))
-            })?
+        tokio::task::spawn_blocking(move || {
+            let mut known = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (stored, id) = read_file_with_id(&inner.path)?;
+            known.file = id.zip(stored.as_ref().map(|s| s.revision));
+            Ok(stored)
+        })
+        .await
+        .map_err(|e| {
+            BackendError::Unavailable(format!(
+                "reading state file {} did not finish: {e}",
+                self.inner.path.display()
+            ))
+        })?
     }
 
     async fn save(&self, journal: &Journal, expected: Option<u64>) -> Result<u64, BackendError> {
@@ -106,8 +149,8 @@ impl StateStore for FileStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves no state behind it; go on.
-            let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
-            let current = read_file(&inner.path)?.map(|s| s.revision);
+            let mut known = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let current = current_revision(&inner.path, &known)?;
             if current != expected {
                 return Err(BackendError::Conflict(format!(
                     "state file {} is at {}, but {} was expected: another controller wrote it",
@@ -116,7 +159,9 @@ impl StateStore for FileStore {
                     describe(expected),
                 )));
             }
-            write_atomically(&inner.path, &bytes)?;
+            known.file = None;
+            let id = write_atomically(&inner.path, &bytes)?;
+            known.file = id.map(|id| (id, revision));
             Ok(revision)
         })
         .await
@@ -136,28 +181,54 @@ fn describe(revision: Option<u64>) -> String {
     }
 }
 
-/// Reads and decodes the file; `None` when it does not exist.
-fn read_file(path: &Path) -> Result<Option<Stored>, BackendError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+/// The revision the file holds now: the remembered one while the file is the one the store
+/// last wrote or read, else read from it.
+fn current_revision(path: &Path, known: &Known) -> Result<Option<u64>, BackendError> {
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("cannot read state file", path, &e)),
+        Ok(meta) => {
+            if let (Some(now), Some((then, revision))) = (FileId::of(&meta), known.file)
+                && now == then
+            {
+                return Ok(Some(revision));
+            }
+        }
+    }
+    Ok(read_file_with_id(path)?.0.map(|s| s.revision))
+}
+
+/// Reads and decodes the file, with its identity as read; `None` when it does not exist.
+// The runtime is the one place in idns-core allowed to do I/O (see clippy.toml).
+#[allow(clippy::disallowed_methods)]
+fn read_file_with_id(path: &Path) -> Result<(Option<Stored>, Option<FileId>), BackendError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(e) => return Err(io_error("cannot read state file", path, &e)),
     };
+    let mut bytes = Vec::new();
+    let id = std::io::Read::read_to_end(&mut file, &mut bytes)
+        .and_then(|_| file.metadata())
+        .map_err(|e| io_error("cannot read state file", path, &e))
+        .map(|meta| FileId::of(&meta))?;
     let file: FileOwned = serde_json::from_slice(&bytes).map_err(|e| {
         BackendError::Integrity(format!(
             "state file {} is corrupt ({e}); move it away to start from what the DNS publishes",
             path.display()
         ))
     })?;
-    Ok(Some(Stored {
+    let stored = Stored {
         journal: file.journal,
         revision: file.revision,
-    }))
+    };
+    Ok((Some(stored), id))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it over `path` and
-/// fsyncs the directory. On failure the temporary file is removed and `path` is untouched.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+/// fsyncs the directory; returns the new file's identity. On failure the temporary file is
+/// removed and `path` is untouched.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<Option<FileId>, BackendError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -180,12 +251,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
         .open(&tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()
+            f.sync_all()?;
+            f.metadata()
         });
-    if let Err(e) = written {
-        discard(&tmp);
-        return Err(io_error("cannot write temporary state file", &tmp, &e));
-    }
+    let id = match written {
+        Ok(meta) => FileId::of(&meta),
+        Err(e) => {
+            discard(&tmp);
+            return Err(io_error("cannot write temporary state file", &tmp, &e));
+        }
+    };
     if let Err(e) = std::fs::rename(&tmp, path) {
         discard(&tmp);
         return Err(io_error(
@@ -199,7 +274,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
     if let Err(e) = sync_dir(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the state file's directory");
     }
-    Ok(())
+    Ok(id)
 }
 
 fn discard(tmp: &Path) {
