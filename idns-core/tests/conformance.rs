@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idns_core::test_util::conformance::{DnsSuite, ReplicationSuite};
-use idns_core::test_util::{DnsCall, MemoryDns, MemoryReplication, ReplCall};
+use idns_core::test_util::{DnsCall, MemoryDns, MemoryReplication, ReplCall, ReplFaults};
 use idns_core::{
     BackendError, DnsBackend, DnsCapabilities, DnsChange, DnsName, Epoch, IntegrityReport,
     IntegrityRequest, OpContext, Promoted, Propagation, Published, RecordSet, ReplicationBackend,
@@ -392,6 +392,69 @@ fn replication_suite_passes_on_memory_replication_and_runs_again() {
 }
 
 #[test]
+fn replication_suite_checks_the_refusal_beside_a_writable_primary_when_asked() {
+    let repl = memory_replication();
+    let suite = ReplicationSuite::new(res(), site("a"), site("b"), None)
+        .expecting_refusal_beside_writable_primary();
+    block_on(suite.run(&repl));
+    assert_eq!(repl.primaries(&res()), vec![site("a")]);
+    // The run tried the unforced promotion beside the writable primary, both ways, and
+    // fenced before each promotion that went through (the stale fence at epoch 0 and the
+    // drill calls left out).
+    let calls: Vec<(bool, SiteId)> = repl
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            ReplCall::Fence(_, s, ctx) if !ctx.drill && ctx.epoch > Epoch::ZERO => Some((false, s)),
+            ReplCall::Promote(_, s, ctx) if !ctx.drill && ctx.epoch > Epoch::ZERO => {
+                Some((true, s))
+            }
+            _ => None,
+        })
+        .collect();
+    let run = [
+        (true, site("b")),
+        (false, site("a")),
+        (true, site("b")),
+        (true, site("a")),
+        (false, site("b")),
+        (true, site("a")),
+    ];
+    assert_eq!(calls, run);
+    block_on(suite.run(&repl));
+    assert_eq!(repl.primaries(&res()), vec![site("a")]);
+}
+
+#[test]
+fn memory_replication_refuses_a_promotion_beside_a_writable_primary_unless_forced() {
+    let repl = memory_replication();
+    let op = |force| OpContext {
+        epoch: Epoch::new(1),
+        drill: false,
+        timeout: Duration::from_secs(1),
+        force,
+    };
+    let err = block_on(repl.promote(&res(), &site("b"), &op(false))).unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Refused(m) if m.contains("db at a is reachable and primary")),
+        "{err}"
+    );
+    assert_eq!(repl.primaries(&res()), vec![site("a")]);
+    // An unreachable primary does not stop a failover.
+    repl.set_faults(ReplFaults {
+        unreachable: vec![site("a")],
+        fail_next: 0,
+    });
+    block_on(repl.promote(&res(), &site("b"), &op(false))).unwrap();
+    repl.set_faults(ReplFaults::default());
+    assert_eq!(repl.primaries(&res()), vec![site("a"), site("b")]);
+    // Forced, it goes through beside a writable primary.
+    let repl = memory_replication();
+    block_on(repl.promote(&res(), &site("b"), &op(true))).unwrap();
+    assert_eq!(repl.primaries(&res()), vec![site("a"), site("b")]);
+}
+
+#[test]
 fn replication_suite_accepts_an_explicit_starting_epoch() {
     let repl = memory_replication();
     let suite = ReplicationSuite::new(res(), site("a"), site("b"), Some(Epoch::new(10)));
@@ -448,6 +511,8 @@ enum ReplBug {
     NoopFence,
     /// Promoting a copy that is already primary fails.
     PromoteNotIdempotent,
+    /// Promotes beside a writable primary without being forced.
+    PromotesBesideAWritablePrimary,
 }
 
 #[derive(Debug)]
@@ -531,7 +596,12 @@ impl BrokenReplication {
         let mut ctx = ctx.clone();
         match self.bug {
             ReplBug::IgnoresEpochs => ctx.epoch = Epoch::new(u64::MAX),
-            ReplBug::DrillTouchesProduction => ctx.drill = false,
+            ReplBug::DrillTouchesProduction => {
+                // Past the guards a drill does not need (it makes no second writable copy).
+                ctx.force = ctx.drill;
+                ctx.drill = false;
+            }
+            ReplBug::PromotesBesideAWritablePrimary => ctx.force = true,
             _ => {}
         }
         ctx
@@ -543,7 +613,8 @@ fn replication_failure(bug: ReplBug) -> String {
         inner: memory_replication(),
         bug,
     };
-    let suite = ReplicationSuite::new(res(), site("a"), site("b"), None);
+    let suite = ReplicationSuite::new(res(), site("a"), site("b"), None)
+        .expecting_refusal_beside_writable_primary();
     panic_message(async move { suite.run(&backend).await })
 }
 
@@ -605,6 +676,19 @@ fn replication_suite_fails_when_fencing_leaves_the_primary_writable() {
     assert_mentions(
         &msg,
         &["status after fencing the old primary", "a is still primary"],
+    );
+}
+
+#[test]
+fn replication_suite_fails_when_a_promotion_beside_a_writable_primary_goes_through() {
+    let msg = replication_failure(ReplBug::PromotesBesideAWritablePrimary);
+    assert_mentions(
+        &msg,
+        &[
+            "promoting the replica while the old primary is writable",
+            "without force was accepted",
+            "a is reachable and writable",
+        ],
     );
 }
 

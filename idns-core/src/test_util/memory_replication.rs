@@ -19,6 +19,10 @@ use super::checksum;
 /// A replication backend held in memory: each resource is a key–value map per site, copied
 /// from the primary to the replicas on [`sync`](Self::sync). It enforces epochs, records every
 /// call, supports drills (isolated copies) and fails on demand. Clones share one state.
+///
+/// Like a real backend, it refuses an unforced promotion while another site's copy is primary
+/// and reachable (not in [`ReplFaults::unreachable`]): fence that site first, or force the
+/// step.
 #[derive(Debug, Clone)]
 pub struct MemoryReplication {
     inner: Arc<Mutex<State>>,
@@ -313,8 +317,9 @@ impl MemoryReplication {
             ctx.clone(),
         ));
         Self::admit(&mut s, resource, site, ctx)?;
+        let unreachable = s.faults.unreachable.clone();
         let res = res_mut(&mut s, resource)?;
-        let Some(copy) = res.copies.get_mut(site) else {
+        let Some(copy) = res.copies.get(site) else {
             return Err(BackendError::NotFound(format!("{resource} at {site}")));
         };
         if ctx.drill {
@@ -322,6 +327,20 @@ impl MemoryReplication {
             res.drills.insert(site.clone(), data);
             return Ok(Promoted::default());
         }
+        if copy.role != Role::Primary && !ctx.force {
+            let writable = res.copies.iter().find(|(other, c)| {
+                *other != site && c.role == Role::Primary && !unreachable.contains(other)
+            });
+            if let Some((other, _)) = writable {
+                return Err(BackendError::Refused(format!(
+                    "{resource} at {other} is reachable and primary (not fenced): fence it \
+                     before promoting {site}, or force the step"
+                )));
+            }
+        }
+        let Some(copy) = res.copies.get_mut(site) else {
+            return Err(BackendError::NotFound(format!("{resource} at {site}")));
+        };
         let rpo = if copy.role == Role::Primary {
             None
         } else {

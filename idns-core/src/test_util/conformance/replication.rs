@@ -14,7 +14,9 @@ use crate::replication::{
 /// The conformance suite of a [`ReplicationBackend`].
 ///
 /// It needs one resource replicated between two sites, `primary` holding the primary copy and
-/// `replica` following it. It fails over to the replica and back, checking in this order:
+/// `replica` following it. It fails over to the replica and back in the failover runbook's
+/// safe order (fence the old primary, then promote), with no step forced, checking in this
+/// order:
 ///
 /// 1. `status` lists both sites, `primary` as [`Role::Primary`] and `replica` as
 ///    [`Role::Replica`].
@@ -22,18 +24,25 @@ use crate::replication::{
 ///    highest the backend has accepted, found by promoting the current primary at epoch 0
 ///    (a promotion of a primary is a no-op; a backend with history refuses it as stale and
 ///    names its current epoch).
-/// 3. `promote(replica, e)` makes it primary.
-/// 4. A call with epoch `e-1` (fencing the new primary) fails with
+/// 3. Only with [`expect_refusal_beside_writable_primary`]: `promote(replica, e)` while
+///    `primary` is reachable and writable fails with [`BackendError::Refused`] naming
+///    `primary`, and the roles are unchanged.
+/// 4. `fence(primary, e)` stops the old primary taking writes (its role is no longer primary).
+/// 5. `promote(replica, e)` makes it primary.
+/// 6. A call with epoch `e-1` (fencing the new primary) fails with
 ///    [`BackendError::StaleEpoch`] naming both epochs, and the new primary stays primary.
-/// 5. `fence(primary, e)` stops the old primary taking writes (its role is no longer primary).
-/// 6. `integrity(Mark)` at the new primary returns a non-empty manifest.
-/// 7. `reprotect(new primary, wait = true)` makes the old primary a replica.
-/// 8. `integrity(Verify)` of the markers at the old primary finds no mismatch; with one
+/// 7. `integrity(Mark)` at the new primary returns a non-empty manifest.
+/// 8. `reprotect(new primary, wait = true)` makes the old primary a replica.
+/// 9. `integrity(Verify)` of the markers at the old primary finds no mismatch; with one
 ///    checksum changed, it reports a mismatch naming that entry.
-/// 9. A drill (`ctx.drill`) `promote` then `fence` at the replica each succeed or return
-///    [`BackendError::Unsupported`], and leave the production roles unchanged.
-/// 10. Failback at `e+1`: promote `primary`, fence `replica`, reprotect; the markers are
-///     verified at `primary`, and the roles are back as they were, so the suite can run again.
+/// 10. A drill (`ctx.drill`) `promote` then `fence` at the replica each succeed or return
+///     [`BackendError::Unsupported`], and leave the production roles unchanged.
+/// 11. Failback at `e+1`: (only with [`expect_refusal_beside_writable_primary`]: promoting
+///     `primary` beside the writable `replica` is refused, as in step 3), fence `replica`,
+///     promote `primary`, reprotect; the markers are verified at `primary`, and the roles are
+///     back as they were, so the suite can run again.
+///
+/// [`expect_refusal_beside_writable_primary`]: Self::expect_refusal_beside_writable_primary
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReplicationSuite {
@@ -47,6 +56,12 @@ pub struct ReplicationSuite {
     pub start_epoch: Option<Epoch>,
     /// The timeout carried in every [`OpContext`].
     pub timeout: Duration,
+    /// Whether the suite checks that an unforced promotion beside a reachable, writable
+    /// primary is refused (steps 3 and 11). Off by default, for backends that cannot see the
+    /// other sites (a hook that is not told whether a step is forced); every backend that can
+    /// should turn it on with
+    /// [`expecting_refusal_beside_writable_primary`](Self::expecting_refusal_beside_writable_primary).
+    pub expect_refusal_beside_writable_primary: bool,
 }
 
 impl ReplicationSuite {
@@ -65,7 +80,17 @@ impl ReplicationSuite {
             replica,
             start_epoch,
             timeout: Duration::from_secs(60),
+            expect_refusal_beside_writable_primary: false,
         }
+    }
+
+    /// The suite, also checking that an unforced promotion beside a reachable, writable
+    /// primary is refused (see [`expect_refusal_beside_writable_primary`]).
+    ///
+    /// [`expect_refusal_beside_writable_primary`]: Self::expect_refusal_beside_writable_primary
+    pub fn expecting_refusal_beside_writable_primary(mut self) -> Self {
+        self.expect_refusal_beside_writable_primary = true;
+        self
     }
 
     /// Runs the suite against `backend`; panics with the broken rule on the first violation.
@@ -91,20 +116,21 @@ impl ReplicationSuite {
         };
         let op = ctx.op(e, false);
 
-        // 3. Promote the replica.
-        if let Err(err) = backend.promote(&self.resource, replica, &op).await {
-            ctx.fail(
-                "promoting the replica",
-                format!("promote({replica}) at epoch {e} failed: {err} ({err:?})"),
-            );
-        }
+        // 3.–5. No second writable primary unless forced; fence the old primary, then
+        // promote the replica.
+        let failover = Move {
+            prefix: "",
+            old: (primary, "the old primary"),
+            new: (replica, "the replica"),
+        };
+        ctx.fence_then_promote(&failover, &op).await;
         ctx.expect_roles(
             "status after promoting the replica",
             &[(replica, Role::Primary)],
         )
         .await;
 
-        // 4. A stale epoch is refused: an old controller cannot fence the new primary.
+        // 6. A stale epoch is refused: an old controller cannot fence the new primary.
         let stale = Epoch::new(e.get() - 1);
         match backend
             .fence(&self.resource, replica, &ctx.op(stale, false))
@@ -133,22 +159,7 @@ impl ReplicationSuite {
         )
         .await;
 
-        // 5. Fence the old primary.
-        if let Err(err) = backend.fence(&self.resource, primary, &op).await {
-            ctx.fail(
-                "fencing the old primary",
-                format!("fence({primary}) at epoch {e} failed: {err} ({err:?})"),
-            );
-        }
-        let status = ctx.status("status after fencing the old primary").await;
-        if ctx.role(&status, primary) == Role::Primary {
-            ctx.fail(
-                "status after fencing the old primary",
-                format!("{primary} is still primary: {status:?}"),
-            );
-        }
-
-        // 6. Markers at the new primary.
+        // 7. Markers at the new primary.
         let label = format!("conformance-{e}");
         let marked = ctx
             .integrity(
@@ -168,7 +179,7 @@ impl ReplicationSuite {
             );
         }
 
-        // 7. Reverse replication.
+        // 8. Reverse replication.
         ctx.reprotect("reprotecting towards the old primary", replica, &op)
             .await;
         ctx.expect_roles(
@@ -177,7 +188,7 @@ impl ReplicationSuite {
         )
         .await;
 
-        // 8. The markers arrived, and a tampered manifest is caught.
+        // 9. The markers arrived, and a tampered manifest is caught.
         ctx.expect_markers(
             "verifying the markers at the old primary",
             primary,
@@ -209,7 +220,7 @@ impl ReplicationSuite {
             );
         }
 
-        // 9. A drill leaves production alone.
+        // 10. A drill leaves production alone.
         let production = [(replica, Role::Primary), (primary, Role::Replica)];
         let drill = ctx.op(e, true);
         match backend.promote(&self.resource, primary, &drill).await {
@@ -231,21 +242,15 @@ impl ReplicationSuite {
         ctx.expect_roles("status after a drill cleanup", &production)
             .await;
 
-        // 10. Fail back, so the backend ends as it started.
+        // 11. Fail back, so the backend ends as it started.
         let back = e.next();
         let op = ctx.op(back, false);
-        if let Err(err) = backend.promote(&self.resource, primary, &op).await {
-            ctx.fail(
-                "failing back: promoting the original primary",
-                format!("promote({primary}) at epoch {back} failed: {err} ({err:?})"),
-            );
-        }
-        if let Err(err) = backend.fence(&self.resource, replica, &op).await {
-            ctx.fail(
-                "failing back: fencing the other site",
-                format!("fence({replica}) at epoch {back} failed: {err} ({err:?})"),
-            );
-        }
+        let failback = Move {
+            prefix: "failing back: ",
+            old: (replica, "the other site"),
+            new: (primary, "the original primary"),
+        };
+        ctx.fence_then_promote(&failback, &op).await;
         ctx.reprotect("failing back: reprotecting", primary, &op)
             .await;
         ctx.expect_markers(
@@ -262,6 +267,16 @@ impl ReplicationSuite {
         .await;
         tracing::info!(backend = ?backend, from = %e, to = %back, "replication conformance suite passed");
     }
+}
+
+/// A change of primary the suite makes, and the words its failures use for it.
+struct Move<'a> {
+    /// Put before every step's name.
+    prefix: &'static str,
+    /// The site that is primary before, and its name in the steps.
+    old: (&'a SiteId, &'static str),
+    /// The site that is primary after, and its name in the steps.
+    new: (&'a SiteId, &'static str),
 }
 
 /// One run of the replication suite: the suite and the backend under test.
@@ -385,6 +400,75 @@ impl ReplCtx<'_> {
                 ),
             );
         }
+    }
+
+    /// The failover runbook's safe order, unforced: (when the suite expects it) a promotion
+    /// of the new site beside the old one is refused; the old site is fenced and is no
+    /// longer primary; the new site is promoted.
+    async fn fence_then_promote(&self, m: &Move<'_>, op: &OpContext) {
+        let ((old, old_name), (new, new_name), prefix) = (m.old, m.new, m.prefix);
+        let e = op.epoch;
+        if self.suite.expect_refusal_beside_writable_primary {
+            let step = format!("{prefix}promoting {new_name} while {old_name} is writable");
+            self.expect_refused_beside(&step, new, old, op).await;
+        }
+        if let Err(err) = self.backend.fence(&self.suite.resource, old, op).await {
+            self.fail(
+                &format!("{prefix}fencing {old_name}"),
+                format!("fence({old}) at epoch {e} failed: {err} ({err:?})"),
+            );
+        }
+        let step = format!("{prefix}status after fencing {old_name}");
+        let status = self.status(&step).await;
+        if self.role(&status, old) == Role::Primary {
+            self.fail(&step, format!("{old} is still primary: {status:?}"));
+        }
+        if let Err(err) = self.backend.promote(&self.suite.resource, new, op).await {
+            self.fail(
+                &format!("{prefix}promoting {new_name}"),
+                format!(
+                    "promote({new}) at epoch {e}, after fencing {old}, failed: {err} ({err:?})"
+                ),
+            );
+        }
+    }
+
+    /// Checks that promoting `site` (unforced) while `writable` is primary is refused with an
+    /// error naming `writable`, and that both keep their roles.
+    async fn expect_refused_beside(
+        &self,
+        step: &str,
+        site: &SiteId,
+        writable: &SiteId,
+        op: &OpContext,
+    ) {
+        let before = [(writable, Role::Primary), (site, Role::Replica)];
+        self.expect_roles(step, &before).await;
+        match self.backend.promote(&self.suite.resource, site, op).await {
+            Err(BackendError::Refused(why)) if why.contains(writable.as_str()) => {}
+            Err(BackendError::Refused(why)) => self.fail(
+                step,
+                format!("the refusal should name the writable site {writable}: {why}"),
+            ),
+            Ok(p) => self.fail(
+                step,
+                format!(
+                    "promote({site}) at epoch {} without force was accepted ({p:?}) while \
+                     {writable} is reachable and writable: two primaries would split the data; \
+                     it must fail with Err(Refused) naming {writable}",
+                    op.epoch
+                ),
+            ),
+            Err(other) => self.fail(
+                step,
+                format!(
+                    "promote({site}) without force while {writable} is writable must fail \
+                     with Err(Refused) naming {writable}, got {other} ({other:?})"
+                ),
+            ),
+        }
+        self.expect_roles(&format!("status after: {step}"), &before)
+            .await;
     }
 
     async fn reprotect(&self, step: &str, primary: &SiteId, op: &OpContext) {
