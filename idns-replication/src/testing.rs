@@ -237,7 +237,8 @@ impl PgPair {
 
     /// A configuration for idns-replication's PostgreSQL backend: one resource `resource`
     /// whose sites `sites[0]` and `sites[1]` are `a` and `b` (with their drill ports),
-    /// checksumming `tables`, fencing with `fence` (`stop` or `read_only`), its state file and
+    /// checksumming `tables`, fencing with `fence` (`stop`, the only mode the backend offers;
+    /// any other value is refused when the specification is validated), its state file and
     /// save directory in [`dir`](Self::dir).
     pub fn spec(&self, resource: &str, sites: [&str; 2], tables: &[&str], fence: &str) -> PgSpec {
         let site = |name: &str, node: &PgNode| {

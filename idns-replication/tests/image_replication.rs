@@ -324,10 +324,15 @@ fn failover_markers_reprotect_failback_with_markers_verified() {
         // Written at a after the last pass, before the disaster: lost in an unplanned failover.
         fs::write(la.join("late.txt"), "after the last pass").unwrap();
 
-        // Failover at epoch 1 with a unreachable: promote b from its newest checkpoint.
+        // Failover at epoch 1 with a unreachable (its volume gone, so its fence was
+        // skipped): promote b from its newest checkpoint. a comes back and is fenced.
+        let root_a = r.paths(&res, &a).unwrap().root;
+        let away = dir.path().join("a-away");
+        fs::rename(&root_a, &away).unwrap();
         let p = r.promote(&res, &b, &ctx(1)).await.unwrap();
         assert!(p.rpo.is_some());
         assert_eq!(p.position.as_deref(), Some("checkpoint 1"));
+        fs::rename(&away, &root_a).unwrap();
         r.fence(&res, &a, &ctx(1)).await.unwrap();
         assert_eq!(roles(&r).await, [Role::Fenced, Role::Primary]);
         let check = r
@@ -413,6 +418,7 @@ fn stale_epochs_are_refused_even_after_a_restart() {
             let r = backend(dir.path());
             fs::write(live(&r, &a).join("f"), "x").unwrap();
             r.sync(&res).await.unwrap();
+            r.fence(&res, &a, &ctx(5)).await.unwrap();
             r.promote(&res, &b, &ctx(5)).await.unwrap();
             // The same epoch again is a retried step.
             r.promote(&res, &b, &ctx(5)).await.unwrap();
@@ -590,7 +596,8 @@ fn replication_suite_passes() {
         )
         .unwrap();
         r.sync(&res).await.unwrap();
-        let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None);
+        let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None)
+            .expecting_refusal_beside_writable_primary();
         suite.run(&r).await;
         suite.run(&r).await;
         let st = r.status(&res).await.unwrap();

@@ -1,5 +1,6 @@
 //! Safety of the image backend on the failover path: special mode bits, the site lock, status
-//! polls that write nothing, and a home site rebuilt empty.
+//! polls that write nothing, a home site rebuilt empty, and promotion beside a primary that
+//! is not fenced.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -321,4 +322,82 @@ async fn a_replica_with_no_data_is_promoted_only_with_force() {
     let p = r.promote(&res, &a, &forced(2)).await.unwrap();
     assert!(p.position.unwrap().contains("forced"));
     assert_eq!(roles(&r).await[0], Role::Primary);
+}
+
+/// Checks that an unforced promotion of `b` is refused because `a` is primary and not
+/// fenced, in words that name `a`, fencing and force, and that the roles did not change.
+async fn refused_beside_a_writable_primary(r: &ImageReplication, epoch: u64) {
+    let (res, a, b) = ids();
+    let err = r.promote(&res, &b, &common::ctx(epoch)).await.unwrap_err();
+    assert!(matches!(err, BackendError::Refused(_)), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains(&format!("at {a} is reachable and primary"))
+            && err.contains("fence it")
+            && err.contains("force"),
+        "{err}"
+    );
+    assert_eq!(roles(r).await, [Role::Primary, Role::Replica]);
+    assert!(!r.paths(&res, &b).unwrap().live.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_beside_an_unfenced_primary_is_refused_until_it_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = synced(dir.path()).await;
+    let (res, a, b) = ids();
+    refused_beside_a_writable_primary(&r, 1).await;
+    // The failover runbook's order: fence the old primary, then promote.
+    r.fence(&res, &a, &common::ctx(1)).await.unwrap();
+    let p = r.promote(&res, &b, &common::ctx(1)).await.unwrap();
+    assert_eq!(p.rpo, Some(std::time::Duration::ZERO), "a final pass ran");
+    assert_eq!(roles(&r).await, [Role::Fenced, Role::Primary]);
+    let live_b = r.paths(&res, &b).unwrap().live;
+    assert_eq!(fs::read(live_b.join("disk")).unwrap(), b"data");
+    // Taking the fenced copy back while b is primary is refused the same way.
+    let err = r.promote(&res, &a, &common::ctx(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Refused(m) if m.contains(&format!("at {b} is reachable and primary"))),
+        "{err}"
+    );
+    assert_eq!(roles(&r).await, [Role::Fenced, Role::Primary]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_promote_beside_an_unfenced_primary_goes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = synced(dir.path()).await;
+    let (res, _, b) = ids();
+    refused_beside_a_writable_primary(&r, 1).await;
+    r.promote(&res, &b, &forced(1)).await.unwrap();
+    // The operator asked for it: both are primary until the old one is fenced.
+    assert_eq!(roles(&r).await, [Role::Primary, Role::Primary]);
+    let live_b = r.paths(&res, &b).unwrap().live;
+    assert_eq!(fs::read(live_b.join("disk")).unwrap(), b"data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_goes_through_when_the_primary_cannot_be_reached() {
+    // The primary's root is gone (an unmounted volume), or its state cannot be read: the
+    // site is unreachable, as when the runbook skipped its fence, and does not stop a
+    // failover.
+    for break_a in [
+        (|dir: &Path| fs::rename(dir.join("a"), dir.join("a-away")).unwrap()) as fn(&Path),
+        |dir: &Path| {
+            let state = dir.join("a/state.json");
+            assert!(state.is_file(), "{} missing", state.display());
+            fs::remove_file(&state).unwrap();
+            fs::create_dir(&state).unwrap();
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = synced(dir.path()).await;
+        let (res, _, b) = ids();
+        break_a(dir.path());
+        let p = r.promote(&res, &b, &common::ctx(1)).await.unwrap();
+        assert!(p.rpo.is_some(), "{p:?}");
+        assert_eq!(roles(&r).await, [Role::Unknown, Role::Primary]);
+        let live_b = r.paths(&res, &b).unwrap().live;
+        assert_eq!(fs::read(live_b.join("disk")).unwrap(), b"data");
+    }
 }

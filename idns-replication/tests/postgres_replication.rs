@@ -14,12 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::{ctx, drill};
 use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::{
-    BackendError, IntegrityReport, IntegrityRequest, OpContext, Promoted, ReplicationBackend,
-    ReplicationStatus, ResourceId, Role, SiteId,
+    BackendError, IntegrityRequest, OpContext, ReplicationBackend, ResourceId, Role, SiteId,
 };
 use idns_replication::Operation;
 use idns_replication::postgres::{PgConfig, PostgresReplication};
@@ -309,65 +307,14 @@ async fn lag_is_reported_while_a_load_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_replication_suite() {
     let Some(c) = PgPair::start() else { return };
-    let r = Forced(backend(&c, &[]));
+    let r = backend(&c, &[]);
     let (res, a, b) = ids();
-    ReplicationSuite::new(res, a, b, None).run(&r).await;
+    ReplicationSuite::new(res, a, b, None)
+        .expecting_refusal_beside_writable_primary()
+        .run(&r)
+        .await;
     // The drill copy was made (pg_basebackup, started on the drill port) and removed.
     assert!(!Path::new(&format!("{}.idns-drill", c.a.data.display())).exists());
-}
-
-/// The suite promotes the replica while the primary still runs, which this backend does only
-/// when forced: its promotions go through as an operator's forced ones.
-#[derive(Debug)]
-struct Forced(PostgresReplication);
-
-#[async_trait]
-impl ReplicationBackend for Forced {
-    async fn status(&self, resource: &ResourceId) -> Result<ReplicationStatus, BackendError> {
-        self.0.status(resource).await
-    }
-
-    async fn fence(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        ctx: &OpContext,
-    ) -> Result<(), BackendError> {
-        self.0.fence(resource, site, ctx).await
-    }
-
-    async fn promote(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        ctx: &OpContext,
-    ) -> Result<Promoted, BackendError> {
-        let ctx = OpContext {
-            force: true,
-            ..ctx.clone()
-        };
-        self.0.promote(resource, site, &ctx).await
-    }
-
-    async fn reprotect(
-        &self,
-        resource: &ResourceId,
-        primary: &SiteId,
-        wait: bool,
-        ctx: &OpContext,
-    ) -> Result<(), BackendError> {
-        self.0.reprotect(resource, primary, wait, ctx).await
-    }
-
-    async fn integrity(
-        &self,
-        resource: &ResourceId,
-        site: &SiteId,
-        request: &IntegrityRequest,
-        ctx: &OpContext,
-    ) -> Result<IntegrityReport, BackendError> {
-        self.0.integrity(resource, site, request, ctx).await
-    }
 }
 
 async fn create_items(port: u16) {

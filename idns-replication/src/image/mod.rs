@@ -64,6 +64,11 @@
 //!   volume: it is not made primary by first use, only by a `promote` with
 //!   [`OpContext::force`]. A replica with no complete checkpoint is promoted only with force
 //!   too.
+//! - **One writable copy.** `promote` is refused while another site of the resource can be
+//!   read and is primary (not fenced), unless forced ([`OpContext::force`]); the error names
+//!   that site. Fence it first (the failover runbook's order). A site whose root is missing
+//!   or cannot be read is unreachable and does not stop a promotion. A drill promotion, and
+//!   a promotion of the site that is already primary, are never refused for this.
 
 mod config;
 mod hash;
@@ -532,6 +537,31 @@ impl Sites {
         Ok(())
     }
 
+    /// Refuses to promote `site` while another site can be read and is primary (not
+    /// fenced): two live copies taking writes would split the data. A site that cannot be
+    /// read (its root missing or unreadable) is unreachable and does not count.
+    fn refuse_beside_a_writable_site(
+        &self,
+        cfg: &ResourceConfig,
+        site: &SiteId,
+    ) -> Result<(), BackendError> {
+        let writable = self.slots.iter().find_map(|(store, st)| match st {
+            Ok(st) if &store.site != site && st.role == StoredRole::Primary => Some(&store.site),
+            _ => None,
+        });
+        match writable {
+            Some(other) => {
+                tracing::warn!(resource = %cfg.id, site = %site, writable = %other, "promotion refused: another site is primary and not fenced");
+                Err(BackendError::Refused(format!(
+                    "{} at {other} is reachable and primary (not fenced): fence it before \
+                     promoting {site}, or force the step",
+                    cfg.id
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The one primary site, or an error naming what is wrong.
     fn primary(&self, cfg: &ResourceConfig) -> Result<SiteId, BackendError> {
         let primaries: Vec<&SiteId> = self
@@ -776,25 +806,25 @@ fn promote_now(
             position: Some(format!("drill copy of checkpoint {seq}")),
         });
     }
-    match state.role {
-        StoredRole::Primary => {
-            return Ok(Promoted {
-                rpo: None,
-                position: Some("already primary".into()),
-            });
-        }
-        StoredRole::Fenced => {
-            let _lock = store.lock()?;
-            state.role = StoredRole::Primary;
-            state.fenced_at = None;
-            store.save_state(&state)?;
-            tracing::info!(resource = %cfg.id, site = %site, "fenced live copy taken back as primary");
-            return Ok(Promoted {
-                rpo: None,
-                position: Some("fenced live copy unfenced".into()),
-            });
-        }
-        StoredRole::Replica => {}
+    if state.role == StoredRole::Primary {
+        return Ok(Promoted {
+            rpo: None,
+            position: Some("already primary".into()),
+        });
+    }
+    if !ctx.force {
+        sites.refuse_beside_a_writable_site(cfg, site)?;
+    }
+    if state.role == StoredRole::Fenced {
+        let _lock = store.lock()?;
+        state.role = StoredRole::Primary;
+        state.fenced_at = None;
+        store.save_state(&state)?;
+        tracing::info!(resource = %cfg.id, site = %site, "fenced live copy taken back as primary");
+        return Ok(Promoted {
+            rpo: None,
+            position: Some("fenced live copy unfenced".into()),
+        });
     }
     // A planned switchover: the old primary is fenced and reachable, so copy what it wrote
     // since the last pass first.
@@ -810,7 +840,7 @@ fn promote_now(
                 final_pass = true;
             }
             Ok((_, up_state)) if up_state.role == StoredRole::Primary => {
-                tracing::warn!(resource = %cfg.id, site = %site, primary = %up, "promoting while the old primary is not fenced: it stays primary too until it is fenced");
+                tracing::warn!(resource = %cfg.id, site = %site, primary = %up, "forced: promoting while the old primary is not fenced: it stays primary too until it is fenced");
             }
             Ok(_) => {}
             Err(e) => {

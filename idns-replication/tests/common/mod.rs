@@ -93,6 +93,13 @@ pub(crate) async fn conformance(
         Err(other) => panic!("promoting the primary at epoch 0: {other:?}"),
     };
     let op = ctx(e.get());
+    // The failover runbook's order: fence the old primary, then promote.
+    b.fence(res, p, &op).await.unwrap();
+    assert_ne!(
+        roles(b, res, &[p]).await,
+        [Role::Primary],
+        "after fencing the old primary"
+    );
     b.promote(res, q, &op).await.unwrap();
     assert_eq!(
         roles(b, res, &[q]).await,
@@ -109,12 +116,6 @@ pub(crate) async fn conformance(
         roles(b, res, &[q]).await,
         [Role::Primary],
         "after a refused stale fence"
-    );
-    b.fence(res, p, &op).await.unwrap();
-    assert_ne!(
-        roles(b, res, &[p]).await,
-        [Role::Primary],
-        "after fencing the old primary"
     );
     let markers = b
         .integrity(
@@ -177,8 +178,8 @@ pub(crate) async fn conformance(
         "after a drill cleanup"
     );
     let back = ctx(e.get() + 1);
-    b.promote(res, p, &back).await.unwrap();
     b.fence(res, q, &back).await.unwrap();
+    b.promote(res, p, &back).await.unwrap();
     b.reprotect(res, p, true, &back).await.unwrap();
     let v = b.integrity(res, p, &verify(markers), &back).await.unwrap();
     assert!(
