@@ -361,7 +361,9 @@ impl SiteStore {
         let path = self.lock_path();
         let file = crate::fsutil::open_or_create(&path).ctx(path.display())?;
         let meta = file.metadata().ctx(path.display())?;
-        let key = (meta.dev(), meta.ino());
+        // The path as well: an inode freed by a deleted site root (a test's temporary
+        // directory, a rebuilt site) is soon given to another file.
+        let key = (meta.dev(), meta.ino(), path.clone());
         let busy = || {
             let holder = fs::read_to_string(&path)
                 .ok()
@@ -385,7 +387,7 @@ impl SiteStore {
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(busy()),
             Err(e) => return Err(crate::fsutil::io_err(path.display(), &e.into())),
         }
-        held.insert(key);
+        held.insert(key.clone());
         drop(held);
         // For people looking at the file; the lock itself is the flock.
         let note = file
@@ -394,7 +396,7 @@ impl SiteStore {
         if let Err(e) = note {
             tracing::debug!(lock = %path.display(), error = %e, "cannot write the pid into the lock file");
         }
-        Ok(SiteLock { key, _file: file })
+        Ok(SiteLock { key, file })
     }
 }
 
@@ -402,17 +404,23 @@ impl SiteStore {
 /// or by the system when the process ends.
 #[derive(Debug)]
 pub(crate) struct SiteLock {
-    /// Device and inode of the lock file, as kept in [`HELD`].
-    key: (u64, u64),
-    /// Closing it releases the flock.
-    _file: File,
+    /// Device, inode and path of the lock file, as kept in [`HELD`].
+    key: (u64, u64, PathBuf),
+    /// Unlocked explicitly when dropped: a child process forked by another thread holds a
+    /// copy of the descriptor until it runs its program, and closing ours alone would leave
+    /// the lock held through that copy.
+    file: File,
 }
 
 /// The lock files (device, inode) this process holds.
-static HELD: std::sync::Mutex<BTreeSet<(u64, u64)>> = std::sync::Mutex::new(BTreeSet::new());
+static HELD: std::sync::Mutex<BTreeSet<(u64, u64, PathBuf)>> =
+    std::sync::Mutex::new(BTreeSet::new());
 
 impl Drop for SiteLock {
     fn drop(&mut self) {
+        if let Err(e) = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock) {
+            tracing::warn!(lock = %self.key.2.display(), error = %e, "cannot unlock the site lock; it is released when its file closes");
+        }
         HELD.lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
@@ -536,5 +544,18 @@ mod tests {
         assert!(one.lock().is_err());
         drop(again);
         assert!(one.lock_path().exists(), "the lock file is kept");
+    }
+
+    #[test]
+    fn a_released_lock_is_free_while_a_copy_of_its_descriptor_lives_on() {
+        // A child forked by another thread holds such a copy until it runs its program.
+        let dir = tempfile::tempdir().unwrap();
+        let site = store(dir.path());
+        let held = site.lock().unwrap();
+        let copy = held.file.try_clone().unwrap();
+        drop(held);
+        let again = site.lock();
+        assert!(again.is_ok(), "the lock outlived its holder: {again:?}");
+        drop(copy);
     }
 }
