@@ -4,7 +4,10 @@
 //! ```toml
 //! [daemon]
 //! listen = "127.0.0.1:9480"          # HTTP API and /metrics
-//! token_file = "token"               # or token = "…" (at least 16 characters)
+//! token_file = "token"               # or token = "…" (at least 16 characters); commands need it
+//! read_token_file = "read-token"     # optional: a token that may only read (dashboards, scrapers)
+//! metrics_public = false             # true: /metrics without a token
+//! max_connections_per_client = 16    # connections one client address may hold
 //! # HTTPS instead of plain HTTP: PEM files, the key readable by its owner only
 //! tls = { cert_file = "api.crt", key_file = "api.key" }
 //! journal_dir = "state"              # one journal per service, and the embedded DNS state
