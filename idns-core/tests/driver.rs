@@ -431,6 +431,15 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
     assert_eq!(failback.to, Some("primary".parse()?));
     assert_eq!(failback.epoch, Epoch::new(3));
     assert_eq!(failback.problems().count(), 0, "{:?}", failback.steps);
+    // The home site was measured caught up before its promotion: the report carries that RPO.
+    let caught_up: Vec<&str> = failback
+        .steps
+        .iter()
+        .filter(|s| s.name == StepName::CatchUp)
+        .map(|s| s.detail.as_str())
+        .collect();
+    assert_eq!(caught_up, ["caught up: lag 0s"], "{:?}", failback.steps);
+    assert_eq!(failback.rpo, Some(Duration::ZERO));
     // The markers written at recovery after the failover were found at home.
     assert_eq!(
         step_status(&failback, StepName::VerifyMarkers),

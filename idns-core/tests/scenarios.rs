@@ -534,3 +534,73 @@ fn a_refused_command_leaves_a_running_drill_alone() {
         drill.steps
     );
 }
+
+/// A failover to `s1`, then the home site `s0` back but 60 s behind with an RPO budget of 5 s,
+/// and a failback at 800 s (`force` as given).
+fn failback_behind_the_budget(force: bool) -> SimOutcome {
+    let shape = ServiceShape {
+        rise: 1,
+        fall: 2,
+        min_dwell: Duration::ZERO,
+        rpo_budget: Some(s(5.0)),
+        ..ServiceShape::default()
+    };
+    let sc = Scenario::new(6, shape.build(), s(900.0))
+        .at(s(10.0), Kill(0))
+        .at(s(100.0), Revive(0))
+        .at(s(300.0), Lag(0, Some(s(60.0))))
+        .at(s(800.0), Command(Command::Failback { force }));
+    run(sc)
+}
+
+#[test]
+fn a_failback_to_a_site_that_has_not_caught_up_holds_at_the_catch_up() {
+    let out = failback_behind_the_budget(false);
+    let sw = switches(&out);
+    assert_eq!(sw.len(), 2, "{sw:?}");
+    assert_eq!(sw[1].1, RunbookKind::Failback, "the failback is decided");
+    let held: Vec<&String> = out
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Held {
+                name: StepName::CatchUp,
+                reason,
+                ..
+            } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "{}", out.report());
+    assert!(
+        held[0].contains("site s0") && held[0].contains("lag 1m > RPO budget 5s"),
+        "the reason names the site and its lag against the budget: {}",
+        held[0]
+    );
+    assert!(
+        finished(&out, RunbookKind::Failback).is_empty(),
+        "the failback never completes"
+    );
+    assert_eq!(out.dns.records(&name()), addr(2), "still served by s1");
+}
+
+#[test]
+fn a_forced_failback_goes_past_a_target_that_has_not_caught_up_and_says_so() {
+    let out = failback_behind_the_budget(true);
+    let back = &finished(&out, RunbookKind::Failback)[0];
+    assert_eq!(back.outcome, Outcome::Completed);
+    assert!(back.forced);
+    let catch_up: Vec<&str> = back
+        .steps
+        .iter()
+        .filter(|s| s.name == StepName::CatchUp)
+        .map(|s| s.detail.as_str())
+        .collect();
+    assert_eq!(catch_up.len(), 1, "{:?}", back.steps);
+    assert!(
+        catch_up[0].starts_with("forced past the RPO guard:") && catch_up[0].contains("site s0"),
+        "{}",
+        catch_up[0]
+    );
+    assert_eq!(out.dns.records(&name()), addr(1));
+}

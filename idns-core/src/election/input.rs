@@ -12,7 +12,7 @@ use crate::error::BackendError;
 use crate::event::Event;
 use crate::probe::Health;
 use crate::probe::ProbeReport;
-use crate::replication::{IntegrityReport, Promoted, ReplicationReport, Role};
+use crate::replication::{IntegrityReport, Promoted, ReplicationReport, ReplicationStatus, Role};
 use crate::runbook::StepId;
 use crate::timer::Timer;
 
@@ -90,6 +90,9 @@ pub enum StepOutput {
     Integrity(IntegrityReport),
     /// From a propagation check.
     Propagation(Propagation),
+    /// From a catch-up (a reprotect that waits): the resource's status read once it ended,
+    /// which the catch-up's RPO guard measures the target on.
+    CaughtUp(ReplicationStatus),
 }
 
 impl Election {

@@ -15,7 +15,7 @@ use crate::event::{Event, Outcome, SwitchReport, Trigger};
 use crate::id::SiteId;
 use crate::journal::Serving;
 use crate::reason::{Reason, explain};
-use crate::replication::IntegrityRequest;
+use crate::replication::{IntegrityRequest, Role};
 use crate::runbook::{
     Action, OnFailure, PlannedStep, Runbook, RunbookKind, Step, StepId, StepName, StepRecord,
     StepStatus,
@@ -200,9 +200,22 @@ impl Election {
         let Some(planned) = self.current_step().cloned() else {
             return;
         };
-        match judge(d.result) {
+        let result = judge(d.result);
+        let measured = result
+            .as_ref()
+            .ok()
+            .and_then(|output| self.measure_catch_up(&planned, output));
+        let forced = self.journal.runbook().is_some_and(|rb| rb.forced);
+        let result = match (result, &measured) {
+            (Ok(_), Some(Err(behind))) if !forced => Err(BackendError::Refused(behind.clone())),
+            (result, _) => result,
+        };
+        match result {
             Ok(output) => {
-                let detail = self.absorb(&planned, output);
+                let detail = match measured {
+                    Some(m) => self.note_catch_up(m),
+                    None => self.absorb(&planned, output),
+                };
                 self.finish_step(StepStatus::Done, detail, now);
             }
             Err(BackendError::Unsupported(what)) if planned.drill => {
@@ -284,6 +297,98 @@ impl Election {
             "; not skipped: site {site} is still reached by an observer and may take writes"
         ));
         OnFailure::Hold
+    }
+
+    /// The RPO guard of a catch-up that the switch's target must pass before it is promoted:
+    /// `None` for any other step; else the target's lag behind the primary once the catch-up
+    /// ended (measured by the step's own status read, or else the last reported lag), or why
+    /// it has not caught up (it does not follow the primary, or lags over the RPO budget).
+    fn measure_catch_up(
+        &self,
+        planned: &PlannedStep,
+        output: &StepOutput,
+    ) -> Option<Result<Option<Duration>, String>> {
+        let Step::Reprotect {
+            resource,
+            primary,
+            wait: true,
+        } = &planned.step
+        else {
+            return None;
+        };
+        let target = self.journal.runbook()?.to.as_ref()?;
+        if target == primary || planned.drill {
+            return None;
+        }
+        let lag = match output {
+            StepOutput::CaughtUp(status) => {
+                let Some(at) = status.sites.iter().find(|s| &s.site == target) else {
+                    return Some(Err(format!(
+                        "{resource} at site {target} has not caught up with {primary}: the \
+                         status read after the catch-up does not list site {target}"
+                    )));
+                };
+                if at.role != Role::Replica {
+                    return Some(Err(format!(
+                        "{resource} at site {target} has not caught up with {primary}: it is \
+                         {} after the catch-up, not a replica following {primary}",
+                        at.role
+                    )));
+                }
+                at.lag
+            }
+            _ => {
+                let ti = self.cfg.site_index(target)?;
+                let ri = resource.index_in(self.cfg.resources(), |x| x)?;
+                self.lag[ti][ri]
+            }
+        };
+        let budget = self.cfg.policy().rpo_budget;
+        Some(match (lag, budget) {
+            (Some(lag), Some(budget)) if lag > budget => Err(format!(
+                "{resource} at site {target} has not caught up with {primary}: lag {} > RPO \
+                 budget {}",
+                humantime::format_duration(lag),
+                humantime::format_duration(budget)
+            )),
+            (None, Some(budget)) => Err(format!(
+                "{resource} at site {target} has not caught up with {primary}: lag unknown \
+                 (RPO budget {})",
+                humantime::format_duration(budget)
+            )),
+            (lag, _) => Ok(lag),
+        })
+    }
+
+    /// Records a catch-up's measured lag as the runbook's RPO (the largest over its
+    /// catch-ups: what the promoted target may lack); returns the step's summary, which says
+    /// when a forced switch went past a target that had not caught up.
+    fn note_catch_up(&mut self, measured: Result<Option<Duration>, String>) -> String {
+        let Some(rb) = self.journal.runbook_mut() else {
+            return String::new();
+        };
+        let first = !rb
+            .done
+            .iter()
+            .any(|r| r.name == StepName::CatchUp && r.status == StepStatus::Done);
+        match measured {
+            Ok(lag) => {
+                if let Some(lag) = lag {
+                    rb.rpo = Some(match rb.rpo {
+                        Some(r) if !first => r.max(lag),
+                        _ => lag,
+                    });
+                }
+                lag.map(|l| format!("caught up: lag {}", humantime::format_duration(l)))
+                    .unwrap_or_else(|| "caught up: lag unknown".to_owned())
+            }
+            Err(behind) => {
+                if first {
+                    rb.rpo = None;
+                }
+                format!("forced past the RPO guard: {behind}")
+            }
+        }
     }
 
     /// Keeps what a successful step returned; returns its summary.

@@ -995,10 +995,24 @@ async fn run_step(backends: &Backends, action: &Action) -> Result<StepOutput, Ba
             resource,
             primary,
             wait,
-        } => replication()?
-            .reprotect(resource, primary, *wait, &ctx)
-            .await
-            .map(|()| StepOutput::Done),
+        } => {
+            let replication = replication()?;
+            replication
+                .reprotect(resource, primary, *wait, &ctx)
+                .await?;
+            if !*wait {
+                return Ok(StepOutput::Done);
+            }
+            // A catch-up is judged on the target's lag as it ended: read it now (a failed read
+            // leaves the election the lag last reported).
+            Ok(match replication.status(resource).await {
+                Ok(status) => StepOutput::CaughtUp(status),
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "status after the catch-up failed");
+                    StepOutput::Done
+                }
+            })
+        }
         Step::Integrity {
             resource,
             site,
