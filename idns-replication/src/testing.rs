@@ -126,6 +126,62 @@ impl PgNode {
         .success()
     }
 
+    /// Turns TLS on (`ssl = on` with the given PEM certificate chain and key, through
+    /// `ALTER SYSTEM` and a reload) or off (`None`). The files go beside the data directory,
+    /// the key with mode 0600 and, as root, owned by `postgres`, as the server requires.
+    pub async fn set_ssl(&self, cert_and_key: Option<(&str, &str)>) {
+        let c = self.client().await;
+        let statements = match cert_and_key {
+            Some((cert, key)) => {
+                let base = self.data.display().to_string();
+                let (cf, kf) = (format!("{base}.server.crt"), format!("{base}.server.key"));
+                fs::write(&cf, cert).unwrap();
+                fs::write(&kf, key).unwrap();
+                fs::set_permissions(&kf, fs::Permissions::from_mode(0o600)).unwrap();
+                if is_root() {
+                    for f in [&cf, &kf] {
+                        let out = Command::new("chown")
+                            .args(["postgres:", f])
+                            .output()
+                            .unwrap();
+                        assert!(out.status.success(), "chown {f}: {out:?}");
+                    }
+                }
+                vec![
+                    format!("ALTER SYSTEM SET ssl_cert_file = '{cf}'"),
+                    format!("ALTER SYSTEM SET ssl_key_file = '{kf}'"),
+                    "ALTER SYSTEM SET ssl = on".to_owned(),
+                ]
+            }
+            None => vec!["ALTER SYSTEM SET ssl = off".to_owned()],
+        };
+        for sql in statements {
+            c.batch_execute(&sql).await.unwrap();
+        }
+        let reloaded: bool = c
+            .query_one("SELECT pg_reload_conf()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(reloaded, "the configuration of port {} reloaded", self.port);
+        // The reload is asynchronous: wait until a new session sees the setting.
+        let want = if cert_and_key.is_some() { "on" } else { "off" };
+        for _ in 0..100 {
+            let now: String = self
+                .client()
+                .await
+                .query_one("SHOW ssl", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if now == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("ssl = {want} not applied on port {}", self.port);
+    }
+
     /// Its connection string, as the `postgres` user to the `postgres` database.
     pub fn conninfo(&self) -> String {
         format!(

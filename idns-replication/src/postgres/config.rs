@@ -132,8 +132,12 @@ pub struct PgSiteSpec {
     /// site's machine they run through `runuser -u <user> --` (default `postgres`).
     #[serde(default = "default_os_user")]
     pub os_user: String,
-    /// Extra key-value connection parameters for the backend's own connections (e.g.
-    /// `password=...`; never shown).
+    /// Extra key-value connection parameters for the backend's own connections, in libpq
+    /// syntax (e.g. `password=...`; never shown). `sslmode` (`disable`, the default, `prefer`,
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (an absolute path to a PEM file
+    /// of the CAs to trust, needed by `verify-ca` and `verify-full`) also reach `pg_rewind`,
+    /// `pg_basebackup` and the `primary_conninfo` of standbys following this site: the file
+    /// must then be at that path on the other sites' machines too.
     #[serde(default)]
     pub conninfo: Option<Secret>,
     /// A port for drill copies at this site (drills are unsupported without one).
@@ -335,14 +339,16 @@ impl TryFrom<PgSpec> for PgConfig {
                 if s.host.is_empty() {
                     push(at("host"), String::new(), "is empty");
                 }
-                if let Some(c) = &s.conninfo
-                    && tokio_postgres::Config::from_str(c.expose()).is_err()
-                {
-                    push(
-                        at("conninfo"),
-                        c.to_string(),
-                        "is not key=value connection parameters",
-                    );
+                if let Some(c) = &s.conninfo {
+                    match super::tls::ConnTls::parse(Some(c.expose())) {
+                        Err(e) => push(at("conninfo"), c.to_string(), &e),
+                        Ok(t) if tokio_postgres::Config::from_str(&t.rest).is_err() => push(
+                            at("conninfo"),
+                            c.to_string(),
+                            "is not key=value connection parameters",
+                        ),
+                        Ok(_) => {}
+                    }
                 }
                 if let Some(site) = site {
                     sites.push(PgSite {

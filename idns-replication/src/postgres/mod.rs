@@ -48,6 +48,7 @@ mod aside;
 mod config;
 mod control;
 mod divergence;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ use idns_core::{
 };
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
+
+use tls::ConnTls;
 
 pub use config::{FenceMode, PgConfig, PgResource, PgResourceSpec, PgSite, PgSiteSpec, PgSpec};
 
@@ -359,8 +362,12 @@ impl PostgresReplication {
     /// The connection string a standby uses to follow `site`.
     fn source_conninfo(res: &PgResource, site: &PgSite, app: &SiteId) -> String {
         format!(
-            "host={} port={} user={} application_name={}",
-            site.host, site.port, res.user, app
+            "host={} port={} user={} application_name={}{}",
+            site.host,
+            site.port,
+            res.user,
+            app,
+            tls_words(site)
         )
     }
 
@@ -606,8 +613,12 @@ impl PostgresReplication {
             }
         }
         let source = format!(
-            "host={} port={} user={} dbname={}",
-            primary.host, primary.port, res.user, res.database
+            "host={} port={} user={} dbname={}{}",
+            primary.host,
+            primary.port,
+            res.user,
+            res.database,
+            tls_words(primary)
         );
         let out = ctl
             .bin(
@@ -747,8 +758,10 @@ async fn connect(
     site: &PgSite,
     port: Option<u16>,
 ) -> Result<Client, BackendError> {
+    let invalid = |e: String| BackendError::Invalid(format!("site {}: conninfo: {e}", site.site));
+    let tls = ConnTls::parse(site.conninfo.as_ref().map(|c| c.expose())).map_err(invalid)?;
     let mut cfg = match &site.conninfo {
-        Some(extra) => tokio_postgres::Config::from_str(extra.expose()).map_err(|e| {
+        Some(_) => tokio_postgres::Config::from_str(&tls.rest).map_err(|e| {
             BackendError::Invalid(format!("site {}: conninfo does not parse: {e}", site.site))
         })?,
         None => tokio_postgres::Config::new(),
@@ -759,20 +772,48 @@ async fn connect(
         .dbname(&res.database)
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name("idns");
-    let fut = cfg.connect(NoTls);
-    let (client, conn) = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), fut)
-        .await
-        .map_err(|_| {
-            BackendError::Unavailable(format!("site {}: connection timed out", site.site))
-        })?
-        .map_err(|e| pg_err(&site.site, "connecting", &e))?;
-    let name = site.site.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(site = %name, error = %e, "connection ended");
+    let connector = tls.connector().map_err(invalid)?;
+    let wait = CONNECT_TIMEOUT + Duration::from_secs(1);
+    let timed_out =
+        |_| BackendError::Unavailable(format!("site {}: connection timed out", site.site));
+    let failed = |e: tokio_postgres::Error| {
+        let mut err = pg_err(&site.site, &format!("connecting{}", tls.shown()), &e);
+        if let BackendError::Unavailable(m) | BackendError::Refused(m) = &mut err {
+            m.push_str(&tls.explain(&e));
         }
-    });
-    Ok(client)
+        err
+    };
+    let name = site.site.clone();
+    let ended = move |e: tokio_postgres::Error| {
+        tracing::debug!(site = %name, error = %e, "connection ended");
+    };
+    match connector {
+        None => {
+            let (client, conn) = tokio::time::timeout(wait, cfg.connect(NoTls))
+                .await
+                .map_err(timed_out)?
+                .map_err(failed)?;
+            tokio::spawn(async move { conn.await.map_err(ended) });
+            Ok(client)
+        }
+        Some((rustls, mode)) => {
+            cfg.ssl_mode(mode);
+            let (client, conn) = tokio::time::timeout(wait, cfg.connect(rustls))
+                .await
+                .map_err(timed_out)?
+                .map_err(failed)?;
+            tokio::spawn(async move { conn.await.map_err(ended) });
+            Ok(client)
+        }
+    }
+}
+
+/// The site's `sslmode`/`sslrootcert` as conninfo words for commands and standbys (never its
+/// password or other parameters).
+fn tls_words(site: &PgSite) -> String {
+    ConnTls::parse(site.conninfo.as_ref().map(|c| c.expose()))
+        .map(|t| t.libpq_words())
+        .unwrap_or_default()
 }
 
 async fn in_recovery(c: &Client) -> Result<bool, BackendError> {
@@ -1079,12 +1120,14 @@ impl ReplicationBackend for PostgresReplication {
             ctl.bin_ok(
                 "pg_basebackup",
                 &[
-                    "-h".into(),
-                    s.host.clone(),
-                    "-p".into(),
-                    s.port.to_string(),
-                    "-U".into(),
-                    res.user.clone(),
+                    "-d".into(),
+                    format!(
+                        "host={} port={} user={}{}",
+                        s.host,
+                        s.port,
+                        res.user,
+                        tls_words(s)
+                    ),
                     "-D".into(),
                     drill.clone(),
                     "-X".into(),
