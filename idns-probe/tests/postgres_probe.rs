@@ -304,3 +304,74 @@ async fn the_count_knob_reuses_one_connection_for_that_many_checks() {
     assert_eq!(session_rows(&pg, 1).await, ["1", "1", "1", "1", "1"]);
     assert_eq!(session_rows(&pg, 2).await, ["1", "2", "1", "2", "1"]);
 }
+
+/// A CA's PEM, and a certificate and key for 127.0.0.1 and localhost signed by it.
+fn pg_pki() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "idns test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn sslmode_require_and_verify_full() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(pg) = Pg::start() else { return };
+    let t = Duration::from_secs(5);
+    let dir = pg.dir.path();
+
+    // `require` against a server without TLS: down, saying so.
+    let o = probe(check(&pg, json!({"sslmode": "require"})), local(), t)
+        .check()
+        .await;
+    assert_eq!(o.status, ProbeStatus::Down, "{o:?}");
+    assert!(
+        o.reason.contains("does not speak TLS") && o.reason.contains("sslmode require"),
+        "{o:?}"
+    );
+
+    let (ca, cert, key) = pg_pki();
+    let (other_ca, _, _) = pg_pki();
+    let (cf, kf) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cf, cert).unwrap();
+    std::fs::write(&kf, key).unwrap();
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for f in [&cf, &kf] {
+        run("chown", &["postgres:postgres", f.to_str().unwrap()]);
+    }
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), other_ca).unwrap();
+    let conf = std::path::Path::new(&pg.data()).join("postgresql.conf");
+    let mut c = std::fs::read_to_string(&conf).unwrap();
+    c.push_str(&format!(
+        "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        cf.display(),
+        kf.display()
+    ));
+    std::fs::write(&conf, c).unwrap();
+    pg.down();
+    pg.up();
+
+    let verify = |ca: &str| json!({"sslmode": "verify-full", "sslrootcert": dir.join(ca), "send": "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", "expect": "t"});
+    let o = probe(check(&pg, verify("ca.pem")), local(), t)
+        .check()
+        .await;
+    assert_eq!(o.status, ProbeStatus::Up, "{o:?}");
+    let o = probe(check(&pg, verify("other-ca.pem")), local(), t)
+        .check()
+        .await;
+    assert_eq!(o.status, ProbeStatus::Down, "{o:?}");
+    assert!(
+        o.reason.contains("not trusted") && o.reason.contains("sslmode verify-full"),
+        "{o:?}"
+    );
+}

@@ -72,12 +72,37 @@ pub struct DbSpec {
     /// open for good, 1 opens a new connection every time.
     #[serde(default)]
     pub reconnect_after: u32,
+    /// PostgreSQL only: TLS as libpq's `sslmode` (default `disable`: no TLS).
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// PostgreSQL only: a PEM file of the CAs that sign the server's certificate, needed by
+    /// `verify-ca` and `verify-full` (and making `require` check the certificate's CA, as in
+    /// libpq).
+    #[serde(default)]
+    pub sslrootcert: Option<std::path::PathBuf>,
     /// Probe another address and/or port on the site's behalf.
     #[serde(default)]
     pub alias: Option<AliasSpec>,
     /// Log this probe's details at `info` instead of `debug`.
     #[serde(default)]
     pub debug: bool,
+}
+
+/// TLS of a PostgreSQL probe, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it, its certificate unchecked.
+    Prefer,
+    /// TLS or no connection, its certificate unchecked (unless `sslrootcert` is given).
+    Require,
+    /// TLS with a certificate signed by a CA of `sslrootcert`.
+    VerifyCa,
+    /// That, and the certificate names the probed host.
+    VerifyFull,
 }
 
 fn one() -> usize {

@@ -30,6 +30,15 @@ impl MysqlProbe {
         spec: &DbSpec,
         target: &Target,
     ) -> Result<MysqlProbe, ConfigError> {
+        if spec.sslmode.is_some() || spec.sslrootcert.is_some() {
+            let mut p = idns_core::Problems::default();
+            p.push(
+                format!("{}.sslmode", ctx.path),
+                "",
+                "sslmode and sslrootcert are for PostgreSQL probes only",
+            );
+            p.finish()?;
+        }
         Ok(MysqlProbe {
             t: DbTarget::new(ctx, spec, target, 3306)?,
             conn: Mutex::new(None),

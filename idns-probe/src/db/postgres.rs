@@ -1,4 +1,5 @@
-//! The PostgreSQL probe (tokio-postgres, no TLS).
+//! The PostgreSQL probe (tokio-postgres; TLS by `sslmode`, with rustls through
+//! `tokio-postgres-rustls` on the workspace's aws-lc-rs provider).
 
 use std::error::Error as StdError;
 
@@ -9,12 +10,23 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use super::{DbSpec, DbTarget, judge, must_reopen};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct};
+use tokio_postgres::config::SslMode as TpMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{DbSpec, DbTarget, SslMode, judge, must_reopen};
 use crate::spec::target::{BuildContext, Target};
 
 /// A built PostgreSQL probe (`kind = "postgres"`).
 pub struct PostgresProbe {
     t: DbTarget,
+    /// The TLS connector and tokio-postgres' mode (`None`: no TLS).
+    tls: Option<(MakeRustlsConnect, TpMode, SslMode)>,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -44,8 +56,19 @@ impl PostgresProbe {
         spec: &DbSpec,
         target: &Target,
     ) -> Result<PostgresProbe, ConfigError> {
+        let t = DbTarget::new(ctx, spec, target, 5432)?;
+        let tls = match tls(spec) {
+            Ok(tls) => tls,
+            Err((field, value, problem)) => {
+                let mut p = idns_core::Problems::default();
+                p.push(format!("{}.{field}", ctx.path), value, problem);
+                p.finish()?;
+                None
+            }
+        };
         Ok(PostgresProbe {
-            t: DbTarget::new(ctx, spec, target, 5432)?,
+            t,
+            tls,
             conn: Mutex::new(None),
         })
     }
@@ -63,10 +86,22 @@ impl PostgresProbe {
         if let Some(db) = &self.t.database {
             cfg.dbname(db);
         }
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| self.describe(&e))?;
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let task = match &self.tls {
+            None => {
+                let (client, connection) =
+                    cfg.connect(NoTls).await.map_err(|e| self.describe(&e))?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+            Some((rustls, mode, _)) => {
+                cfg.ssl_mode(*mode);
+                let (client, connection) = cfg
+                    .connect(rustls.clone())
+                    .await
+                    .map_err(|e| self.describe(&e))?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+        };
+        let (client, task) = task;
         Ok(Conn {
             client,
             uses: 0,
@@ -143,6 +178,29 @@ impl PostgresProbe {
         }
         let mut src: Option<&(dyn StdError + 'static)> = Some(e);
         while let Some(s) = src {
+            let inner = s
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map_or(s, |i| i as &(dyn StdError + 'static));
+            if let Some(rustls::Error::InvalidCertificate(c)) = inner.downcast_ref() {
+                let why = match c {
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. } => "does not name the host",
+                    _ => "is not trusted (not signed by a CA of sslrootcert, or expired)",
+                };
+                return format!(
+                    "the server's certificate {why} ({}, sslmode {}): {inner}",
+                    self.t.shown(),
+                    self.tls.as_ref().map_or("", |t| mode_name(t.2))
+                );
+            }
+            if s.to_string().contains("server does not support TLS") {
+                return format!(
+                    "the server does not speak TLS ({}, sslmode {})",
+                    self.t.shown(),
+                    self.tls.as_ref().map_or("", |t| mode_name(t.2))
+                );
+            }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 if io.kind() == std::io::ErrorKind::ConnectionRefused {
                     return format!("connection refused by {}", self.t.shown());
@@ -177,5 +235,118 @@ impl Probe for PostgresProbe {
             "postgres check"
         );
         outcome
+    }
+}
+
+fn mode_name(m: SslMode) -> &'static str {
+    match m {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
+}
+
+type Bad = (&'static str, String, String);
+
+/// The probe's TLS from `sslmode` and `sslrootcert`; an error names the field, its value and
+/// the problem.
+fn tls(spec: &DbSpec) -> Result<Option<(MakeRustlsConnect, TpMode, SslMode)>, Bad> {
+    let mode = spec.sslmode.unwrap_or(SslMode::Disable);
+    let (check_ca, check_name, tp) = match mode {
+        SslMode::Disable => return Ok(None),
+        SslMode::Prefer => (false, false, TpMode::Prefer),
+        SslMode::Require => (spec.sslrootcert.is_some(), false, TpMode::Require),
+        SslMode::VerifyCa => (true, false, TpMode::Require),
+        SslMode::VerifyFull => (true, true, TpMode::Require),
+    };
+    let mut cfg = match (&spec.sslrootcert, check_ca) {
+        (None, true) => {
+            return Err((
+                "sslrootcert",
+                String::new(),
+                format!("is needed by sslmode {}", mode_name(mode)),
+            ));
+        }
+        (Some(file), true) => {
+            let bad = |e: String| ("sslrootcert", file.display().to_string(), e);
+            let mut cfg = crate::tls::with_ca_file(file).map_err(bad)?;
+            if !check_name {
+                // verify-ca: the chain as checked by the CA file's own verifier, any name.
+                let webpki = ca_verifier(file).map_err(bad)?;
+                cfg.dangerous()
+                    .set_certificate_verifier(Arc::new(AnyName(webpki)));
+            }
+            cfg
+        }
+        (_, false) => crate::tls::insecure().map_err(|e| ("sslmode", String::new(), e))?,
+    };
+    // PostgreSQL negotiates TLS itself; an HTTP ALPN would be refused by newer servers.
+    cfg.alpn_protocols.clear();
+    Ok(Some((MakeRustlsConnect::new(cfg), tp, mode)))
+}
+
+fn ca_verifier(file: &std::path::Path) -> Result<Arc<WebPkiServerVerifier>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(file).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| format!("is not a PEM bundle: {e}"))?)
+            .map_err(|e| format!("holds a bad certificate: {e}"))?;
+    }
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `verify-ca`: the certificate chains to a trusted CA, whatever name it bears.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
