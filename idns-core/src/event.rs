@@ -228,9 +228,14 @@ pub struct SwitchReport {
     pub rto: Duration,
     /// The recovery time split into phases, in order.
     pub phases: Vec<PhaseTime>,
-    /// Replication lag of the target at the decision (or measured at promotion).
+    /// The data loss as measured by its steps: the catch-up's lag or what the promotion
+    /// reported (the position promoted versus the primary's last known one); the lag at the
+    /// decision where no step measured it.
     #[serde(with = "humantime_serde")]
     pub rpo: Option<Duration>,
+    /// Replication lag of the target at the decision, before any step ran.
+    #[serde(default, with = "humantime_serde")]
+    pub rpo_at_decision: Option<Duration>,
     /// Every step.
     pub steps: Vec<StepRecord>,
     /// The reason chain of the decision.
@@ -370,6 +375,9 @@ impl fmt::Display for Event {
                 if let Some(rpo) = r.rpo {
                     write!(f, ", RPO {}", ms(rpo, 0))?;
                 }
+                if let Some(lag) = r.rpo_at_decision.filter(|&l| Some(l) != r.rpo) {
+                    write!(f, ", lag at decision {}", ms(lag, 0))?;
+                }
                 write!(f, " (epoch {})", r.epoch)
             }
             Event::Refused(r) => write!(f, "refused: {r}"),
@@ -444,6 +452,7 @@ mod tests {
             rto: Duration::from_millis(2345),
             phases: Vec::new(),
             rpo: Some(Duration::from_millis(120)),
+            rpo_at_decision: Some(Duration::from_millis(900)),
             steps: Vec::new(),
             reasons: Vec::new(),
         };
@@ -572,12 +581,13 @@ mod tests {
             ),
             (
                 Event::Finished(report.clone()),
-                "failover finished: RTO 2345 ms, RPO 120 ms (epoch 2)",
+                "failover finished: RTO 2345 ms, RPO 120 ms, lag at decision 900 ms (epoch 2)",
             ),
             (
                 Event::Finished(SwitchReport {
                     outcome: Outcome::Aborted,
                     rpo: None,
+                    rpo_at_decision: None,
                     ..report
                 }),
                 "failover ABORTED: RTO 2345 ms (epoch 2)",

@@ -489,9 +489,15 @@ pub struct Runbook {
     /// Time from the site being judged down to the decision.
     #[serde(with = "humantime_serde")]
     pub decide: Duration,
-    /// Replication lag of the target at the decision: the data a failover may lose.
+    /// The data loss measured so far by its steps: the largest lag a catch-up left the
+    /// target with, or a promotion reported (the position promoted versus the primary's
+    /// last known one); `None` until one measured it.
     #[serde(with = "humantime_serde")]
     pub rpo: Option<Duration>,
+    /// Replication lag of the target at the decision: the data a failover might lose, as
+    /// judged before any step ran.
+    #[serde(default, with = "humantime_serde")]
+    pub rpo_at_decision: Option<Duration>,
     /// The reason chain of the decision.
     pub reasons: Vec<String>,
     /// Set while the runbook waits for an operator: why.

@@ -279,6 +279,7 @@ fn failover(runbook: u64, finished: bool) -> Event {
         rto: Duration::ZERO,
         phases: vec![],
         rpo: None,
+        rpo_at_decision: None,
         steps: vec![],
         reasons: vec![],
     })

@@ -47,7 +47,7 @@ impl Election {
             }
             _ => (Duration::ZERO, Duration::ZERO),
         };
-        let rpo = to
+        let rpo_at_decision = to
             .as_ref()
             .and_then(|t| self.cfg.site_index(t))
             .and_then(|si| self.lag[si].iter().flatten().max().copied());
@@ -110,7 +110,8 @@ impl Election {
             decided_at: wall,
             detect,
             decide,
-            rpo,
+            rpo: None,
+            rpo_at_decision,
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
             held: None,
             attempt: 0,
@@ -367,27 +368,15 @@ impl Election {
         let Some(rb) = self.journal.runbook_mut() else {
             return String::new();
         };
-        let first = !rb
-            .done
-            .iter()
-            .any(|r| r.name == StepName::CatchUp && r.status == StepStatus::Done);
         match measured {
             Ok(lag) => {
                 if let Some(lag) = lag {
-                    rb.rpo = Some(match rb.rpo {
-                        Some(r) if !first => r.max(lag),
-                        _ => lag,
-                    });
+                    rb.rpo = Some(rb.rpo.map_or(lag, |r| r.max(lag)));
                 }
                 lag.map(|l| format!("caught up: lag {}", humantime::format_duration(l)))
                     .unwrap_or_else(|| "caught up: lag unknown".to_owned())
             }
-            Err(behind) => {
-                if first {
-                    rb.rpo = None;
-                }
-                format!("forced past the RPO guard: {behind}")
-            }
+            Err(behind) => format!("forced past the RPO guard: {behind}"),
         }
     }
 
@@ -497,7 +486,8 @@ impl Election {
             finished_at: wall,
             rto: rb.detect + rb.decide + run,
             phases,
-            rpo: rb.rpo,
+            rpo: rb.rpo.or(rb.rpo_at_decision),
+            rpo_at_decision: rb.rpo_at_decision,
             steps: rb.done,
             reasons: rb.reasons,
         };

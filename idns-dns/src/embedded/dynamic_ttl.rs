@@ -322,6 +322,7 @@ mod tests {
             rto: Duration::ZERO,
             phases: vec![],
             rpo: None,
+            rpo_at_decision: None,
             steps: vec![],
             reasons: vec![],
         })
