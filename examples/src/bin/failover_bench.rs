@@ -264,8 +264,12 @@ fn print_table(samples: &[Sample], o: &Options) {
     ]);
     if o.replication {
         rows.push((
-            "RPO (as reported: lag at the decision)",
+            "RPO (measured at the promotion)",
             col(&|s| s.report.rpo.unwrap_or_default()),
+        ));
+        rows.push((
+            "  lag at the decision",
+            col(&|s| s.report.rpo_at_decision.unwrap_or_default()),
         ));
     }
     println!(
