@@ -116,6 +116,8 @@ mod view;
 pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use backend_spec::BackendSpec;
 pub use config::{
