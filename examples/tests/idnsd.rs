@@ -155,7 +155,7 @@ sites = [{{ site = "primary", root = "{d}/primary" }}, {{ site = "recovery", roo
 }
 
 /// Command-hook replication of `app-data`: the hook logs each operation to
-/// `<hooks>/hook.log`; `promote` also writes its line to the named pipe `<hooks>/promotes`
+/// `<hooks>/hook.log` and reports `primary` fenced once it was; `promote` also writes its line to the named pipe `<hooks>/promotes`
 /// when there is one, then runs `promote_body` (shell, `$i` starts at 0). Returns the hooks'
 /// directory and the replication table.
 fn command_replication(dir: &Path, promote_body: &str) -> (PathBuf, String) {
@@ -169,7 +169,14 @@ fn command_replication(dir: &Path, promote_body: &str) -> (PathBuf, String) {
 log="$HOOK_DIR/hook.log"
 case "$IDNS_OPERATION" in
 status)
-    echo '{{"sites":[{{"site":"primary","role":"primary","lag_ms":0}},{{"site":"recovery","role":"replica","lag_ms":0}}]}}'
+    role=primary
+    [ -e "$HOOK_DIR/primary.fenced" ] && role=fenced
+    echo '{{"sites":[{{"site":"primary","role":"'$role'","lag_ms":0}},{{"site":"recovery","role":"replica","lag_ms":0}}]}}'
+    ;;
+fence)
+    echo "fence $IDNS_SITE epoch=$IDNS_EPOCH" >> "$log"
+    touch "$HOOK_DIR/$IDNS_SITE.fenced"
+    echo '{{}}'
     ;;
 promote)
     line="promote $IDNS_SITE epoch=$IDNS_EPOCH"
@@ -480,6 +487,11 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         ("failover", "completed")
     );
     assert!(last.rto_seconds > 0.0);
+    // The RPO measured at the promotion and the lag at the decision are both in the status.
+    assert!(
+        last.rpo_seconds.is_some() && last.rpo_at_decision_seconds.is_some(),
+        "{last:?}"
+    );
     assert!(last.phases.iter().any(|p| p.phase == "promote"));
     let decision = s.decision.expect("a decision");
     assert_eq!(decision.epoch, 2);
@@ -528,6 +540,7 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
     for prefix in [
         format!("idns_last_rto_seconds{{service=\"{NAME}\",kind=\"failover\"}} "),
         format!("idns_last_rpo_seconds{{service=\"{NAME}\",kind=\"failover\"}} "),
+        format!("idns_last_rpo_at_decision_seconds{{service=\"{NAME}\",kind=\"failover\"}} "),
         format!(
             "idns_last_phase_seconds{{service=\"{NAME}\",kind=\"failover\",phase=\"switch_dns\"}} "
         ),

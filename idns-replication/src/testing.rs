@@ -338,7 +338,8 @@ impl Drop for PgPair {
 /// A hook for the command backend that keeps each site's role and data in a state directory,
 /// as a storage array would (`$HOOK_STATE/<site>.role`, `$HOOK_STATE/<site>.data/`): enough to
 /// pass the conformance steps and to switch a service over, without parsing JSON. Every request
-/// is appended to `$HOOK_STATE/requests.log`. [`HookArray`] sets it up.
+/// is appended to `$HOOK_STATE/requests.log`; with `HOOK_STATUS_FAILS=1` its status fails as an
+/// unreachable array's would. [`HookArray`] sets it up.
 pub const ARRAY_HOOK: &str = r#"#!/bin/sh
 set -eu
 S="$HOOK_STATE"
@@ -362,6 +363,10 @@ manifest() { # root, subdirectory
 }
 case "$IDNS_OPERATION" in
 status)
+  if [ "${HOOK_STATUS_FAILS:-0}" = 1 ]; then
+    echo '{"error":"the array is unreachable","transient":true}'
+    exit 1
+  fi
   printf '{"sites":['
   first=1
   for s in $IDNS_SITES; do

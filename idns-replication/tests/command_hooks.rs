@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{ctx, drill};
 use idns_core::test_util::conformance::ReplicationSuite;
 use idns_core::{
-    BackendError, Epoch, IntegrityRequest, ReplicationBackend, ResourceId, Role, SiteId,
+    BackendError, Epoch, IntegrityRequest, OpContext, ReplicationBackend, ResourceId, Role, SiteId,
 };
 use idns_replication::command::{CommandConfig, CommandReplication, CommandSpec, HookRequest};
 use idns_replication::testing::HookArray;
@@ -95,7 +95,12 @@ async fn the_request_json_carries_what_the_contract_says() {
     assert_eq!(st.sites[0].role, Role::Primary);
     assert_eq!(st.sites[1].lag, Some(Duration::from_millis(250)));
     assert_eq!(st.sites[1].lag_bytes, Some(4096));
-    let p = b.promote(&res, &bb, &ctx(3)).await.unwrap();
+    // Forced: no status check before it, and the hook is told.
+    let forced = OpContext {
+        force: true,
+        ..ctx(3)
+    };
+    let p = b.promote(&res, &bb, &forced).await.unwrap();
     assert_eq!(p.rpo, Some(Duration::from_millis(1500)));
     assert_eq!(p.position.as_deref(), Some("snapshot-3"));
     b.reprotect(&res, &bb, false, &ctx(3)).await.unwrap();
@@ -119,6 +124,8 @@ async fn the_request_json_carries_what_the_contract_says() {
     assert_eq!(reqs[1].site.as_deref(), Some("b"));
     assert_eq!(reqs[1].epoch, Some(Epoch::new(3)));
     assert!(!reqs[1].drill);
+    assert!(reqs[1].force);
+    assert!(!reqs[0].force);
     assert_eq!(reqs[1].timeout_ms, 120_000);
     assert_eq!(reqs[2].primary.as_deref(), Some("b"));
     assert_eq!(reqs[2].wait, Some(false));
@@ -152,10 +159,51 @@ async fn the_request_json_carries_what_the_contract_says() {
 }
 
 #[tokio::test]
+async fn promotion_beside_a_site_the_status_hook_calls_primary_is_refused_unless_forced() {
+    let s = setup();
+    let b = backend(&s, "");
+    let (res, a, bb) = ids();
+    let err = b.promote(&res, &bb, &ctx(3)).await.unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Refused(m) if m.contains("array at a is reported primary")
+            && m.contains("fence it before promoting b")),
+        "{err}"
+    );
+    // Refused before the promote hook ran: the status hook alone was asked.
+    let ops: Vec<_> = requests(&s).into_iter().map(|r| r.operation).collect();
+    assert_eq!(ops, ["status"]);
+    assert_eq!(
+        common::roles(&b, &res, &[&a, &bb]).await,
+        [Role::Primary, Role::Replica]
+    );
+    // Once a is fenced, the same promotion goes through.
+    b.fence(&res, &a, &ctx(3)).await.unwrap();
+    b.promote(&res, &bb, &ctx(3)).await.unwrap();
+    assert_eq!(
+        common::roles(&b, &res, &[&a, &bb]).await,
+        [Role::Fenced, Role::Primary]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_status_hook_does_not_block_a_promotion() {
+    let s = setup();
+    // The array's status hook cannot reach its storage; its promote still works.
+    let b = backend(&s, r#", "HOOK_STATUS_FAILS": "1""#);
+    let (res, _, bb) = ids();
+    let p = b.promote(&res, &bb, &ctx(3)).await.unwrap();
+    assert_eq!(p.position.as_deref(), Some("snapshot-3"));
+}
+
+#[tokio::test]
 async fn stale_epochs_are_refused_before_any_hook_runs_even_after_a_restart() {
     let s = setup();
     let (res, a, b) = ids();
-    backend(&s, "").promote(&res, &b, &ctx(7)).await.unwrap();
+    let forced = OpContext {
+        force: true,
+        ..ctx(7)
+    };
+    backend(&s, "").promote(&res, &b, &forced).await.unwrap();
     let again = backend(&s, "");
     match again.fence(&res, &a, &ctx(6)).await {
         Err(BackendError::StaleEpoch { attempted, current }) => {
@@ -294,7 +342,8 @@ async fn a_conforming_hook_passes_the_replication_suite() {
     let s = setup();
     let b = backend(&s, "");
     let (res, p, q) = ids();
-    let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None);
+    let suite = ReplicationSuite::new(res.clone(), p.clone(), q.clone(), None)
+        .expecting_refusal_beside_writable_primary();
     suite.run(&b).await;
     suite.run(&b).await;
     let nodrill = backend(&s, r#", "HOOK_NO_DRILL": "1""#);

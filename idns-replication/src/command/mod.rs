@@ -8,20 +8,20 @@
 //!
 //! ```json
 //! {"version": 1, "operation": "promote", "resource": "db", "sites": ["a", "b"],
-//!  "site": "b", "epoch": 7, "drill": false, "timeout_ms": 110000}
+//!  "site": "b", "epoch": 7, "drill": false, "force": false, "timeout_ms": 110000}
 //! ```
 //!
 //! | operation | extra fields | standard output on success (exit code 0) |
 //! |---|---|---|
 //! | `status` | — (no `epoch`) | `{"sites": [{"site": "a", "role": "primary", "lag_ms": 0, "lag_bytes": 0}, …]}`; role is `primary`, `replica`, `fenced` or `unknown`; a site left out is `unknown` |
-//! | `fence` | `site`, `epoch`, `drill` | anything (ignored) |
-//! | `promote` | `site`, `epoch`, `drill` | optional `{"rpo_ms": 1200, "position": "snapshot 42"}` |
+//! | `fence` | `site`, `epoch`, `drill`, `force` | anything (ignored) |
+//! | `promote` | `site`, `epoch`, `drill`, `force` | optional `{"rpo_ms": 1200, "position": "snapshot 42"}` |
 //! | `reprotect` | `primary`, `wait`, `epoch` | anything (ignored) |
 //! | `integrity` | `site`, `epoch`, `drill`, `request`: `{"check": {}}`, `{"mark": {"label": "epoch-7"}}` or `{"verify": {"expected": {"entries": {…}}}}` | `{"manifest": {"entries": {"key": {"size": 1, "checksum": "…", "modified_ms": 0}}}, "mismatches": [{"key": "…", "problem": "…"}]}`; for `verify` the manifest of what was found is enough: the backend compares it with `expected` itself |
 //!
 //! The same facts are in the environment for scripts that do not parse JSON: `IDNS_OPERATION`,
 //! `IDNS_RESOURCE`, `IDNS_SITES` (space-separated), `IDNS_SITE`, `IDNS_PRIMARY`, `IDNS_WAIT`,
-//! `IDNS_EPOCH`, `IDNS_DRILL` (`0`/`1`), `IDNS_TIMEOUT_MS`, `IDNS_INTEGRITY` (`check`, `mark`,
+//! `IDNS_EPOCH`, `IDNS_DRILL` and `IDNS_FORCE` (`0`/`1`), `IDNS_TIMEOUT_MS`, `IDNS_INTEGRITY` (`check`, `mark`,
 //! `verify`) and `IDNS_LABEL`.
 //!
 //! **Errors.** A non-zero exit code is an error. Its standard output may describe it:
@@ -30,6 +30,13 @@
 //! `integrity`, `conflict`, `invalid`, `auth`, `timeout`, `unavailable`, or `stale_epoch`
 //! with `current_epoch`). Without JSON, exit code 75 (`EX_TEMPFAIL`) or a death by signal is
 //! transient, anything else permanent, and the message is the end of standard error.
+//!
+//! **Two writable primaries.** Before an unforced production `promote`, the backend runs the
+//! `status` hook and refuses ([`BackendError::Refused`], naming the site) while another site
+//! reports `primary`: fence it first, or force the step. A status hook that fails leaves the
+//! other sites unknown, as an unreachable site is, and the promotion goes ahead with a warning
+//! (the fence step before it has already dealt with a reachable old primary). A forced step
+//! carries `"force": true`, for hooks that check for themselves.
 //!
 //! **Time.** A hook that outlives its budget (`ctx.timeout`; `status_timeout` for status) is
 //! killed with its whole process group, and the call fails as [`BackendError::Timeout`].
@@ -164,6 +171,7 @@ impl CommandReplication {
             .env("IDNS_RESOURCE", &request.resource)
             .env("IDNS_SITES", request.sites.join(" "))
             .env("IDNS_DRILL", if request.drill { "1" } else { "0" })
+            .env("IDNS_FORCE", if request.force { "1" } else { "0" })
             .env("IDNS_TIMEOUT_MS", request.timeout_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -260,6 +268,38 @@ impl CommandReplication {
         }
     }
 
+    /// Refuses to promote `site` while the status hook reports another site primary (two
+    /// writable primaries would split the data). A failing status hook is let through with a
+    /// warning, as an unreachable site is.
+    async fn refuse_beside_a_writable_site(
+        &self,
+        resource: &ResourceId,
+        site: &SiteId,
+    ) -> Result<(), BackendError> {
+        let status = match self.status(resource).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(resource = %resource, site = %site, error = %e, "status hook failed before promotion: the other sites are not known to be fenced");
+                return Ok(());
+            }
+        };
+        match status
+            .sites
+            .iter()
+            .find(|s| &s.site != site && s.role == Role::Primary)
+        {
+            Some(other) => {
+                tracing::warn!(resource = %resource, site = %site, writable = %other.site, "promotion refused: the status hook reports another site primary");
+                Err(BackendError::Refused(format!(
+                    "{resource} at {} is reported primary (writable) by the status hook: fence \
+                     it before promoting {site}, or force the step",
+                    other.site
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn request(
         res: &CommandResource,
         operation: &str,
@@ -276,6 +316,7 @@ impl CommandReplication {
             wait: None,
             epoch: ctx.map(|c| c.epoch),
             drill: ctx.is_some_and(|c| c.drill),
+            force: ctx.is_some_and(|c| c.force),
             timeout_ms: timeout.as_millis() as u64,
             request: None,
         }
@@ -377,6 +418,9 @@ impl ReplicationBackend for CommandReplication {
         let res = self.resource(resource)?;
         Self::check_site(res, site)?;
         self.admit(resource, ctx.epoch).await?;
+        if !ctx.drill && !ctx.force {
+            self.refuse_beside_a_writable_site(resource, site).await?;
+        }
         let mut req = Self::request(res, "promote", Some(ctx), ctx.timeout);
         req.site = Some(site.to_string());
         let out = self.run(res, req, ctx.timeout).await?;

@@ -31,6 +31,10 @@ pub struct HookRequest {
     pub epoch: Option<Epoch>,
     /// A rehearsal on an isolated copy.
     pub drill: bool,
+    /// An operator forced the step past its safety checks (the backend's refusal to promote
+    /// beside a writable site among them): a hook that checks for itself may go ahead too.
+    #[serde(default)]
+    pub force: bool,
     /// The time the hook has, in milliseconds.
     pub timeout_ms: u64,
     /// What to check, write or verify (integrity): `{"check": {}}`,

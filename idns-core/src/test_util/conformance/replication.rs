@@ -58,8 +58,8 @@ pub struct ReplicationSuite {
     pub timeout: Duration,
     /// Whether the suite checks that an unforced promotion beside a reachable, writable
     /// primary is refused (steps 3 and 11). Off by default, for backends that cannot see the
-    /// other sites (a hook that is not told whether a step is forced); every backend that can
-    /// should turn it on with
+    /// other sites; every backend that can (the PostgreSQL, image, command and in-memory ones
+    /// do) should turn it on with
     /// [`expecting_refusal_beside_writable_primary`](Self::expecting_refusal_beside_writable_primary).
     pub expect_refusal_beside_writable_primary: bool,
 }
