@@ -54,6 +54,12 @@ pub(super) fn switch_line(r: &ReportSummary) -> String {
     if let Some(rpo) = r.rpo_seconds {
         let _ = write!(s, ", RPO {}", ms(rpo));
     }
+    if let Some(lag) = r
+        .rpo_at_decision_seconds
+        .filter(|&l| Some(l) != r.rpo_seconds)
+    {
+        let _ = write!(s, " (lag at the decision {})", ms(lag));
+    }
     s
 }
 

@@ -11,7 +11,7 @@
 //! | `idns_site_eligible` | gauge | service, site |
 //! | `idns_failovers_total`, `idns_failbacks_total`, `idns_drills_total` | counter | service |
 //! | `idns_runbooks_total` | counter | service, kind, outcome |
-//! | `idns_last_rto_seconds`, `idns_last_rpo_seconds` | gauge | service, kind |
+//! | `idns_last_rto_seconds`, `idns_last_rpo_seconds`, `idns_last_rpo_at_decision_seconds` | gauge | service, kind |
 //! | `idns_last_phase_seconds` | gauge | service, kind, phase |
 //! | `idns_replication_lag_seconds` | gauge | service, resource, site |
 //! | `idns_replication_lag_bytes` | gauge | service, resource, site |
@@ -226,9 +226,17 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
             if let Some(rpo) = r.rpo {
                 f.gauge(
                     "idns_last_rpo_seconds",
-                    "Data-loss window (replica lag at the decision) of the last runbook of this kind.",
+                    "Data lost by the last runbook of this kind, measured at its catch-up or promotion.",
                     &kl,
                     rpo.as_secs_f64(),
+                );
+            }
+            if let Some(lag) = r.rpo_at_decision {
+                f.gauge(
+                    "idns_last_rpo_at_decision_seconds",
+                    "Replication lag of the target when the last runbook of this kind was decided.",
+                    &kl,
+                    lag.as_secs_f64(),
                 );
             }
             // A phase can come more than once (reprotect before and after a failback): one

@@ -667,6 +667,7 @@ pub fn summary(r: &SwitchReport) -> ReportSummary {
         finished_at: rfc3339(r.finished_at),
         rto_seconds: r.rto.as_secs_f64(),
         rpo_seconds: r.rpo.map(|d| d.as_secs_f64()),
+        rpo_at_decision_seconds: r.rpo_at_decision.map(|d| d.as_secs_f64()),
         phases: r
             .phases
             .iter()

@@ -235,8 +235,12 @@ pub struct ReportSummary {
     pub finished_at: String,
     /// Recovery time, seconds.
     pub rto_seconds: f64,
-    /// Data-loss window, seconds.
+    /// Data lost, seconds: measured by the catch-up or the promotion (the position promoted
+    /// versus the primary's last known one); the lag at the decision where no step measured it.
     pub rpo_seconds: Option<f64>,
+    /// Replication lag of the target at the decision, seconds, before any step ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_at_decision_seconds: Option<f64>,
     /// The recovery time split into phases, in order.
     pub phases: Vec<PhaseInfo>,
     /// Every step.

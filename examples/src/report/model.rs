@@ -338,16 +338,26 @@ fn facts(report: &SwitchReport, ctx: &ReportContext) -> Vec<(&'static str, Vec<S
         (
             "RPO",
             match report.rpo {
-                Some(rpo) => vec![
-                    Span::Strong(fmt_ms(rpo)),
-                    text(" (replication lag of the target at the decision)"),
-                ],
+                Some(rpo) => vec![Span::Strong(fmt_ms(rpo)), text(rpo_source(report))],
                 None => vec![text(
                     "not measured (no replicated resource, or the lag was unknown)",
                 )],
             },
         ),
     ]
+}
+
+/// Where the RPO figure comes from: measured by the catch-up or the promotion (with the lag
+/// at the decision beside it when that differs), or the lag at the decision alone.
+fn rpo_source(report: &SwitchReport) -> String {
+    match report.rpo_at_decision {
+        Some(lag) if Some(lag) != report.rpo => format!(
+            " (measured at the promotion; replication lag at the decision {})",
+            fmt_ms(lag)
+        ),
+        Some(_) => " (replication lag of the target at the decision, or measured equal to it at the promotion)".into(),
+        None => " (measured at the promotion)".into(),
+    }
 }
 
 fn figures(report: &SwitchReport, ctx: &ReportContext) -> Vec<Figure> {
@@ -374,7 +384,7 @@ fn figures(report: &SwitchReport, ctx: &ReportContext) -> Vec<Figure> {
             label: "RPO",
             value: report.rpo.map_or_else(|| "-".into(), fmt_ms),
             note: if report.rpo.is_some() {
-                "replication lag of the target at the decision".into()
+                rpo_source(report).trim_start().into()
             } else {
                 "not measured".into()
             },

@@ -392,6 +392,11 @@ fn failover_markdown_lists_phases_steps_retries_and_errors() {
         fmt_ms(report.rto)
     )));
     assert!(md.contains("| RPO | **160.0 ms**"), "{md}");
+    // The promotion measured 160 ms; the lag at the decision (150 ms) is shown apart.
+    assert!(
+        md.contains("measured at the promotion; replication lag at the decision 150.0 ms"),
+        "{md}"
+    );
     assert!(
         md.contains("Not part of this runbook: reprotect, cleanup."),
         "{md}"
