@@ -509,6 +509,21 @@ impl Sites {
         cfg: &ResourceConfig,
         ctx: &OpContext,
     ) -> Result<(), BackendError> {
+        self.admit_with(inner, cfg, ctx, None)
+    }
+
+    /// As [`Sites::admit`]; once the epoch is accepted, `change` (a site, and a change to its
+    /// state that returns whether it changed anything) is applied too, so that site's new
+    /// epoch and the change reach its disk in one write. The writes to several sites run at
+    /// once, a thread each: their fsyncs overlap (on one volume they share a journal commit)
+    /// instead of queueing one after the other.
+    fn admit_with(
+        &mut self,
+        inner: &Inner,
+        cfg: &ResourceConfig,
+        ctx: &OpContext,
+        change: Option<(&SiteId, &mut dyn FnMut(&mut SiteState) -> bool)>,
+    ) -> Result<(), BackendError> {
         let mut highest = inner.highest.lock().unwrap_or_else(|e| e.into_inner());
         let known = highest.get(&cfg.id).copied().unwrap_or(Epoch::ZERO);
         let stored = self
@@ -525,13 +540,38 @@ impl Sites {
                 current,
             });
         }
+        let mut change = change;
+        let mut writes: Vec<(&SiteStore, &SiteState)> = Vec::new();
         for (store, state) in &mut self.slots {
-            if let Ok(st) = state
-                && st.epoch < ctx.epoch
-            {
+            let Ok(st) = state else { continue };
+            let mut dirty = false;
+            if st.epoch < ctx.epoch {
                 st.epoch = ctx.epoch;
-                store.save_state(st)?;
+                dirty = true;
             }
+            if let Some((site, f)) = change.as_mut()
+                && &store.site == *site
+            {
+                dirty |= f(st);
+            }
+            if dirty {
+                writes.push((store, st));
+            }
+        }
+        match writes.as_slice() {
+            [] => {}
+            [(store, st)] => store.save_state(st)?,
+            _ => std::thread::scope(|scope| {
+                let running: Vec<_> = writes
+                    .iter()
+                    .map(|(store, st)| scope.spawn(move || store.save_state(st)))
+                    .collect();
+                running.into_iter().try_for_each(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(BackendError::Invalid("a state write panicked".into()))
+                    })
+                })
+            })?,
         }
         highest.insert(cfg.id.clone(), ctx.epoch);
         Ok(())
@@ -726,10 +766,10 @@ fn fence_now(
 ) -> Result<(), BackendError> {
     let mut sites = Sites::load(cfg);
     let (store, _) = sites.get(site)?;
-    sites.admit(inner, cfg, ctx)?;
-    let (_, mut state) = sites.get(site)?;
-    let _lock = store.lock()?;
     if ctx.drill {
+        sites.admit(inner, cfg, ctx)?;
+        let (_, mut state) = sites.get(site)?;
+        let _lock = store.lock()?;
         remove_tree(&store.drill()).ctx(store.drill().display())?;
         if state.drill.take().is_some() {
             store.save_state(&state)?;
@@ -737,10 +777,19 @@ fn fence_now(
         tracing::info!(resource = %cfg.id, site = %site, "drill copy removed");
         return Ok(());
     }
-    if state.role == StoredRole::Primary {
-        state.role = StoredRole::Fenced;
-        state.fenced_at = Some(SystemTime::now());
-        store.save_state(&state)?;
+    // The new epoch and the fence reach the site's state in one write.
+    let _lock = store.lock()?;
+    let mut fenced = false;
+    let mut fence = |st: &mut SiteState| {
+        fenced = st.role == StoredRole::Primary;
+        if fenced {
+            st.role = StoredRole::Fenced;
+            st.fenced_at = Some(SystemTime::now());
+        }
+        fenced
+    };
+    sites.admit_with(inner, cfg, ctx, Some((site, &mut fence)))?;
+    if fenced {
         tracing::info!(resource = %cfg.id, site = %site, epoch = %ctx.epoch, "fenced");
     }
     Ok(())
@@ -895,10 +944,13 @@ fn promote_now(
             crate::fsutil::io_err(store.live.display(), &e)
         }
     })?;
-    if let Some(parent) = store.live.parent() {
-        sync_dir(parent).ctx(parent.display())?;
+    // The rename is durable before the state says primary: the live copy's directory (and the
+    // root's, where the base was, when that is another one) is synced, once each.
+    let parent = store.live.parent().unwrap_or(&store.root);
+    sync_dir(parent).ctx(parent.display())?;
+    if parent != store.root {
+        sync_dir(&store.root).ctx(store.root.display())?;
     }
-    sync_dir(&store.root).ctx(store.root.display())?;
     let now = SystemTime::now();
     state.role = StoredRole::Primary;
     state.upstream = None;
