@@ -522,7 +522,7 @@ impl Sites {
         inner: &Inner,
         cfg: &ResourceConfig,
         ctx: &OpContext,
-        change: Option<(&SiteId, &mut dyn FnMut(&mut SiteState) -> bool)>,
+        change: Option<(&SiteId, StateChange<'_>)>,
     ) -> Result<(), BackendError> {
         let mut highest = inner.highest.lock().unwrap_or_else(|e| e.into_inner());
         let known = highest.get(&cfg.id).copied().unwrap_or(Epoch::ZERO);
@@ -757,6 +757,9 @@ fn status_now(cfg: &ResourceConfig) -> ReplicationStatus {
             .collect(),
     }
 }
+
+/// A change to one site's state, returning whether it changed anything.
+type StateChange<'a> = &'a mut dyn FnMut(&mut SiteState) -> bool;
 
 fn fence_now(
     inner: &Inner,
