@@ -65,7 +65,7 @@ use idns_core::{
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
-use tls::ConnTls;
+use tls::{ConnTls, conninfo};
 
 pub use config::{FenceMode, PgConfig, PgResource, PgResourceSpec, PgSite, PgSiteSpec, PgSpec};
 
@@ -361,14 +361,14 @@ impl PostgresReplication {
 
     /// The connection string a standby uses to follow `site`.
     fn source_conninfo(res: &PgResource, site: &PgSite, app: &SiteId) -> String {
-        format!(
-            "host={} port={} user={} application_name={}{}",
-            site.host,
-            site.port,
-            res.user,
-            app,
-            tls_words(site)
-        )
+        let port = site.port.to_string();
+        let words = conninfo(&[
+            ("host", &site.host),
+            ("port", &port),
+            ("user", &res.user),
+            ("application_name", app.as_str()),
+        ]);
+        format!("{words}{}", tls_words(site))
     }
 
     /// Starts the old primary alone (no TCP, a private socket; as a standby when its data
@@ -612,14 +612,14 @@ impl PostgresReplication {
                 self.save_aside(res, old, primary, deadline).await?;
             }
         }
-        let source = format!(
-            "host={} port={} user={} dbname={}{}",
-            primary.host,
-            primary.port,
-            res.user,
-            res.database,
-            tls_words(primary)
-        );
+        let port = primary.port.to_string();
+        let words = conninfo(&[
+            ("host", &primary.host),
+            ("port", &port),
+            ("user", &res.user),
+            ("dbname", &res.database),
+        ]);
+        let source = format!("{words}{}", tls_words(primary));
         let out = ctl
             .bin(
                 "pg_rewind",
@@ -1122,10 +1122,12 @@ impl ReplicationBackend for PostgresReplication {
                 &[
                     "-d".into(),
                     format!(
-                        "host={} port={} user={}{}",
-                        s.host,
-                        s.port,
-                        res.user,
+                        "{}{}",
+                        conninfo(&[
+                            ("host", &s.host),
+                            ("port", &s.port.to_string()),
+                            ("user", &res.user),
+                        ]),
                         tls_words(s)
                     ),
                     "-D".into(),

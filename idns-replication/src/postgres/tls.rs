@@ -118,6 +118,17 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// A libpq conninfo string of `key=value` words, each value quoted (so a user or database
+/// name with a space or a quote stays one value), for `pg_rewind --source-server`,
+/// `pg_basebackup -d` and a standby's `primary_conninfo`.
+pub(crate) fn conninfo(words: &[(&str, &str)]) -> String {
+    words
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl ConnTls {
     /// Parses a site's conninfo; the error names the problem, never a value but `sslmode`'s.
     pub(crate) fn parse(conninfo: Option<&str>) -> Result<ConnTls, String> {
@@ -289,6 +300,21 @@ fn roots(file: &Path) -> Result<RootCertStore, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_spaces_and_quotes_stay_one_conninfo_value() {
+        let s = conninfo(&[
+            ("host", "127.0.0.1"),
+            ("port", "5432"),
+            ("user", "dr admin"),
+            ("dbname", "it's a \\ db"),
+        ]);
+        // Unquoted, libpq reads `user=dr` and a stray word `admin` (an error).
+        let cfg: tokio_postgres::Config = s.parse().unwrap();
+        assert_eq!(cfg.get_user(), Some("dr admin"));
+        assert_eq!(cfg.get_dbname(), Some("it's a \\ db"));
+        assert_eq!(cfg.get_ports(), [5432]);
+    }
 
     #[test]
     fn conninfo_splits_into_tls_and_the_rest() {
