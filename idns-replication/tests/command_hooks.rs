@@ -67,19 +67,12 @@ fn requests(s: &Setup) -> Vec<HookRequest> {
         .collect()
 }
 
+/// Without drill support, a drill is reported as unsupported, in the hook's words.
 #[tokio::test]
-async fn a_conforming_hook_passes_the_conformance_steps_twice() {
+async fn a_hook_without_drills_reports_them_unsupported() {
     let s = setup();
-    let b = backend(&s, "");
-    let (res, p, q) = ids();
-    assert_eq!(common::conformance(&b, &res, &p, &q).await, Epoch::new(2));
-    assert_eq!(common::conformance(&b, &res, &p, &q).await, Epoch::new(4));
-    // Without drill support, drills are reported as unsupported and the steps still pass.
+    let (res, _, q) = ids();
     let nodrill = backend(&s, r#", "HOOK_NO_DRILL": "1""#);
-    assert_eq!(
-        common::conformance(&nodrill, &res, &p, &q).await,
-        Epoch::new(6)
-    );
     assert!(matches!(
         nodrill.promote(&res, &q, &drill(6)).await,
         Err(BackendError::Unsupported(m)) if m.contains("cannot clone")

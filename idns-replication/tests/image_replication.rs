@@ -563,26 +563,6 @@ fn progress_events_and_continuous_lag() {
     });
 }
 
-/// The conformance steps (tests/common), twice in a row on the same backend.
-#[test]
-fn conformance_steps() {
-    rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let r = backend(dir.path());
-        let (res, p, q) = ids();
-        fs::write(
-            live(&r, &p).join("disk.img"),
-            noise("c", 3 * CHUNK as usize),
-        )
-        .unwrap();
-        r.sync(&res).await.unwrap();
-        let first = common::conformance(&r, &res, &p, &q).await;
-        assert_eq!(first, Epoch::new(2));
-        let second = common::conformance(&r, &res, &p, &q).await;
-        assert_eq!(second, Epoch::new(4));
-    });
-}
-
 /// idns-core's conformance suite, twice in a row on the same backend.
 #[test]
 fn replication_suite_passes() {
