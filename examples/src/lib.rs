@@ -8,6 +8,7 @@
 //!
 //! - [`daemon`]: the `idnsd` controller: its configuration, backends, HTTP API and metrics;
 //! - [`ctl`]: the client of that API that `idnsctl` is;
+//! - [`cli`]: shell completions and man pages of both programs, from their clap definitions;
 //! - [`report`]: drill and switch reports as Markdown, HTML and SVG;
 //! - [`loopback`]: the two loopback sites, replicated data, a client resolver and the service
 //!   configuration that `quickstart`, `drill`, `failover_bench` and the tests share;
@@ -19,6 +20,7 @@
 #![doc = include_str!("linking.md")]
 
 pub mod audit;
+pub mod cli;
 pub mod ctl;
 pub mod daemon;
 pub mod loopback;

@@ -1103,6 +1103,57 @@ failover = [
     );
 }
 
+/// `--json` on any command: the acceptance, every event of the runbook and its report come
+/// as one JSON document per line; the status as one document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idnsctl_json_prints_one_document_per_line_while_following_a_runbook() {
+    let setup = Setup::new().await;
+    let (_hooks, replication) = command_replication(setup.dir(), "echo '{}'");
+    let (d, _) = setup.steady(&replication, "", "").await;
+
+    let out = d
+        .idnsctl(&["--json", "failover", NAME, "--to", "recovery", "--wait"])
+        .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(docs.len() >= 4, "{stdout}");
+    assert_eq!(docs[0]["command"], "failover to recovery", "{stdout}");
+    let report = docs.last().unwrap();
+    assert_eq!(
+        (report["kind"].as_str(), report["outcome"].as_str()),
+        (Some("failover"), Some("completed")),
+        "{stdout}"
+    );
+    // The events between carry the daemon's text, the promotion's among them.
+    assert!(
+        docs[1..docs.len() - 1]
+            .iter()
+            .all(|e| e["text"].is_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("promote app-data at recovery"), "{stdout}");
+
+    // The flag may follow the command, and the status is one document.
+    let out = d.idnsctl(&["status", NAME, "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["active"], "recovery");
+    let out = d.idnsctl(&["freeze", NAME, "--json"]).await;
+    let accepted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        accepted["command"].as_str().unwrap().starts_with("freeze"),
+        "{accepted}"
+    );
+}
+
 /// With `daemon.tls` the API speaks HTTPS only: `idnsctl --ca-file` trusts the daemon's
 /// self-signed certificate, without it the certificate is refused with a hint, a plain-HTTP
 /// request gets no HTTP answer and the daemon keeps serving, and a key file other users may

@@ -7,7 +7,13 @@
 //! idnsctl freeze SERVICE | unfreeze SERVICE
 //! idnsctl drill SERVICE [--to SITE] [--wait] | drill SERVICE --stop
 //! idnsctl resume SERVICE retry|skip|abort [--wait]
+//! idnsctl completions bash|zsh|fish|elvish|powershell
+//! idnsctl man
 //! ```
+//!
+//! `--json` (any command) prints the API's JSON instead of text: `status` one document; a
+//! command its acceptance, and with `--wait` every event of its runbook and then its report,
+//! one JSON document per line.
 //!
 //! `--url` (or `IDNS_URL`, default `http://127.0.0.1:9480`) is idnsd's API, `https://…` when
 //! the daemon has `daemon.tls`; `--ca-file` (or `IDNS_CA_FILE`) names the PEM certificate of
@@ -16,8 +22,9 @@
 //! `IDNS_TOKEN`, or `--token-file`) is its bearer token. `--wait` follows the runbook step by
 //! step, with progress bars on a terminal, and exits non-zero when it aborts.
 //!
-//! Exit status: 0 success; 1 refused, aborted, unknown service or site; 2 bad usage; 3 idnsd
-//! unreachable or its certificate not trusted; 4 token refused.
+//! Exit status: 0 success; 1 refused, aborted, unknown service or site; 2 bad usage or an
+//! unusable `--ca-file`; 3 idnsd unreachable, its certificate not trusted, or its answer not
+//! understood; 4 token refused, or a read-only token sending a command.
 
 // A command-line program talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -26,13 +33,19 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use idns_examples::cli::{self, Shell};
 use idns_examples::ctl::{self, Client, ClientError, Progress};
 use serde_json::json;
 
+/// Exit codes, as `--help` and the man page show them.
+const EXIT_STATUS: &str = "Exit status: 0 success; 1 refused, aborted, unknown service or site; \
+2 bad usage or an unusable --ca-file; 3 idnsd unreachable, its certificate not trusted, or its \
+answer not understood; 4 token refused, or a read-only token sending a command.";
+
 /// Talk to idnsd: status, failover, failback, freeze, drills.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "idnsctl", version, after_long_help = EXIT_STATUS)]
 struct Args {
     /// idnsd's API.
     #[arg(
@@ -52,6 +65,9 @@ struct Args {
     /// self-signed daemon certificate: the certificate itself).
     #[arg(long, env = "IDNS_CA_FILE", value_name = "FILE", global = true)]
     ca_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text (with --wait: one JSON document per line).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -62,9 +78,6 @@ enum Cmd {
     Status {
         /// The service's DNS name.
         service: Option<String>,
-        /// Print the API's JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Fail over to another site.
     Failover {
@@ -126,6 +139,13 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Print the shell completion script of idnsctl.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print idnsctl's man page (roff).
+    Man,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -141,6 +161,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {
+    match args.command {
+        Cmd::Completions { shell } => {
+            cli::completions(Args::command(), shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Cmd::Man => return Ok(cli::man(Args::command(), &mut std::io::stdout())?),
+        _ => {}
+    }
+    let json = args.json;
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(f)) => Some(
@@ -159,7 +188,8 @@ async fn run(args: Args) -> Result<(), ClientError> {
     let c = Client::new(&args.url, token, args.ca_file.as_deref())?;
     let mut out = std::io::stdout();
     let (service, action, body, wait) = match args.command {
-        Cmd::Status { service, json } => {
+        Cmd::Completions { .. } | Cmd::Man => return Ok(()),
+        Cmd::Status { service } => {
             match service {
                 Some(name) => {
                     let s = c.service(&name).await?;
@@ -214,18 +244,24 @@ async fn run(args: Args) -> Result<(), ClientError> {
         } => (service, "resume", json!({ "action": action }), wait),
     };
     let accepted = c.command(&service, action, body).await?;
-    println!(
-        "accepted: {} for {} (epoch {}{})",
-        accepted.command,
-        accepted.service,
-        accepted.epoch,
-        accepted
-            .runbook
-            .map(|r| format!(", runbook {r}"))
-            .unwrap_or_default()
-    );
+    if json {
+        println!("{}", to_json_line(&accepted)?);
+    } else {
+        println!(
+            "accepted: {} for {} (epoch {}{})",
+            accepted.command,
+            accepted.service,
+            accepted.epoch,
+            accepted
+                .runbook
+                .map(|r| format!(", runbook {r}"))
+                .unwrap_or_default()
+        );
+    }
     if wait {
-        let mode = if std::io::stderr().is_terminal() {
+        let mode = if json {
+            Progress::Json
+        } else if std::io::stderr().is_terminal() {
             Progress::Bars
         } else {
             Progress::Lines
@@ -237,4 +273,8 @@ async fn run(args: Args) -> Result<(), ClientError> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, ClientError> {
     serde_json::to_string_pretty(v).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn to_json_line<T: serde::Serialize>(v: &T) -> Result<String, ClientError> {
+    serde_json::to_string(v).map_err(|e| ClientError::Protocol(e.to_string()))
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! idnsd --config /etc/idns/idnsd.toml   # run until SIGTERM/SIGINT
 //! idnsd --check /etc/idns/idnsd.toml    # only check the file
+//! idnsd --completions bash               # the shell completion script
+//! idnsd --man                            # the man page (roff)
 //! ```
 //!
 //! Exit status: 0 after a graceful shutdown (or a valid file with `--check`); 2 when the
@@ -21,30 +23,56 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use idns_examples::cli::{self, Shell};
 use idns_examples::daemon::{DaemonConfig, run};
 use tracing_subscriber::EnvFilter;
 
 /// The idns controller: health probes, the election, DNS and replication backends, an HTTP
 /// API and Prometheus metrics, from one configuration file.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "idnsd", version, after_long_help = EXIT_STATUS)]
 struct Args {
     /// Run the daemon from this configuration file.
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "check",
+        required_unless_present_any = ["check", "completions", "man"],
         conflicts_with = "check"
     )]
     config: Option<PathBuf>,
     /// Only check this configuration file: exit 0 when it is valid, 2 with every problem.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// Print the shell completion script of idnsd and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    completions: Option<Shell>,
+    /// Print idnsd's man page (roff) and exit.
+    #[arg(long, exclusive = true)]
+    man: bool,
 }
+
+/// Exit codes, as `--help` and the man page show them.
+const EXIT_STATUS: &str = "Exit status: 0 after a graceful shutdown (or a valid file with \
+--check); 2 when the configuration is refused (every problem is listed, nothing is started); 1 \
+when the daemon could not start or a service's controller failed. Logs go to stderr; IDNS_LOG \
+(or RUST_LOG) sets the filter, default info.";
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        cli::completions(Args::command(), shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return match cli::man(Args::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("idnsd: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = std::env::var("IDNS_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())

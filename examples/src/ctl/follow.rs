@@ -19,6 +19,9 @@ pub enum Progress {
     Bars,
     /// One line per step and progress report on the output.
     Lines,
+    /// The runbook's events as the API gives them, then its report: one JSON document per
+    /// line on the output.
+    Json,
 }
 
 /// Follows the runbook a command started until it ends. Returns its report when it
@@ -40,9 +43,12 @@ pub async fn follow(
             .events(service, after, Duration::from_secs(20))
             .await?;
         for record in &page.events {
+            if mode == Progress::Json && concerns(record, runbook) {
+                writeln!(out, "{}", json_line(record)?)?;
+            }
             if let Some(done) = view.on(record, out)? {
                 view.finish();
-                return finished(done, out);
+                return finished(done, out, mode);
             }
         }
         if page.missed || page.events.is_empty() {
@@ -55,20 +61,46 @@ pub async fn follow(
                 .cloned();
             if let Some(r) = ended {
                 view.finish();
-                return finished(r, out);
+                return finished(r, out, mode);
             }
         }
         after = page.next;
     }
 }
 
+/// Whether an event record belongs to `runbook` (its decision, steps, progress or end).
+fn concerns(record: &EventRecord, runbook: u64) -> bool {
+    if record.progress.is_some() {
+        return true;
+    }
+    match &record.event {
+        Some(
+            Event::Decision { runbook: r, .. }
+            | Event::StepFinished { runbook: r, .. }
+            | Event::Held { runbook: r, .. },
+        ) => *r == runbook,
+        Some(Event::StepStarted { id, .. } | Event::StepRetry { id, .. }) => id.runbook == runbook,
+        Some(Event::Finished(r)) => r.runbook == runbook,
+        _ => false,
+    }
+}
+
+fn json_line<T: serde::Serialize>(v: &T) -> Result<String, ClientError> {
+    serde_json::to_string(v).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
 fn finished(
     r: ReportSummary,
     out: &mut (dyn Write + Send),
+    mode: Progress,
 ) -> Result<Option<ReportSummary>, ClientError> {
-    writeln!(out, "{}", switch_line(&r))?;
-    for p in &r.phases {
-        writeln!(out, "  {:<12} {:>10}", p.phase, ms(p.seconds))?;
+    if mode == Progress::Json {
+        writeln!(out, "{}", json_line(&r)?)?;
+    } else {
+        writeln!(out, "{}", switch_line(&r))?;
+        for p in &r.phases {
+            writeln!(out, "  {:<12} {:>10}", p.phase, ms(p.seconds))?;
+        }
     }
     if r.outcome == "completed" {
         Ok(Some(r))
@@ -99,7 +131,7 @@ impl Follower {
     fn new(runbook: u64, mode: Progress) -> Self {
         let bars = MultiProgress::with_draw_target(match mode {
             Progress::Bars => ProgressDrawTarget::stderr(),
-            Progress::Lines => ProgressDrawTarget::hidden(),
+            Progress::Lines | Progress::Json => ProgressDrawTarget::hidden(),
         });
         Self {
             runbook,
@@ -114,6 +146,8 @@ impl Follower {
         match self.mode {
             Progress::Lines => writeln!(out, "{text}"),
             Progress::Bars => self.bars.println(text),
+            // The records themselves are printed instead.
+            Progress::Json => Ok(()),
         }
     }
 
@@ -128,6 +162,7 @@ impl Follower {
                 return Ok(None);
             }
             match self.mode {
+                Progress::Json => {}
                 Progress::Lines => self.line(out, &format!("    {}", record.text))?,
                 Progress::Bars => {
                     if let Some(bar) = &self.current {
@@ -160,6 +195,7 @@ impl Follower {
             } if id.runbook == self.runbook => {
                 self.bytes = false;
                 match self.mode {
+                    Progress::Json => {}
                     Progress::Lines => self.line(out, &format!("  started  {description}"))?,
                     Progress::Bars => {
                         let bar = self.bars.add(ProgressBar::new_spinner());
