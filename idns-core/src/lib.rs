@@ -16,6 +16,8 @@
 //! - With feature `runtime`: the controller (`runtime::Controller`, assembled with
 //!   `Controller::builder`), which runs the election on tokio, and a crash-safe file store
 //!   (`runtime::FileStore`).
+//! - With feature `etcd`: an etcd v3 client over etcd's JSON gateway and a state store on
+//!   it (`etcd::EtcdStore`), for controllers at several sites.
 //! - With feature `test-util`: a deterministic simulator, in-memory backends and the
 //!   conformance suites that every backend crate runs.
 //!
@@ -112,6 +114,8 @@ mod store;
 mod timer;
 mod view;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "test-util")]

@@ -6,6 +6,7 @@
 //!   [`ReplicationBackend`](crate::ReplicationBackend) implementation must pass.
 //! - [`servers`]: finding real server binaries, skipping (or failing, with
 //!   `IDNS_REQUIRE_SERVERS=1`) when they are missing.
+//! - `etcd` (with feature `etcd`): a real etcd of one or three members for tests.
 //! - [`Checker`]: an election whose every input is checked against its invariants, for
 //!   property tests of your own (any reports, commands and step results, crashes included).
 //! - [`sim`]: a deterministic simulator of sites, observers, partitions, lag, backend faults and
@@ -13,6 +14,8 @@
 
 mod checker;
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod memory_dns;
 mod memory_replication;
 pub mod servers;
