@@ -247,25 +247,25 @@ impl Client {
     /// change renews every lease to its full TTL.
     pub async fn lease_keepalive(&self, id: LeaseId) -> Result<Lease, BackendError> {
         let what = format!("lease keep-alive of lease {id}");
-        let item = self
-            .call::<_, wire::StreamItem<wire::LeaseResponse>>(
+        let (endpoint, item) = self
+            .call_at::<_, wire::StreamItem<wire::LeaseResponse>>(
                 "lease/keepalive",
                 &what,
                 &wire::LeaseIdRequest { id: id.get() },
             )
             .await?;
         let r = match (item.result, item.error) {
-            (_, Some(e)) => return Err(etcd_error("", &what, e.code, e.text(), 200)),
+            (_, Some(e)) => return Err(etcd_error(endpoint, &what, e.code, e.text(), 200)),
             (Some(r), None) => r,
             (None, None) => {
                 return Err(BackendError::Invalid(format!(
-                    "etcd {what}: the answer holds neither a result nor an error"
+                    "etcd {endpoint} {what}: the answer holds neither a result nor an error"
                 )));
             }
         };
         if r.ttl <= 0 {
             return Err(BackendError::NotFound(format!(
-                "etcd {what}: the lease has expired or was revoked"
+                "etcd {endpoint} {what}: the lease has expired or was revoked"
             )));
         }
         Ok(Lease {
@@ -319,6 +319,16 @@ impl Client {
         what: &str,
         req: &Req,
     ) -> Result<Resp, BackendError> {
+        self.call_at(path, what, req).await.map(|(_, r)| r)
+    }
+
+    /// [`call`](Self::call), also naming the endpoint that answered.
+    async fn call_at<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        what: &str,
+        req: &Req,
+    ) -> Result<(&str, Resp), BackendError> {
         let body = serde_json::to_vec(req).map_err(|e| {
             BackendError::Invalid(format!("etcd {what} ({path}): cannot encode it: {e}"))
         })?;
@@ -335,7 +345,8 @@ impl Client {
                         tracing::debug!(endpoint, call = path, "etcd endpoint now in use");
                     }
                     self.inner.preferred.store(index, Ordering::Relaxed);
-                    return decode(endpoint, path, what, status, location, &bytes);
+                    return decode(endpoint, path, what, status, location, &bytes)
+                        .map(|r| (endpoint.as_str(), r));
                 }
                 Err(e) => {
                     let why = if e.is_timeout() {
@@ -414,12 +425,18 @@ fn decode<Resp: DeserializeOwned>(
             location.as_deref().unwrap_or("nowhere"),
         )));
     }
-    if let Some((code, text)) = error_body(bytes) {
+    let error = error_body(bytes);
+    if matches!(status.as_u16(), 401 | 403) {
+        let said = error.map_or_else(|| snippet(bytes), |(_, text)| cut(&text));
+        return Err(BackendError::Auth(format!(
+            "{at}: answered {status}: {said}"
+        )));
+    }
+    if let Some((code, text)) = error {
         return Err(etcd_error(endpoint, what, code, &text, status.as_u16()));
     }
     let msg = format!("{at}: answered {status}: {}", snippet(bytes));
     Err(match status.as_u16() {
-        401 | 403 => BackendError::Auth(msg),
         500.. => BackendError::Unavailable(msg),
         _ => BackendError::Invalid(format!("{msg} (is this an etcd v3 client URL?)")),
     })
@@ -439,11 +456,7 @@ fn error_body(bytes: &[u8]) -> Option<(i32, String)> {
 
 /// etcd's error, by its gRPC code, as a [`BackendError`] naming the endpoint and call.
 fn etcd_error(endpoint: &str, what: &str, code: i32, text: &str, http: u16) -> BackendError {
-    let at = if endpoint.is_empty() {
-        format!("etcd {what}")
-    } else {
-        format!("etcd {endpoint} {what}")
-    };
+    let at = format!("etcd {endpoint} {what}");
     let text = cut(text);
     if text.contains("no leader") {
         return BackendError::Unavailable(format!(
@@ -637,5 +650,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(denied, BackendError::Auth(_)));
+        let unauthorized = decode::<wire::PutResponse>(
+            "http://e:1",
+            "kv/put",
+            "put",
+            reqwest::StatusCode::UNAUTHORIZED,
+            None,
+            br#"{"error":"etcdserver: user name is empty","code":2}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&unauthorized, BackendError::Auth(m) if m.contains("user name is empty")),
+            "{unauthorized}"
+        );
     }
 }
