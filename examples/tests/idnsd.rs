@@ -141,6 +141,98 @@ min_dwell = "0s"
     }
 }
 
+/// Every `idns_*` metric named by `examples/monitoring/` (alert rules, their unit tests'
+/// series aside, and the Grafana dashboard's queries) is a family in `metrics` (a histogram's
+/// `_bucket`, `_sum` and `_count` count as the histogram).
+fn assert_monitoring_kit_names_exported_metrics(metrics: &str) {
+    let families: Vec<(&str, &str)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    // Exported only where a backend measures it (PostgreSQL gives bytes, the image backend
+    // does not); the metrics module's table must still list it.
+    let documented = include_str!("../src/daemon/metrics.rs");
+    let measured_by_some_backends = |name: &str| {
+        name == "idns_replication_lag_bytes" && documented.contains(&format!("| `{name}` |"))
+    };
+    let exported = |name: &str| {
+        measured_by_some_backends(name)
+            || families.iter().any(|(n, _)| *n == name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| families.contains(&(base, "histogram")))
+            })
+    };
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring");
+    let rules = std::fs::read_to_string(kit.join("idns-alerts.yml")).unwrap();
+    let exprs: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .map(|e| e.trim().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:#?}");
+    assert!(
+        exprs.iter().all(|e| !e.is_empty() && e != "|" && e != ">"),
+        "every rule's expr on its line: {exprs:#?}"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kit.join("idns-dashboard.json")).unwrap())
+            .unwrap();
+    let mut queries = Vec::new();
+    collect_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 15, "{queries:#?}");
+    let mut named = 0;
+    for q in exprs.iter().chain(&queries) {
+        for name in metric_names(q) {
+            named += 1;
+            assert!(
+                exported(&name),
+                "{name} (in `{q}`) is not exported by idnsd:\n{metrics}"
+            );
+        }
+    }
+    assert!(named >= 30, "only {named} metric names found");
+}
+
+/// The `expr` and `definition` strings anywhere in a dashboard.
+fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The `idns_…` identifiers in a PromQL query.
+fn metric_names(q: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = q.as_bytes();
+    let mut i = 0;
+    while let Some(at) = q[i..].find("idns_") {
+        let start = i + at;
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        if start > 0 && ident(bytes[start - 1]) {
+            i = start + 5;
+            continue;
+        }
+        let mut end = start;
+        while end < bytes.len() && ident(bytes[end]) {
+            end += 1;
+        }
+        out.push(q[start..end].to_owned());
+        i = end;
+    }
+    out
+}
+
 fn image_replication(dir: &Path) -> String {
     format!(
         r#"backend = "image"
@@ -557,6 +649,8 @@ async fn idnsd_runs_a_service_fails_it_over_and_stops_cleanly() {
         );
     }
     assert!(metrics.contains("# TYPE idns_probe_latency_seconds histogram"));
+    // The monitoring kit's alert rules and dashboard name only metrics the daemon exports.
+    assert_monitoring_kit_names_exported_metrics(&metrics);
     let mut series: Vec<&str> = metrics
         .lines()
         .filter(|l| !l.starts_with('#'))

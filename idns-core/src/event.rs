@@ -679,21 +679,7 @@ mod tests {
             ]
             .map(|v| (serde_name(v), v.as_str())),
         );
-        names.extend(
-            [
-                StepName::Fence,
-                StepName::Promote,
-                StepName::VerifyIntegrity,
-                StepName::WriteMarkers,
-                StepName::VerifyMarkers,
-                StepName::SwitchDns,
-                StepName::VerifyDns,
-                StepName::Reprotect,
-                StepName::CatchUp,
-                StepName::Cleanup,
-            ]
-            .map(|v| (serde_name(v), v.as_str())),
-        );
+        names.extend(StepName::ALL.map(|v| (serde_name(v), v.as_str())));
         for (serde, as_str) in &names {
             assert_eq!(serde, as_str);
         }

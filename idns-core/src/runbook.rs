@@ -39,6 +39,20 @@ pub enum StepName {
 }
 
 impl StepName {
+    /// Every step, in the order a runbook would run them.
+    pub const ALL: [StepName; 10] = [
+        StepName::Fence,
+        StepName::Promote,
+        StepName::VerifyIntegrity,
+        StepName::WriteMarkers,
+        StepName::VerifyMarkers,
+        StepName::SwitchDns,
+        StepName::VerifyDns,
+        StepName::Reprotect,
+        StepName::CatchUp,
+        StepName::Cleanup,
+    ];
+
     /// The phase of the RTO this step's time counts towards.
     pub fn phase(self) -> Phase {
         match self {

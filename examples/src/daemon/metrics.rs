@@ -7,10 +7,15 @@
 //! | `idns_service_frozen` | gauge | service |
 //! | `idns_service_switches` | gauge (switches kept in the journal) | service |
 //! | `idns_runbook_in_progress` | gauge | service, kind |
+//! | `idns_runbook_held` | gauge (1 while waiting for an operator) | service |
+//! | `idns_rpo_budget_seconds` | gauge (when a budget is set) | service |
+//! | `idns_observer_live` | gauge (0: silent, its votes abstain) | service, observer |
+//! | `idns_observer_last_report_timestamp_seconds` | gauge | service, observer |
 //! | `idns_site_up` | gauge (1 up, 0 down or unknown) | service, site |
 //! | `idns_site_eligible` | gauge | service, site |
 //! | `idns_failovers_total`, `idns_failbacks_total`, `idns_drills_total` | counter | service |
 //! | `idns_runbooks_total` | counter | service, kind, outcome |
+//! | `idns_last_runbook_timestamp_seconds` | gauge (Unix time the last one ended) | service, kind |
 //! | `idns_last_rto_seconds`, `idns_last_rpo_seconds`, `idns_last_rpo_at_decision_seconds` | gauge | service, kind |
 //! | `idns_last_phase_seconds` | gauge | service, kind, phase |
 //! | `idns_replication_lag_seconds` | gauge | service, resource, site |
@@ -25,7 +30,7 @@
 
 use std::fmt::Write as _;
 
-use idns_core::{Health, ProbeStatus, Role};
+use idns_core::{Health, ProbeStatus, Role, StepName};
 
 use super::service::{LATENCY_BUCKETS, ServiceRuntime};
 
@@ -70,6 +75,13 @@ fn num(v: f64) -> String {
     } else {
         format!("{v}")
     }
+}
+
+/// Seconds since the Unix epoch (0 for a time before it).
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Collects samples family by family, so each family's HELP and TYPE come once, before its
@@ -165,6 +177,41 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                 if running { 1.0 } else { 0.0 },
             );
         }
+        f.gauge(
+            "idns_runbook_held",
+            "1 while the service's runbook waits for an operator (idnsctl resume).",
+            &l,
+            if view.runbook.as_ref().is_some_and(|r| r.held.is_some()) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        if let Some(budget) = s.config.policy().rpo_budget {
+            f.gauge(
+                "idns_rpo_budget_seconds",
+                "The service's RPO budget: the most replication lag a failover may lose.",
+                &l,
+                budget.as_secs_f64(),
+            );
+        }
+        for obs in &view.observers {
+            let ol = labels(&[("service", svc), ("observer", obs.id.as_str())]);
+            f.gauge(
+                "idns_observer_live",
+                "1 while the observer reports in time, 0 when it is silent (its votes abstain).",
+                &ol,
+                if obs.live { 1.0 } else { 0.0 },
+            );
+            if let Some(at) = obs.last_report {
+                f.gauge(
+                    "idns_observer_last_report_timestamp_seconds",
+                    "When the observer's last report arrived (Unix time).",
+                    &ol,
+                    unix_seconds(at),
+                );
+            }
+        }
         for site in &view.sites {
             let sl = labels(&[("service", svc), ("site", site.id.as_str())]);
             f.gauge(
@@ -217,6 +264,12 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
         }
         for (kind, (r, _)) in &o.last {
             let kl = labels(&[("service", svc), ("kind", kind)]);
+            f.gauge(
+                "idns_last_runbook_timestamp_seconds",
+                "When the last runbook of this kind ended (Unix time; since the daemon started).",
+                &kl,
+                unix_seconds(r.finished_at),
+            );
             f.gauge(
                 "idns_last_rto_seconds",
                 "Recovery time of the last runbook of this kind.",
@@ -347,12 +400,18 @@ pub fn render(services: &[std::sync::Arc<ServiceRuntime>]) -> String {
                 p.latency.count as f64,
             );
         }
-        for (step, n) in &o.retries {
+        // Every step's counter from the start (at 0), so that a first retry is an increase.
+        let steps = StepName::ALL
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .chain(o.retries.keys().cloned())
+            .collect::<std::collections::BTreeSet<_>>();
+        for step in &steps {
             f.counter(
                 "idns_step_retries_total",
                 "Retries of runbook steps since the daemon started.",
                 &labels(&[("service", svc), ("step", step)]),
-                *n as f64,
+                o.retries.get(step).copied().unwrap_or(0) as f64,
             );
         }
         drop(o);
