@@ -134,7 +134,9 @@ pub use dns::{
     DnsBackend, DnsCapabilities, DnsChange, Ownership, Propagation, Published, RecordSet,
     SameEpoch, ServerAnswer, ownership_name,
 };
-pub use election::{Command, Election, Feed, Input, Resume, StepDone, StepOutput};
+pub use election::{
+    Command, Election, Feed, Guard, Input, Plan, PlanStep, Resume, StepDone, StepOutput,
+};
 pub use epoch::Epoch;
 pub use error::{
     BackendError, ConfigError, Error, FieldError, InvalidId, MAX_QUOTED, Problems, Refused,

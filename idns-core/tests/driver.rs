@@ -423,6 +423,36 @@ async fn a_failed_primary_fails_over_to_recovery_and_fails_back_on_command() -> 
     })
     .await?;
     assert_eq!(d.controller.view().active.as_str(), "recovery");
+    // A dry run first: allowed, at the next epoch, and nothing changes until the command.
+    let plan = d
+        .controller
+        .plan(Command::Failback { force: false })
+        .await?;
+    assert!(plan.allowed, "{plan:#?}");
+    assert_eq!(
+        (plan.kind, plan.epoch),
+        (Some(RunbookKind::Failback), Some(Epoch::new(3)))
+    );
+    assert!(
+        plan.steps.iter().any(|s| s.name == StepName::CatchUp),
+        "{plan:#?}"
+    );
+    let refused = d
+        .controller
+        .plan(Command::Failover {
+            to: Some("recovery".parse()?),
+            force: false,
+        })
+        .await?;
+    assert!(!refused.allowed, "{refused:#?}");
+    assert!(
+        refused
+            .refused
+            .as_deref()
+            .is_some_and(|r| r.contains("already active")),
+        "{refused:#?}"
+    );
+    assert_eq!(d.controller.view().epoch, Epoch::new(2));
     d.controller
         .command(Command::Failback { force: false })
         .await?;

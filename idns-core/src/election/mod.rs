@@ -29,11 +29,13 @@ use crate::view::{ObserverView, ProbeView, RunbookView, ServiceView, SiteView};
 
 mod command;
 mod decide;
+mod dry_run;
 mod input;
 mod plan;
 mod step;
 
 pub use command::{Command, Resume};
+pub use dry_run::{Guard, Plan, PlanStep};
 pub use input::{Feed, Input, StepDone, StepOutput};
 
 /// The election of one service.

@@ -515,3 +515,127 @@ fn with_manual_failover_the_all_down_policy_is_reported_not_applied() {
         r.decisions()
     );
 }
+
+#[test]
+fn a_plan_of_an_allowed_failover_lists_its_steps_and_guards_and_changes_nothing() {
+    let mut r = Rig::with("resources = [\"db\"]", "rpo_budget = \"5s\"");
+    r.all_up(1);
+    let lag = Input::Replication(crate::replication::ReplicationReport {
+        resource: "db".parse().unwrap(),
+        site: "b".parse().unwrap(),
+        role: crate::replication::Role::Replica,
+        lag: Some(S(2)),
+        at: r.wall(1),
+    });
+    r.e.handle(lag, r.at(1));
+    r.drive(1);
+    let version = r.e.journal_version();
+    let failover = Command::Failover {
+        to: Some("b".parse().unwrap()),
+        force: false,
+    };
+    // The dwell since the bootstrap's switch (none) has passed; b is up and within budget.
+    let plan = r.e.plan(failover.clone(), r.at(5));
+    assert!(plan.allowed, "{plan:#?}");
+    assert_eq!(plan.command, "failover to b");
+    assert_eq!(plan.kind, Some(RunbookKind::Failover));
+    assert_eq!(
+        (
+            plan.from.as_ref().map(|s| s.as_str()),
+            plan.to.as_ref().map(|s| s.as_str())
+        ),
+        (Some("a"), Some("b"))
+    );
+    assert_eq!(plan.epoch, Some(crate::epoch::Epoch::new(2)));
+    let names: Vec<_> = plan.steps.iter().map(|s| s.name).collect();
+    assert_eq!(names[0], crate::runbook::StepName::Fence, "{names:?}");
+    assert!(names.contains(&crate::runbook::StepName::Promote));
+    assert!(
+        plan.steps[0].description.contains("fence db at a"),
+        "{plan:#?}"
+    );
+    let guard = |n: &str| {
+        plan.guards
+            .iter()
+            .find(|g| g.name == n)
+            .unwrap_or_else(|| panic!("no guard {n}: {:#?}", plan.guards))
+    };
+    assert!(
+        guard("eligibility of b").value.contains("lag 2s"),
+        "{plan:#?}"
+    );
+    assert!(
+        guard("fence of a")
+            .value
+            .contains("reached by a live observer")
+    );
+    assert!(guard("minimum dwell").passes);
+    assert!(plan.reasons.contains(&Reason::Operator), "{plan:#?}");
+    // Nothing happened to the election itself.
+    assert_eq!(r.e.journal_version(), version);
+    assert!(r.e.journal().runbook().is_none());
+    assert_eq!(r.e.poll_action(), None);
+    // The same command then carries out what the plan said.
+    r.e.command(failover, r.at(5)).unwrap();
+    let rb = r.e.journal().runbook().unwrap();
+    assert_eq!(rb.steps.len(), plan.steps.len());
+    assert_eq!(rb.epoch, crate::epoch::Epoch::new(2));
+}
+
+#[test]
+fn a_plan_of_a_refused_failover_says_why_and_shows_the_guard_that_refuses() {
+    let mut r = Rig::with("resources = [\"db\"]", "");
+    r.all_up(1);
+    r.report("b", "o1", false, 2);
+    r.report("b", "o2", false, 2);
+    let plan = r.e.plan(
+        Command::Failover {
+            to: Some("b".parse().unwrap()),
+            force: false,
+        },
+        r.at(3),
+    );
+    assert!(!plan.allowed, "{plan:#?}");
+    let why = plan.refused.as_deref().unwrap();
+    assert!(why.contains("site b not eligible: down"), "{why}");
+    let g = plan
+        .guards
+        .iter()
+        .find(|g| g.name == "eligibility of b")
+        .unwrap();
+    assert!(!g.passes && g.value.contains("down"), "{g:?}");
+    // The configured runbook is still shown, with its limits and failure policies.
+    assert_eq!(plan.steps[0].name, crate::runbook::StepName::Fence);
+    assert!(plan.steps.iter().all(|s| s.timeout > Duration::ZERO));
+    // Forced, the same failover is allowed and says it goes past the guard.
+    let forced = r.e.plan(
+        Command::Failover {
+            to: Some("b".parse().unwrap()),
+            force: true,
+        },
+        r.at(3),
+    );
+    assert!(forced.allowed && forced.forced, "{forced:#?}");
+    let g = forced
+        .guards
+        .iter()
+        .find(|g| g.name == "eligibility of b")
+        .unwrap();
+    assert!(g.passes && g.value.contains("forced past"), "{g:?}");
+    // A dwell not yet passed after a switch refuses a failback, with the time left.
+    r.switch(4);
+    r.drive(4);
+    r.all_up(5);
+    let back = r.e.plan(Command::Failback { force: false }, r.at(10));
+    assert!(!back.allowed, "{back:#?}");
+    assert!(
+        back.refused.as_deref().unwrap().contains("dwell"),
+        "{back:#?}"
+    );
+    let g = back
+        .guards
+        .iter()
+        .find(|g| g.name == "minimum dwell")
+        .unwrap();
+    assert!(!g.passes && g.value.contains("54s left of 1m"), "{g:?}");
+}

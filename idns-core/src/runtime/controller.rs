@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::ServiceConfig;
-use crate::election::{Command, Input};
+use crate::election::{Command, Input, Plan};
 use crate::error::{Error, Refused};
 use crate::event::{Event, SwitchReport};
 use crate::id::ResourceId;
@@ -27,6 +27,8 @@ pub(super) enum Request {
     Report(Input),
     /// An operator command and where its answer goes.
     Command(Command, Reply),
+    /// A dry run of a command and where the plan goes.
+    Plan(Command, oneshot::Sender<Plan>),
 }
 
 /// Where the answer to a command goes.
@@ -188,6 +190,14 @@ impl Controller {
             Ok(Err(refused)) => Err(Error::Refused(refused)),
             Err(_) => Err(Error::Stopped),
         }
+    }
+
+    /// What `command` would do if given now, and whether it would be allowed, without doing
+    /// it ([`Election::plan`](crate::Election::plan), run by the driver on the live election).
+    pub async fn plan(&self, command: Command) -> Result<Plan, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Plan(command, tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
     }
 
     async fn send(&self, request: Request) -> Result<(), Error> {

@@ -498,6 +498,12 @@ impl Driver {
                 None
             }
             Request::Command(command, reply) => Some(self.command(command, reply)),
+            Request::Plan(command, reply) => {
+                let plan = self.election.plan(command, self.clock.now());
+                // The asker may have gone; a plan changes nothing, so nothing is lost.
+                let _ = reply.send(plan);
+                None
+            }
         }
     }
 
