@@ -14,6 +14,8 @@
     clippy::print_stderr
 )]
 
+pub mod daemon;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
