@@ -1,5 +1,7 @@
-//! etcd v3 for controllers at several sites (feature `etcd`): a [`Client`] and a
-//! [`StateStore`](crate::StateStore) on it, [`EtcdStore`].
+//! etcd v3 for controllers at several sites (feature `etcd`): a [`Client`], a
+//! [`StateStore`](crate::StateStore) on it ([`EtcdStore`]), the leadership of one controller
+//! among several ([`Leadership`]) and the observers' reports shared between sites
+//! ([`ReportBoard`]).
 //!
 //! What it does: the key-value calls (get, get by prefix, put, delete, transactions with
 //! comparisons on revisions, versions, values and leases), leases (grant, keep-alive, revoke),
@@ -8,10 +10,12 @@
 //! optionally, only while a leader key is the one this controller created. Leases and
 //! transactions are what a leader election needs: create a leader key bound to a lease only if
 //! it does not exist, keep the lease alive, and guard every write by the key's
-//! `create_revision`.
+//! `create_revision`. [`Leadership`] runs that loop on a background task and publishes its
+//! [`LeaderState`]; the holder's right to act ends at a deadline tracked on its own clock, not
+//! etcd's. [`ReportBoard`] publishes each observer's probe reports bound to its own lease, so
+//! an observer that stops goes silent (and abstains) when its lease lapses.
 //!
-//! What it does not do (yet): watches, a leader-election loop, etcd's user authentication or
-//! client certificates.
+//! What it does not do (yet): watches, etcd's user authentication or client certificates.
 //!
 //! Why the JSON gateway: etcd serves its v3 API as HTTP and JSON on the client port (the
 //! gateway grpc-gateway generates from its protobuf definitions), so the client is reqwest and
@@ -40,6 +44,8 @@
 
 mod client;
 mod kv;
+mod leader;
+mod reports;
 mod store;
 mod wire;
 
@@ -48,4 +54,14 @@ pub use kv::{
     Compare, CompareOp, Deleted, Header, KeyValue, Lease, LeaseId, Member, Members, Op, OpResponse,
     Range, Status, TxnResult,
 };
+pub use leader::{LeaderState, Leadership, LeadershipConfig};
+pub use reports::{Rejected, ReportBoard, Reports};
 pub use store::EtcdStore;
+
+/// Records that the setting at `path` must not be empty when `value` is, with an example of
+/// what to write.
+fn require_non_empty(problems: &mut crate::Problems, path: &str, value: &str, example: &str) {
+    if value.is_empty() {
+        problems.push(path, "", format!("must not be empty ({example})"));
+    }
+}
