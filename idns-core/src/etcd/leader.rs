@@ -158,7 +158,9 @@ impl LeaderState {
 ///   once, whether or not the key still exists; the lease is then revoked as soon as etcd
 ///   answers again, before anything else, and the controller campaigns or follows anew.
 /// - **Following**: the key is read every third of the TTL; when it is gone, the controller
-///   campaigns. No watch (the gateway's watch is a chunked stream).
+///   campaigns. No watch (the gateway's watch is a chunked stream). A key naming this
+///   controller's own id but bound to a lease it did not grant (left by an earlier run of it,
+///   which may still be alive) is followed like any other until that lease lapses.
 /// - **Unreachable**: a controller that cannot reach etcd publishes
 ///   [`LeaderState::Unknown`].
 ///

@@ -38,6 +38,28 @@ use crate::probe::ProbeReport;
 ///
 /// Dropping the board stops the keep-alives (the reports lapse after the TTL);
 /// [`close`](Self::close) revokes the lease, so they vanish at once.
+///
+/// ```no_run
+/// # async fn run(client: idns_core::etcd::Client, report: idns_core::ProbeReport)
+/// # -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use idns_core::ObserverId;
+/// use idns_core::etcd::ReportBoard;
+///
+/// let board = ReportBoard::start(
+///     client,
+///     "/idns/app.example.com",
+///     ObserverId::try_from("site-a")?,
+///     Duration::from_secs(10),
+/// )?;
+/// board.publish(&report).await?;
+/// let read = board.read().await?;
+/// for report in read.reports {
+///     // Feed it to the election as any other report.
+///     # let _ = report;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ReportBoard {
     client: Client,
