@@ -84,16 +84,13 @@ impl EtcdStore {
     pub fn new(client: Client, prefix: &str, deployment: &str) -> Result<Self, ConfigError> {
         let prefix = prefix.trim_end_matches('/');
         let mut problems = Problems::new();
-        if prefix.is_empty() {
-            problems.push(
-                "prefix",
-                "",
-                "must not be empty (e.g. /idns/app.example.com)",
-            );
-        }
-        if deployment.is_empty() {
-            problems.push("deployment", "", "must not be empty");
-        }
+        super::require_non_empty(
+            &mut problems,
+            "prefix",
+            prefix,
+            "e.g. /idns/app.example.com",
+        );
+        super::require_non_empty(&mut problems, "deployment", deployment, "e.g. app");
         problems.finish()?;
         Ok(Self {
             client,
