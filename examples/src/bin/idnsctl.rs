@@ -7,13 +7,22 @@
 //! idnsctl freeze SERVICE | unfreeze SERVICE
 //! idnsctl drill SERVICE [--to SITE] [--wait] | drill SERVICE --stop
 //! idnsctl resume SERVICE retry|skip|abort [--wait]
+//! idnsctl history SERVICE
+//! idnsctl report SERVICE ID [--format md|html|json]
+//! idnsctl watch SERVICE [--after N]
 //! idnsctl completions bash|zsh|fish|elvish|powershell
 //! idnsctl man
 //! ```
 //!
 //! `--json` (any command) prints the API's JSON instead of text: `status` one document; a
 //! command its acceptance, and with `--wait` every event of its runbook and then its report,
-//! one JSON document per line.
+//! one JSON document per line; `history` one document; `report` its JSON (unless `--format`
+//! says otherwise); `watch` each event as a JSON line.
+//!
+//! `history` lists the reports the daemon keeps of a service's finished switches and drills
+//! (they survive its restarts); `report` prints one of them to stdout. `watch` prints the
+//! service's events as they come until interrupted (Ctrl-C), reconnecting after a disconnect
+//! from the last event it printed; it exits 3 when the daemon stays unreachable.
 //!
 //! `--url` (or `IDNS_URL`, default `http://127.0.0.1:9480`) is idnsd's API, `https://…` when
 //! the daemon has `daemon.tls`; `--ca-file` (or `IDNS_CA_FILE`) names the PEM certificate of
@@ -139,6 +148,29 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// List the reports of a service's finished switches and drills, newest first.
+    History {
+        /// The service's DNS name.
+        service: String,
+    },
+    /// Print one report (an id from `history`).
+    Report {
+        /// The service's DNS name.
+        service: String,
+        /// The report's id.
+        id: String,
+        /// Markdown, a self-contained HTML page, or JSON (default: md; json with --json).
+        #[arg(long, value_parser = ["md", "html", "json"])]
+        format: Option<String>,
+    },
+    /// Print a service's events as they come, until interrupted.
+    Watch {
+        /// The service's DNS name.
+        service: String,
+        /// Start after this event (0: every event the daemon still keeps; default: from now).
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
+    },
     /// Print the shell completion script of idnsctl.
     Completions {
         /// The shell.
@@ -209,6 +241,35 @@ async fn run(args: Args) -> Result<(), ClientError> {
                 }
             }
             return Ok(());
+        }
+        Cmd::History { service } => {
+            let h = c.history(&service).await?;
+            if json {
+                println!("{}", to_json(&h)?);
+            } else {
+                print!("{}", ctl::render_history(&h));
+            }
+            return Ok(());
+        }
+        Cmd::Report {
+            service,
+            id,
+            format,
+        } => {
+            let format = format.unwrap_or_else(|| if json { "json" } else { "md" }.to_owned());
+            let text = c.report(&service, &id, &format).await?;
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            return Ok(());
+        }
+        Cmd::Watch { service, after } => {
+            let after = match after {
+                Some(n) => n,
+                None => c.service(&service).await?.last_event,
+            };
+            return ctl::watch(&c, &service, after, &mut out, json).await;
         }
         Cmd::Failover {
             service,

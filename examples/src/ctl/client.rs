@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::daemon::wire::{ApiError, CommandAccepted, EventsPage, ServiceList, ServiceStatus};
+use crate::daemon::wire::{
+    ApiError, CommandAccepted, EventsPage, History, ServiceList, ServiceStatus,
+};
 
 /// Why a request to idnsd failed. [`exit_code`](Self::exit_code) maps it to `idnsctl`'s exit
 /// status.
@@ -137,11 +139,12 @@ impl Client {
         })
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Sends `request` with the token; a success's response, or the API's error.
+    async fn response(
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
-    ) -> Result<T, ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let request = match &self.token {
             Some(t) => request.bearer_auth(t),
             None => request,
@@ -157,6 +160,9 @@ impl Client {
             },
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let body = response
             .bytes()
             .await
@@ -164,10 +170,6 @@ impl Client {
                 url: url.to_owned(),
                 detail: error_chain(&e),
             })?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| ClientError::Protocol(format!("{url}: {e}")));
-        }
         let message = match serde_json::from_slice::<ApiError>(&body) {
             Ok(e) => e.message,
             Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
@@ -185,9 +187,78 @@ impl Client {
         })
     }
 
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        let body = read_all(self.response(request, url).await?, url).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         self.send(self.http.get(&url), &url).await
+    }
+
+    /// The reports of `service` kept by the daemon, newest first.
+    pub async fn history(&self, service: &str) -> Result<History, ClientError> {
+        self.get(&format!("/v1/services/{}/history", segment(service)))
+            .await
+    }
+
+    /// Report `id` of `service` as the daemon keeps it, in `format` (`md`, `html`, `json`),
+    /// as text. The id is sent as given: the daemon says what is wrong with it.
+    pub async fn report(
+        &self,
+        service: &str,
+        id: &str,
+        format: &str,
+    ) -> Result<String, ClientError> {
+        let base = format!("{}/v1/services/{}/reports", self.base, segment(service));
+        let mut url = reqwest::Url::parse(&base)
+            .map_err(|e| ClientError::BadRequest(format!("{base}: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::BadRequest(format!("{base} cannot take a path")))?
+            .push(id);
+        url.query_pairs_mut().append_pair("format", format);
+        let shown = url.to_string();
+        let body = read_all(self.response(self.http.get(url), &shown).await?, &shown).await?;
+        String::from_utf8(body).map_err(|e| ClientError::Protocol(format!("{shown}: {e}")))
+    }
+
+    /// Opens the event stream of `service` (`text/event-stream`) from after event `after`
+    /// (sent as `Last-Event-ID`).
+    pub async fn event_stream(
+        &self,
+        service: &str,
+        after: u64,
+    ) -> Result<EventStream, ClientError> {
+        let url = format!("{}/v1/services/{}/events", self.base, segment(service));
+        let request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header("Last-Event-ID", after.to_string())
+            // A stream lasts; silence is caught by `EventStream::next`'s idle limit instead.
+            .timeout(STREAM_LIFETIME);
+        let response = self.response(request, &url).await?;
+        let streams = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !streams {
+            return Err(ClientError::Protocol(format!(
+                "{url} did not answer an event stream"
+            )));
+        }
+        Ok(EventStream {
+            response,
+            buf: Vec::new(),
+            url,
+            heard: false,
+        })
     }
 
     /// Every service's status.
@@ -225,6 +296,111 @@ impl Client {
             wait.as_secs_f64()
         ))
         .await
+    }
+}
+
+/// Longest one event stream request may last; the client then opens another.
+const STREAM_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The whole body of a response.
+async fn read_all(response: reqwest::Response, url: &str) -> Result<Vec<u8>, ClientError> {
+    match response.bytes().await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(e) => Err(ClientError::Unreachable {
+            url: url.to_owned(),
+            detail: error_chain(&e),
+        }),
+    }
+}
+
+/// One message of an event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMessage {
+    /// Its `id:` (an event's sequence number), if it has one.
+    pub id: Option<u64>,
+    /// Its `event:` (`message` when it has none).
+    pub event: String,
+    /// Its `data:` lines, joined by newlines.
+    pub data: String,
+}
+
+/// An open `text/event-stream` of idnsd ([`Client::event_stream`]).
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    buf: Vec<u8>,
+    url: String,
+    heard: bool,
+}
+
+impl EventStream {
+    /// The URL it reads.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether anything (an event or a keep-alive comment) has arrived on it.
+    pub fn heard(&self) -> bool {
+        self.heard
+    }
+
+    /// The next message; `Ok(None)` when the daemon ended the stream. Nothing at all (not
+    /// even a keep-alive comment) for `idle` is an error, as is a broken connection.
+    pub async fn next(&mut self, idle: Duration) -> Result<Option<StreamMessage>, ClientError> {
+        loop {
+            if let Some(message) = self.parse() {
+                return Ok(Some(message));
+            }
+            let chunk = tokio::time::timeout(idle, self.response.chunk())
+                .await
+                .map_err(|_| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: format!(
+                        "nothing arrived for {}, not even a keep-alive",
+                        humantime::format_duration(idle)
+                    ),
+                })?
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: error_chain(&e),
+                })?;
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
+            self.heard = true;
+            // Lines may end in CR LF: LF alone is kept.
+            self.buf.extend(chunk.iter().filter(|&&b| b != b'\r'));
+        }
+    }
+
+    /// Takes the first whole message out of the buffer, skipping comments.
+    fn parse(&mut self) -> Option<StreamMessage> {
+        loop {
+            let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+            let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block[..end]);
+            let mut id = None;
+            let mut event = None;
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => id = value.parse().ok(),
+                    "event" => event = Some(value.to_owned()),
+                    "data" => data.push(value),
+                    // A comment (keep-alive) or a field this client does not use.
+                    _ => {}
+                }
+            }
+            if id.is_some() || event.is_some() || !data.is_empty() {
+                return Some(StreamMessage {
+                    id,
+                    event: event.unwrap_or_else(|| "message".to_owned()),
+                    data: data.join("\n"),
+                });
+            }
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! Following a runbook to its end, with a progress bar per step.
+//! Following a runbook to its end, with a progress bar per step (through the long-poll of
+//! `/events`, which also tells how a runbook ended when its events were dropped), and
+//! watching a service's events as they come (through its event stream).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -7,10 +9,10 @@ use std::time::Duration;
 use idns_core::Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::client::{Client, ClientError};
+use super::client::{Client, ClientError, StreamMessage};
 use super::render::{ms, switch_line};
 use crate::daemon::service::summary;
-use crate::daemon::wire::{CommandAccepted, EventRecord, ReportSummary};
+use crate::daemon::wire::{CommandAccepted, EventRecord, EventsReset, MissedEvents, ReportSummary};
 
 /// How to show a runbook's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,4 +249,106 @@ impl Follower {
         }
         let _ = self.bars.clear();
     }
+}
+
+/// Reconnections `watch` tries in a row before it gives up.
+pub const WATCH_RETRIES: u32 = 6;
+/// Longest an event stream may stay silent (the daemon sends a keep-alive every 15 s).
+const WATCH_IDLE: Duration = Duration::from_secs(45);
+
+/// Prints the events of `service` after event `after` as they come, from the daemon's event
+/// stream: each as the daemon words it (`<time>  <text>`), or with `json` as its JSON, one per
+/// line. After a disconnect it reconnects from the last event it printed (`Last-Event-ID`),
+/// waiting longer each time; after [`WATCH_RETRIES`] failed attempts in a row it returns
+/// [`ClientError::Unreachable`] naming the URL. Refusals (token, unknown service) end it at
+/// once. It runs until the process is interrupted.
+pub async fn watch(
+    client: &Client,
+    service: &str,
+    after: u64,
+    out: &mut (dyn Write + Send),
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut last = after;
+    let mut failures = 0u32;
+    loop {
+        let lost = match client.event_stream(service, last).await {
+            Ok(mut stream) => {
+                let end = loop {
+                    match stream.next(WATCH_IDLE).await {
+                        Ok(Some(message)) => {
+                            print_message(&message, out, json)?;
+                            if let Some(id) = message.id {
+                                last = id;
+                            }
+                        }
+                        Ok(None) => {
+                            break ClientError::Unreachable {
+                                url: stream.url().to_owned(),
+                                detail: "the daemon ended the event stream".into(),
+                            };
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                // A stream that carried something was a good connection: count anew.
+                if stream.heard() {
+                    failures = 0;
+                }
+                end
+            }
+            Err(
+                e @ (ClientError::Unreachable { .. }
+                | ClientError::Server { .. }
+                | ClientError::Protocol(_)),
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        failures += 1;
+        if failures > WATCH_RETRIES {
+            return Err(match lost {
+                ClientError::Unreachable { url, detail } => ClientError::Unreachable {
+                    url,
+                    detail: format!("{detail}; gave up after {WATCH_RETRIES} reconnections"),
+                },
+                other => other,
+            });
+        }
+        let backoff = Duration::from_millis(250 << failures.min(6));
+        tracing::debug!(error = %lost, ?backoff, "event stream lost; reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Prints one message of the event stream.
+fn print_message(
+    message: &StreamMessage,
+    out: &mut (dyn Write + Send),
+    json: bool,
+) -> Result<(), ClientError> {
+    if json {
+        writeln!(out, "{}", message.data)?;
+    } else if message.event == "reset" {
+        let reset: EventsReset = serde_json::from_str(&message.data)
+            .map_err(|e| ClientError::Protocol(format!("a reset event: {e}")))?;
+        writeln!(
+            out,
+            "(the daemon restarted: its events are numbered anew, up to {} so far)",
+            reset.last
+        )?;
+    } else if message.event == "missed" {
+        let missed: MissedEvents = serde_json::from_str(&message.data)
+            .map_err(|e| ClientError::Protocol(format!("a missed event: {e}")))?;
+        writeln!(
+            out,
+            "({} events missed: the daemon no longer keeps them)",
+            missed.missed
+        )?;
+    } else {
+        let record: EventRecord = serde_json::from_str(&message.data)
+            .map_err(|e| ClientError::Protocol(format!("event {:?}: {e}", message.id)))?;
+        writeln!(out, "{}  {}", record.at, record.text)?;
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! What `idnsctl` does: talk to idnsd's API ([`Client`]), print its status as readable tables
-//! ([`render_table`], [`render_detail`]), and [`follow`] a runbook to its end with a progress
-//! bar per step.
+//! What `idnsctl` does: talk to idnsd's API ([`Client`]), print its status and the history of
+//! its switches as readable tables ([`render_table`], [`render_detail`], [`render_history`]),
+//! [`follow`] a runbook to its end with a progress bar per step, and [`watch`] a service's
+//! events as they come.
 //!
 //! The request and answer bodies are the daemon's [`wire`](crate::daemon::wire) types.
 
@@ -8,6 +9,6 @@ mod client;
 mod follow;
 mod render;
 
-pub use client::{Client, ClientError};
-pub use follow::{Progress, follow};
-pub use render::{render_detail, render_table};
+pub use client::{Client, ClientError, EventStream, StreamMessage};
+pub use follow::{Progress, WATCH_RETRIES, follow, watch};
+pub use render::{render_detail, render_history, render_table};

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::daemon::wire::{ReportSummary, ServiceStatus};
+use crate::daemon::wire::{History, ReportSummary, ServiceStatus};
 
 pub(super) fn ms(seconds: f64) -> String {
     format!("{:.0} ms", seconds * 1000.0)
@@ -109,6 +109,43 @@ pub fn render_table(services: &[ServiceStatus]) -> String {
             phase,
             sites.join(", "),
             s.last_switch.as_ref().map_or("-".to_owned(), switch_line),
+        ]);
+    }
+    table(&rows)
+}
+
+/// The reports a daemon keeps of a service, newest first, as a table: id, kind, outcome,
+/// from → to, RTO, RPO and when it finished.
+pub fn render_history(h: &History) -> String {
+    if h.reports.is_empty() {
+        return format!("no report of {} is kept yet\n", h.service);
+    }
+    let mut rows = vec![
+        [
+            "ID",
+            "KIND",
+            "OUTCOME",
+            "FROM → TO",
+            "RTO",
+            "RPO",
+            "FINISHED AT",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for r in &h.reports {
+        rows.push(vec![
+            r.id.to_string(),
+            r.kind.clone(),
+            format!("{}{}", r.outcome, if r.forced { " (forced)" } else { "" }),
+            format!(
+                "{} → {}",
+                r.from.as_deref().unwrap_or("-"),
+                r.to.as_deref().unwrap_or("-")
+            ),
+            ms(r.rto_seconds),
+            r.rpo_seconds.map_or_else(|| "-".to_owned(), ms),
+            r.finished_at.clone(),
         ]);
     }
     table(&rows)

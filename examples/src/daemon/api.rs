@@ -17,12 +17,16 @@
 //! | `POST /v1/services/{name}/drill` `{"to": "b"}`, `POST …/drill/stop` | same |
 //! | `POST /v1/services/{name}/resume` `{"action": "retry" \| "skip" \| "abort"}` | same, for a held runbook |
 //! | `GET /v1/services/{name}/events?after=N&wait=S&limit=L` | events after `N`; waits up to `S` seconds (at most 30) for one |
-//! | `GET /v1/services/{name}/report?kind=drill&format=md` | the report of the last finished runbook of that kind (default `drill`): `json` (default), `md` (Markdown) or `html` (a self-contained page with an SVG timeline) |
+//! | the same with `Accept: text/event-stream` | Server-Sent Events: every event after `N` (or the `Last-Event-ID` header) still in the log, then each new one as it comes, as `id: <seq>`, `event: <kind>`, `data: <the event's JSON>`; first an `event: missed` when some were dropped from the log (an `event: reset` when `N` is from before a restart); a comment every 15 s; the stream ends when the daemon stops |
+//! | `GET /v1/services/{name}/report?kind=drill&format=md` | the report of the last finished runbook of that kind (default `drill`) since the daemon started: `json` (default), `md` (Markdown) or `html` (a self-contained page with an SVG timeline) |
+//! | `GET /v1/services/{name}/history` | the reports of finished runbooks kept in `<journal_dir>/reports/` (the last `daemon.reports_keep`), newest first |
+//! | `GET /v1/services/{name}/reports/{id}?format=md` | one of them: `json` (default: the summary, the election's report and its context), `md` or `html` |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON: `{"error": "unknown_service", "message": "…"}` with 400 (bad request,
-//! unknown site), 401 (no token or a wrong one), 403 (a read-only token sent a command), 404 (unknown service), 409 (refused), 413 (body over 16 KiB), 503 (the
-//! controller is stopping or does not answer).
+//! unknown site), 401 (no token or a wrong one), 403 (a read-only token sent a command), 404
+//! (unknown service or report), 409 (refused), 413 (body over 16 KiB), 500 (the reports
+//! cannot be read), 503 (the controller is stopping or does not answer).
 //!
 //! A hostile client cannot hold the daemon: bodies are capped, request headers must arrive
 //! within 10 s, a request is cut after 60 s, a response the client stops reading is dropped
@@ -34,6 +38,8 @@
 //! TLS handshake within 10 s, and the limits above hold for TLS connections the same way. A
 //! client that speaks plain HTTP to it gets a TLS alert and a closed connection, no answer.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FilePath, PathBuf};
@@ -46,6 +52,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -66,8 +73,8 @@ use super::events::stopped;
 use super::metrics;
 use super::service::{ServiceRuntime, summary};
 use super::wire::{
-    ApiError, CommandAccepted, DrillRequest, FailbackRequest, FailoverRequest, ResumeRequest,
-    ServiceList,
+    ApiError, CommandAccepted, DrillRequest, EventRecord, EventsPage, EventsReset, FailbackRequest,
+    FailoverRequest, History, MissedEvents, ResumeRequest, ServiceList,
 };
 use crate::report;
 
@@ -89,6 +96,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle event stream sends a comment, so proxies keep it open.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Events an event stream takes from the log at once.
+const STREAM_PAGE: usize = 500;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -247,6 +258,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services/{name}/resume", command(resume))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/report", get(report))
+        .route("/v1/services/{name}/history", get(history))
+        .route("/v1/services/{name}/reports/{id}", get(stored_report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(v1)
@@ -505,10 +518,26 @@ fn default_limit() -> usize {
 async fn events(
     State(state): Shared,
     Path(name): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
     let s = state.service(&name)?;
     let Query(q) = query.map_err(|e| Failure::bad_request(e.body_text()))?;
+    let streams = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if streams {
+        let after = match headers.get("last-event-id") {
+            None => q.after,
+            Some(v) => last_event_id(v)?,
+        };
+        let tail = Tail::new(s.clone(), after, state.stop.clone());
+        return Ok(Sse::new(tail.stream())
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+            .into_response());
+    }
     if !q.wait.is_finite() || q.wait < 0.0 {
         return Err(Failure::bad_request(
             "wait must be a number of seconds >= 0",
@@ -521,6 +550,111 @@ async fn events(
         .wait_after(q.after, limit, wait, state.stop.clone())
         .await;
     Ok(axum::Json(page).into_response())
+}
+
+/// The sequence number in a `Last-Event-ID` header.
+fn last_event_id(v: &header::HeaderValue) -> Result<u64, Failure> {
+    let text = String::from_utf8_lossy(v.as_bytes());
+    text.trim().parse().map_err(|_| {
+        let shown: String = text.chars().take(40).collect();
+        Failure::bad_request(format!(
+            "Last-Event-ID {shown:?} is not a number: send the id of the last event received"
+        ))
+    })
+}
+
+/// An event stream's position in a service's event log, and what it has still to send.
+struct Tail {
+    service: Arc<ServiceRuntime>,
+    after: u64,
+    pending: VecDeque<SseEvent>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Tail {
+    /// A stream from after event `after`. An `after` this run has not reached is from a
+    /// run before a restart: a `reset` event says so, and every event kept follows.
+    fn new(service: Arc<ServiceRuntime>, after: u64, stop: watch::Receiver<bool>) -> Tail {
+        let mut pending = VecDeque::new();
+        let last = service.log.last();
+        let after = if after > last {
+            let reset = EventsReset { after, last };
+            pending.push_back(
+                SseEvent::default()
+                    .event("reset")
+                    .data(serde_json::to_string(&reset).unwrap_or_default()),
+            );
+            0
+        } else {
+            after
+        };
+        Tail {
+            service,
+            after,
+            pending,
+            stop,
+        }
+    }
+
+    /// Every event after the position, then each new one, until the daemon stops.
+    fn stream(self) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send {
+        futures::stream::unfold(self, |mut tail| async move {
+            loop {
+                if let Some(e) = tail.pending.pop_front() {
+                    return Some((Ok(e), tail));
+                }
+                if *tail.stop.borrow() {
+                    return None;
+                }
+                let page = tail
+                    .service
+                    .log
+                    .wait_after(tail.after, STREAM_PAGE, READ_TIMEOUT, tail.stop.clone())
+                    .await;
+                tail.take(page);
+            }
+        })
+    }
+
+    /// Queues a page of the log: a `missed` event first when events after the position were
+    /// dropped from it.
+    fn take(&mut self, page: EventsPage) {
+        if let (true, Some(first)) = (page.missed, page.events.first()) {
+            let missed = MissedEvents {
+                missed: first.seq - self.after - 1,
+                after: self.after,
+                first: first.seq,
+            };
+            self.pending.push_back(
+                SseEvent::default()
+                    .event("missed")
+                    .data(serde_json::to_string(&missed).unwrap_or_default()),
+            );
+        }
+        for record in &page.events {
+            self.pending.push_back(
+                SseEvent::default()
+                    .id(record.seq.to_string())
+                    .event(event_kind(record))
+                    .data(serde_json::to_string(record).unwrap_or_default()),
+            );
+        }
+        self.after = page.next;
+    }
+}
+
+/// The `event:` of a record in an event stream: the election event's name (`decision`,
+/// `step_finished`, …), `progress`, or `note` for the daemon's own remarks.
+fn event_kind(record: &EventRecord) -> String {
+    match (&record.event, &record.progress) {
+        (Some(e), _) => match serde_json::to_value(e) {
+            Ok(serde_json::Value::String(name)) => name,
+            Ok(serde_json::Value::Object(m)) => m.keys().next().cloned().unwrap_or_default(),
+            _ => "event".to_owned(),
+        },
+        (None, Some(_)) => "progress".to_owned(),
+        (None, None) => "note".to_owned(),
+    }
 }
 
 /// Query of `/report`.
@@ -559,17 +693,57 @@ async fn report(
             ),
         ));
     };
-    let (content_type, body) = match q.format.as_deref().unwrap_or("json") {
-        "json" => return Ok(axum::Json(summary(&r)).into_response()),
-        "md" | "markdown" => ("text/markdown; charset=utf-8", report::markdown(&r, &ctx)),
-        "html" => ("text/html; charset=utf-8", report::html(&r, &ctx)),
-        other => {
-            return Err(Failure::bad_request(format!(
-                "format {other:?} is not json, md or html"
-            )));
-        }
+    let format = ReportFormat::parse(q.format.as_deref())?;
+    let body = match format {
+        ReportFormat::Json => return Ok(axum::Json(summary(&r)).into_response()),
+        ReportFormat::Markdown => report::markdown(&r, &ctx),
+        ReportFormat::Html => report::html(&r, &ctx),
     };
-    Ok((
+    Ok(page(format.content_type(), body))
+}
+
+/// How a report is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportFormat {
+    Json,
+    Markdown,
+    Html,
+}
+
+impl ReportFormat {
+    /// The `format` of a query (default JSON).
+    fn parse(format: Option<&str>) -> Result<ReportFormat, Failure> {
+        match format.unwrap_or("json") {
+            "json" => Ok(ReportFormat::Json),
+            "md" | "markdown" => Ok(ReportFormat::Markdown),
+            "html" => Ok(ReportFormat::Html),
+            other => Err(Failure::bad_request(format!(
+                "format {other:?} is not json, md or html"
+            ))),
+        }
+    }
+
+    /// The extension of its file.
+    fn ext(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "json",
+            ReportFormat::Markdown => "md",
+            ReportFormat::Html => "html",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "application/json",
+            ReportFormat::Markdown => "text/markdown; charset=utf-8",
+            ReportFormat::Html => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// A report's page, which may load nothing (its HTML is self-contained).
+fn page(content_type: &'static str, body: String) -> Response {
+    (
         [
             (header::CONTENT_TYPE, content_type),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -580,7 +754,76 @@ async fn report(
         ],
         body,
     )
-        .into_response())
+        .into_response()
+}
+
+/// Runs a read of the report files off the async workers.
+async fn read_reports<T: Send + 'static>(
+    s: &ServiceRuntime,
+    read: impl FnOnce(&str) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Failure> {
+    let service = s.name().to_string();
+    let dir = s.reports.dir().display().to_string();
+    let failed = |e: String| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the reports in {dir} cannot be read: {e}"),
+        )
+    };
+    tokio::task::spawn_blocking(move || read(&service))
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))
+}
+
+async fn history(State(state): Shared, Path(name): Path<String>) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let files = s.reports.clone();
+    let reports = read_reports(s, move |service| files.history(service)).await?;
+    Ok(axum::Json(History {
+        service: s.name().to_string(),
+        reports,
+    })
+    .into_response())
+}
+
+/// Query of `/reports/{id}`.
+#[derive(Debug, Deserialize)]
+struct StoredReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn stored_report(
+    State(state): Shared,
+    Path((name, id)): Path<(String, String)>,
+    query: Result<Query<StoredReportQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let Query(q) = query.map_err(|e| Failure::bad_request(e.body_text()))?;
+    let format = ReportFormat::parse(q.format.as_deref())?;
+    let shown: String = id.chars().take(40).collect();
+    let Ok(number) = id.parse::<u64>() else {
+        return Err(Failure::bad_request(format!(
+            "report id {shown:?} is not a number (the ids are in GET /v1/services/{}/history)",
+            s.name()
+        )));
+    };
+    let files = s.reports.clone();
+    let found = read_reports(s, move |service| files.read(service, number, format.ext())).await?;
+    let Some(body) = found else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no report {number} of {} is kept (see GET /v1/services/{}/history)",
+                s.name(),
+                s.name()
+            ),
+        ));
+    };
+    Ok(page(format.content_type(), body))
 }
 
 async fn metrics_page(State(state): Shared, headers: HeaderMap) -> Result<Response, Failure> {

@@ -11,6 +11,7 @@
 //! # HTTPS instead of plain HTTP: PEM files, the key readable by its owner only
 //! tls = { cert_file = "api.crt", key_file = "api.key" }
 //! journal_dir = "state"              # one journal per service, and the embedded DNS state
+//! reports_keep = 50                  # reports kept per service in <journal_dir>/reports
 //! observers = ["local"]              # the vantage points this process probes as
 //!
 //! [[services]]
@@ -58,6 +59,9 @@ use super::parse::{Lines, Problem, Reader, join};
 /// Shortest API token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Most reports `daemon.reports_keep` may keep per service.
+pub const MAX_REPORTS_KEEP: usize = 10_000;
+
 /// A checked daemon configuration: everything in it has been validated.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -90,6 +94,9 @@ pub struct DaemonSettings {
     pub replication_poll: Duration,
     /// How many recent events are kept per service for `/events`.
     pub event_log: usize,
+    /// How many reports of finished runbooks are kept per service in
+    /// `<journal_dir>/reports/` (the oldest are deleted).
+    pub reports_keep: usize,
 }
 
 /// One service, checked.
@@ -163,6 +170,8 @@ struct DaemonSpec {
     max_connections_per_client: usize,
     #[serde(default = "defaults::event_log")]
     event_log: usize,
+    #[serde(default = "defaults::reports_keep")]
+    reports_keep: usize,
     #[serde(default)]
     tls: Option<TlsSpec>,
 }
@@ -192,6 +201,9 @@ mod defaults {
     }
     pub(super) fn event_log() -> usize {
         1000
+    }
+    pub(super) fn reports_keep() -> usize {
+        50
     }
 }
 
@@ -480,6 +492,14 @@ fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSet
         );
         ok = false;
     }
+    if !(1..=MAX_REPORTS_KEEP).contains(&spec.reports_keep) {
+        p.push(
+            "daemon.reports_keep",
+            spec.reports_keep,
+            format!("must be between 1 and {MAX_REPORTS_KEEP}"),
+        );
+        ok = false;
+    }
     let tls = match spec.tls {
         None => Some(None),
         Some(t) => read_tls(p, base, t).map(Some),
@@ -498,6 +518,7 @@ fn check_daemon(p: &mut Reader, v: toml::Value, base: &Path) -> Option<DaemonSet
         observers,
         replication_poll: spec.replication_poll,
         event_log: spec.event_log,
+        reports_keep: spec.reports_keep,
     })
 }
 
@@ -1175,16 +1196,18 @@ probes = [{{ id = "web", check = {{ kind = "tcp", port = 80 }} }}]
         let cfg = parse(&text).unwrap();
         assert!(cfg.daemon.read_token.is_none() && !cfg.daemon.metrics_public);
         assert_eq!(cfg.daemon.max_connections_per_client, 16);
+        assert_eq!(cfg.daemon.reports_keep, 50);
         let same = text.replace(
             "token = \"0123456789abcdef-token\"",
             "token = \"0123456789abcdef-token\"\nread_token = \"0123456789abcdef-token\"\n\
-             metrics_require_token = false\nmax_connections_per_client = 0",
+             metrics_require_token = false\nmax_connections_per_client = 0\nreports_keep = 10001",
         );
         let err = parse(&same).unwrap_err().to_string();
         for want in [
             "daemon.read_token: is the operator token",
             "daemon.metrics_require_token: was replaced by metrics_public",
             "daemon.max_connections_per_client = 0: must be between 1 and 256",
+            "daemon.reports_keep = 10001: must be between 1 and 10000",
         ] {
             assert!(err.contains(want), "{want} missing: {err}");
         }

@@ -1,9 +1,13 @@
 //! One running service: its controller, journal, recent events and what the daemon has seen
 //! of it (probe results, finished runbooks), for the API and metrics. The replication status
 //! is the controller's: the one poller of the program reads it, the daemon only shows it.
+//!
+//! Every finished runbook but a bootstrap leaves its report in [`ReportFiles`]: Markdown, HTML
+//! and JSON, the last `daemon.reports_keep` per service, read back for the history.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,10 +22,11 @@ use tokio::sync::broadcast;
 
 use super::events::EventLog;
 use super::wire::{
-    DecisionInfo, DnsAnswer, PhaseInfo, ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary,
-    RunbookStatus, ServiceStatus, SiteStatus, StepInfo,
+    CheckInfo, ContextInfo, DecisionInfo, DnsAnswer, HistoryEntry, IntegrityInfo, PhaseInfo,
+    ProbeDetail, ProgressInfo, ReplicationInfo, ReportSummary, RetryInfo, RunbookStatus,
+    ServiceStatus, SiteNoteInfo, SiteStatus, StepInfo, StoredReport,
 };
-use crate::report::{Check, ReportContext, SiteNote};
+use crate::report::{self, Check, Report, ReportContext, SiteNote};
 
 /// Longest a status waits for the DNS backend to say what it publishes.
 pub const DNS_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -121,8 +126,8 @@ pub struct ServiceRuntime {
     pub controller: Controller,
     /// Its journal.
     pub store: FileStore,
-    /// Where drill reports are written.
-    pub report_dir: PathBuf,
+    /// Where the reports of its finished runbooks are kept.
+    pub reports: ReportFiles,
     /// Its recent events.
     pub log: EventLog,
     /// What the daemon has seen of it.
@@ -131,9 +136,9 @@ pub struct ServiceRuntime {
     dns: Option<Arc<dyn DnsBackend>>,
 }
 
-/// Called for each finished drill, with its report and context (the daemon writes the
-/// report's files).
-pub type DrillHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport, &ReportContext) + Send + Sync>;
+/// Called for each finished runbook but a bootstrap, with its report and context, before the
+/// event that ends it is logged (the daemon writes the report's files).
+pub type ReportHook = Arc<dyn Fn(&ServiceRuntime, &SwitchReport, &ReportContext) + Send + Sync>;
 
 impl ServiceRuntime {
     /// A service run by `controller`.
@@ -141,14 +146,14 @@ impl ServiceRuntime {
         config: ServiceConfig,
         controller: Controller,
         store: FileStore,
-        report_dir: PathBuf,
+        reports: ReportFiles,
         events: usize,
     ) -> Self {
         Self {
             config,
             controller,
             store,
-            report_dir,
+            reports,
             log: EventLog::new(events),
             observed: Mutex::new(Observed::default()),
             dns: None,
@@ -293,9 +298,15 @@ impl ServiceRuntime {
         );
     }
 
-    /// Notes an event of the election and logs it. Returns the report and its context when
+    /// Notes an event of the election and logs it. When the event ends a runbook (a
+    /// bootstrap aside), `on_report` gets its report and context first, so that whoever sees
+    /// the end in the log finds the report written. Returns the report and its context when
     /// the event ends a runbook.
-    pub fn record_event(&self, event: Event) -> Option<(SwitchReport, ReportContext)> {
+    pub fn record_event(
+        &self,
+        event: Event,
+        on_report: &ReportHook,
+    ) -> Option<(SwitchReport, ReportContext)> {
         let mut ended = None;
         {
             let mut o = self.observed();
@@ -368,6 +379,11 @@ impl ServiceRuntime {
                 }
                 _ => {}
             }
+        }
+        if let Some((r, ctx)) = &ended
+            && r.kind != RunbookKind::Bootstrap
+        {
+            on_report(self, r, ctx);
         }
         let text = describe(&event);
         self.log.push(text, Some(event), None);
@@ -476,17 +492,13 @@ impl ServiceRuntime {
         ctx
     }
 
-    /// Follows the controller's events until it stops; `on_drill` is called for each finished
-    /// drill.
-    pub async fn track(self: Arc<Self>, mut rx: broadcast::Receiver<Event>, on_drill: DrillHook) {
+    /// Follows the controller's events until it stops; `on_report` is called for each finished
+    /// runbook but a bootstrap.
+    pub async fn track(self: Arc<Self>, mut rx: broadcast::Receiver<Event>, on_report: ReportHook) {
         loop {
             match rx.recv().await {
                 Ok(event) => {
-                    if let Some((r, ctx)) = self.record_event(event)
-                        && r.kind == RunbookKind::Drill
-                    {
-                        on_drill(&self, &r, &ctx);
-                    }
+                    self.record_event(event, &on_report);
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     self.log
@@ -704,4 +716,253 @@ fn bytes(n: u64) -> String {
 /// An event in words, as a log line: the election's own wording.
 pub fn describe(event: &Event) -> String {
     event.to_string()
+}
+
+/// The reports of finished runbooks, as files in one directory (`<journal_dir>/reports/`):
+/// `<service>-<kind>-<id>.md`, `.html` and `.json` (a [`StoredReport`]), the service's name
+/// escaped for a file name and the id the runbook's. Each file is written whole or not at all
+/// (a temporary file renamed), the JSON last: a report listed has its pages. The newest `keep`
+/// of each service are kept.
+#[derive(Debug, Clone)]
+pub struct ReportFiles {
+    dir: PathBuf,
+    keep: usize,
+}
+
+/// One report's files: the runbook's id and the file name without its extension.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ReportName {
+    id: u64,
+    base: String,
+}
+
+/// The extensions of a report's files, JSON (the one that lists it) last.
+const REPORT_FILES: [&str; 3] = ["md", "html", "json"];
+
+impl ReportFiles {
+    /// Reports in `dir`, the newest `keep` of each service kept.
+    pub fn new(dir: PathBuf, keep: usize) -> Self {
+        Self {
+            dir,
+            keep: keep.max(1),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the report of `r` for `service` (Markdown, HTML, then JSON), then deletes the
+    /// service's reports beyond the newest `keep`. Returns the JSON file.
+    pub fn write(
+        &self,
+        service: &str,
+        r: &SwitchReport,
+        ctx: &ReportContext,
+    ) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let base = format!("{}-{}-{}", file_stem(service), r.kind.as_str(), r.runbook);
+        let page = Report::new(r, ctx);
+        let json = serde_json::to_vec_pretty(&stored_report(service, r, ctx))
+            .map_err(std::io::Error::other)?;
+        let contents = [page.markdown().into_bytes(), page.html().into_bytes(), json];
+        for (ext, bytes) in REPORT_FILES.iter().zip(contents) {
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            tmp.write_all(&bytes)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(self.dir.join(format!("{base}.{ext}")))
+                .map_err(|e| e.error)?;
+        }
+        // The renames themselves, on disk.
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        for old in self.names(service)?.into_iter().rev().skip(self.keep) {
+            for ext in REPORT_FILES {
+                match std::fs::remove_file(self.dir.join(format!("{}.{ext}", old.base))) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(self.dir.join(format!("{base}.json")))
+    }
+
+    /// The reports of `service`, oldest first (by id).
+    fn names(&self, service: &str) -> std::io::Result<Vec<ReportName>> {
+        let prefix = format!("{}-", file_stem(service));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let file = entry?.file_name();
+            let Some((base, ext)) = file.to_str().and_then(|f| f.rsplit_once('.')) else {
+                continue;
+            };
+            let Some((kind, id)) = base
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once('-'))
+            else {
+                continue;
+            };
+            // A kind has no '-': another service whose name starts with this one's is not it.
+            let kind_ok =
+                !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if let (true, true, Ok(id)) = (REPORT_FILES.contains(&ext), kind_ok, id.parse()) {
+                names.push(ReportName {
+                    id,
+                    base: base.to_owned(),
+                });
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The reports of `service` kept on disk, newest first. A JSON file that cannot be read
+    /// is left out (and logged).
+    pub fn history(&self, service: &str) -> std::io::Result<Vec<HistoryEntry>> {
+        let mut out = Vec::new();
+        for name in self.names(service)?.into_iter().rev() {
+            let path = self.dir.join(format!("{}.json", name.base));
+            let read = std::fs::read(&path).and_then(|b| {
+                serde_json::from_slice::<ReportSummary>(&b).map_err(std::io::Error::other)
+            });
+            match read {
+                Ok(r) => out.push(HistoryEntry::from(&r)),
+                // Written first, listed once their JSON is: not a report yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "report not readable");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file of report `id` of `service` with extension `ext` (`md`, `html`, `json`);
+    /// `None` when there is no such report.
+    pub fn read(&self, service: &str, id: u64, ext: &str) -> std::io::Result<Option<String>> {
+        let Some(name) = self.names(service)?.into_iter().find(|n| n.id == id) else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(self.dir.join(format!("{}.{ext}", name.base))) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A service's DNS name as the start of a file name: letters, digits, `.`, `-` and `_` as
+/// they are, every other byte as `%XX`.
+fn file_stem(service: &str) -> String {
+    let mut out = String::with_capacity(service.len());
+    for b in service.trim_end_matches('.').bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A report as its JSON file holds it.
+fn stored_report(service: &str, r: &SwitchReport, ctx: &ReportContext) -> StoredReport {
+    let verdict = report::assess(r, ctx);
+    StoredReport {
+        service: service.to_owned(),
+        summary: summary(r),
+        report: r.clone(),
+        context: ContextInfo {
+            published_name: ctx.published_name.clone(),
+            started_by: ctx.started_by.clone(),
+            controller: ctx.controller.clone(),
+            generated_at: rfc3339(ctx.generated_at),
+            sites: ctx
+                .sites
+                .iter()
+                .map(|s| SiteNoteInfo {
+                    id: s.id.clone(),
+                    addresses: s.addresses.clone(),
+                    role: s.role.clone(),
+                })
+                .collect(),
+            integrity: ctx
+                .integrity
+                .iter()
+                .map(|i| IntegrityInfo {
+                    resource: i.resource.clone(),
+                    site: i.site.clone(),
+                    scope: i.scope.clone(),
+                    checked: i.checked,
+                    unit: i.unit.clone(),
+                    markers_written: i.markers_written,
+                    markers_verified: i.markers_verified,
+                    mismatches: i.mismatches.clone(),
+                })
+                .collect(),
+            checks: ctx
+                .checks
+                .iter()
+                .map(|c| CheckInfo {
+                    what: c.what.clone(),
+                    passed: c.passed,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            retries: ctx
+                .retries
+                .iter()
+                .map(|x| RetryInfo {
+                    step: x.step.to_string(),
+                    index: x.index,
+                    attempt: x.attempt,
+                    error: x.error.clone(),
+                    delay_seconds: x.delay.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+            notes: ctx.notes.clone(),
+            passed: verdict.passed(),
+            failures: verdict.failures,
+            warnings: verdict.warnings,
+        },
+    }
+}
+
+#[cfg(test)]
+mod report_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_service_name_becomes_a_file_name() {
+        assert_eq!(file_stem("www.example.test."), "www.example.test");
+        assert_eq!(file_stem("a/b c"), "a%2Fb%20c");
+        assert_eq!(file_stem("x_y-z"), "x_y-z");
+    }
+
+    #[test]
+    fn names_of_another_service_or_other_files_are_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "www.a-failover-3.json",
+            "www.a-all_down-4.md",
+            "www.a-b-failover-5.json",
+            "www.a-drill-x.json",
+            "www.a-drill-6.txt",
+            ".tmp123",
+        ] {
+            std::fs::write(dir.path().join(f), "{}").unwrap();
+        }
+        let files = ReportFiles::new(dir.path().to_owned(), 10);
+        let ids: Vec<u64> = files.names("www.a").unwrap().iter().map(|n| n.id).collect();
+        assert_eq!(ids, vec![3, 4]);
+        assert_eq!(files.read("www.a", 4, "md").unwrap().as_deref(), Some("{}"));
+        assert_eq!(files.read("www.a", 4, "json").unwrap(), None);
+        assert_eq!(files.read("www.a", 9, "md").unwrap(), None);
+    }
 }

@@ -24,8 +24,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::api::{Access, ApiState, router, serve};
 use super::config::{DaemonConfig, ServiceEntry};
-use super::service::{DrillHook, ServiceRuntime, summary};
-use crate::report::{self, ReportContext};
+use super::service::{ReportFiles, ReportHook, ServiceRuntime};
+use crate::report::ReportContext;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +174,7 @@ impl Daemon {
         let mut schedulers = Vec::new();
         let mut background = JoinSet::new();
         let mut services: Vec<Arc<ServiceRuntime>> = Vec::new();
-        let on_drill: DrillHook = Arc::new(write_drill_report);
+        let on_report: ReportHook = Arc::new(write_report);
         for p in prepared {
             let name = p.entry.config.name().to_string();
             let store = FileStore::new(&p.entry.journal);
@@ -202,12 +202,12 @@ impl Daemon {
                     p.entry.config.clone(),
                     controller.clone(),
                     store,
-                    d.journal_dir.join("reports"),
+                    ReportFiles::new(d.journal_dir.join("reports"), d.reports_keep),
                     d.event_log,
                 )
                 .with_dns(p.dns),
             );
-            background.spawn(rt.clone().track(events, on_drill.clone()));
+            background.spawn(rt.clone().track(events, on_report.clone()));
             ends.spawn(async move { (name, controller.stopped().await) });
 
             for (observer, probes) in p.probes {
@@ -390,42 +390,16 @@ async fn forward_progress(rt: Arc<ServiceRuntime>, mut rx: broadcast::Receiver<P
     }
 }
 
-/// Writes a finished drill's report into `<journal_dir>/reports/`: the JSON summary, the
-/// Markdown summary and the self-contained HTML page.
-fn write_drill_report(rt: &ServiceRuntime, report: &SwitchReport, ctx: &ReportContext) {
-    let dir = &rt.report_dir;
-    let base = format!("{}-drill-{}", rt.name(), report.runbook);
-    let json = match serde_json::to_vec_pretty(&summary(report)) {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::error!(error = %e, "drill report not serialisable");
-            return;
+/// Writes a finished runbook's report into `<journal_dir>/reports/`: the Markdown summary,
+/// the self-contained HTML page and the JSON (see [`ReportFiles`]); a failure is logged, the
+/// runbook is done either way.
+fn write_report(rt: &ServiceRuntime, report: &SwitchReport, ctx: &ReportContext) {
+    match rt.reports.write(rt.name().as_str(), report, ctx) {
+        Ok(path) => {
+            tracing::info!(service = %rt.name(), kind = %report.kind, path = %path.display(), "report written");
         }
-    };
-    let files = [
-        (format!("{base}.json"), json),
-        (
-            format!("{base}.md"),
-            report::markdown(report, ctx).into_bytes(),
-        ),
-        (
-            format!("{base}.html"),
-            report::html(report, ctx).into_bytes(),
-        ),
-    ];
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        tracing::error!(service = %rt.name(), dir = %dir.display(), error = %e, "drill report not written");
-        return;
-    }
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        match std::fs::write(&path, bytes) {
-            Ok(()) => {
-                tracing::info!(service = %rt.name(), path = %path.display(), "drill report written");
-            }
-            Err(e) => {
-                tracing::error!(service = %rt.name(), path = %path.display(), error = %e, "drill report not written");
-            }
+        Err(e) => {
+            tracing::error!(service = %rt.name(), kind = %report.kind, dir = %rt.reports.dir().display(), error = %e, "report not written");
         }
     }
 }

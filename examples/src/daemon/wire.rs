@@ -365,3 +365,188 @@ pub struct ProgressInfo {
     /// Bytes in all.
     pub bytes_total: u64,
 }
+
+/// `GET /v1/services/{name}/history`: the reports kept on disk, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The service.
+    pub service: String,
+    /// One entry per kept report, newest first.
+    pub reports: Vec<HistoryEntry>,
+}
+
+/// One finished runbook in a [`History`]; its full report is
+/// `GET /v1/services/{name}/reports/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The report's id: its runbook's id.
+    pub id: u64,
+    /// The runbook's kind (`failover`, `failback`, `drill`, …).
+    pub kind: String,
+    /// `completed` or `aborted`.
+    pub outcome: String,
+    /// Switched away from.
+    pub from: Option<String>,
+    /// Switched to.
+    pub to: Option<String>,
+    /// Its epoch.
+    pub epoch: u64,
+    /// When it was decided.
+    pub decided_at: String,
+    /// When it ended.
+    pub finished_at: String,
+    /// Recovery time, seconds.
+    pub rto_seconds: f64,
+    /// Data lost, seconds (see [`ReportSummary::rpo_seconds`]).
+    pub rpo_seconds: Option<f64>,
+    /// Replication lag of the target at the decision, seconds.
+    pub rpo_at_decision_seconds: Option<f64>,
+    /// Whether it was forced.
+    pub forced: bool,
+}
+
+impl From<&ReportSummary> for HistoryEntry {
+    fn from(r: &ReportSummary) -> Self {
+        HistoryEntry {
+            id: r.runbook,
+            kind: r.kind.clone(),
+            outcome: r.outcome.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            epoch: r.epoch,
+            decided_at: r.decided_at.clone(),
+            finished_at: r.finished_at.clone(),
+            rto_seconds: r.rto_seconds,
+            rpo_seconds: r.rpo_seconds,
+            rpo_at_decision_seconds: r.rpo_at_decision_seconds,
+            forced: r.forced,
+        }
+    }
+}
+
+/// A report as written to `<journal_dir>/reports/<service>-<kind>-<id>.json` and served by
+/// `GET /v1/services/{name}/reports/{id}?format=json`: the summary's fields at the top (so it
+/// reads as a [`ReportSummary`] too), the election's own report and the context the daemon
+/// added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReport {
+    /// The service.
+    pub service: String,
+    /// The summary, as the API's other answers carry it.
+    #[serde(flatten)]
+    pub summary: ReportSummary,
+    /// The election's report, as idns-core serialises it.
+    pub report: idns_core::SwitchReport,
+    /// What the daemon knew around it.
+    pub context: ContextInfo,
+}
+
+/// What a report's context holds (`crate::report::ReportContext`), and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextInfo {
+    /// The name the runbook published (the drill name for a drill).
+    pub published_name: String,
+    /// Who or what started it.
+    pub started_by: String,
+    /// The program that ran it.
+    pub controller: String,
+    /// When the report was made.
+    pub generated_at: String,
+    /// The sites and their part in the runbook.
+    pub sites: Vec<SiteNoteInfo>,
+    /// What integrity verification found.
+    pub integrity: Vec<IntegrityInfo>,
+    /// The checks an auditor asks for.
+    pub checks: Vec<CheckInfo>,
+    /// Failed attempts that were retried, and holds for an operator.
+    pub retries: Vec<RetryInfo>,
+    /// Free remarks.
+    pub notes: Vec<String>,
+    /// Whether the report passed; failures and warnings when not plainly.
+    pub passed: bool,
+    /// Why it failed.
+    pub failures: Vec<String>,
+    /// What to look at although it passed.
+    pub warnings: Vec<String>,
+}
+
+/// A site as a report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteNoteInfo {
+    /// The site.
+    pub id: String,
+    /// Its addresses (or alias).
+    pub addresses: String,
+    /// Its part in the runbook.
+    pub role: String,
+}
+
+/// What integrity verification found for one resource at one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrityInfo {
+    /// The resource.
+    pub resource: String,
+    /// The site whose copy was checked.
+    pub site: String,
+    /// What was checked against what.
+    pub scope: String,
+    /// Entries checked.
+    pub checked: u64,
+    /// What an entry is.
+    pub unit: String,
+    /// Markers written.
+    pub markers_written: u64,
+    /// Markers read back identical.
+    pub markers_verified: u64,
+    /// Every difference found.
+    pub mismatches: Vec<String>,
+}
+
+/// A check and what was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// What was checked.
+    pub what: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// A retried attempt or a hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryInfo {
+    /// The step.
+    pub step: String,
+    /// Its position in the runbook, where known.
+    pub index: Option<u32>,
+    /// The attempt that failed, where known.
+    pub attempt: Option<u32>,
+    /// The error, or the reason of the hold.
+    pub error: String,
+    /// Seconds before the next attempt; none for a hold.
+    pub delay_seconds: Option<f64>,
+}
+
+/// The data of the `missed` event of a `text/event-stream`: events the client asked for that
+/// the log no longer holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissedEvents {
+    /// How many events were lost.
+    pub missed: u64,
+    /// The sequence number the client resumed after.
+    pub after: u64,
+    /// The oldest event the log still holds, sent next.
+    pub first: u64,
+}
+
+/// The data of the `reset` event of a `text/event-stream`: the client resumed after an event
+/// this run of the daemon has not numbered yet (it restarted, and numbers from 1 again), so
+/// every event it still keeps follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsReset {
+    /// The sequence number the client resumed after.
+    pub after: u64,
+    /// The newest event of this run.
+    pub last: u64,
+}
