@@ -343,12 +343,13 @@ async fn request(
 
 /// An event stream read partway, dropped, and resumed with `Last-Event-ID` after a failover
 /// happened meanwhile, receives exactly the events after the last one read: no gap, no
-/// duplicate, ids strictly increasing. A `Last-Event-ID` that is not a number is refused. And
-/// `idnsctl watch` prints the failover's decision, steps and end as they happen.
+/// duplicate, ids strictly increasing. A `Last-Event-ID` that is not a number is refused.
+/// `idnsctl watch` prints the failover's decision, steps and end as they happen. An open
+/// stream does not hold the daemon's shutdown: it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_resumes_after_the_last_event_id() {
     let setup = Setup::new().await;
-    let d = steady_with(&setup, "").await;
+    let mut d = steady_with(&setup, "").await;
     let before = d.status().await.last_event;
 
     // `idnsctl watch` from now on, as a user runs it.
@@ -444,4 +445,14 @@ async fn the_event_stream_resumes_after_the_last_event_id() {
     let promote = position("done     promote app-data at recovery");
     let end = position("failover finished");
     assert!(decision < promote && promote < end, "{}", shown.join("\n"));
+
+    // SIGTERM with a stream open: the daemon stops, and the stream ends.
+    let mut stream = Stream::open(&d, None).await;
+    stream.next_event().await;
+    assert!(d.terminate().success(), "{}", d.logs());
+    let rest = tokio::time::timeout(LIMIT, async {
+        while let Ok(Some(_)) = stream.lines.next_line().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream outlived the daemon");
 }

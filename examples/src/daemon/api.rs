@@ -43,7 +43,10 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FilePath, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -64,7 +67,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutStream;
@@ -519,6 +522,7 @@ async fn events(
     State(state): Shared,
     Path(name): Path<String>,
     headers: HeaderMap,
+    streaming: Option<axum::Extension<Streaming>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
     let s = state.service(&name)?;
@@ -533,7 +537,8 @@ async fn events(
             None => q.after,
             Some(v) => last_event_id(v)?,
         };
-        let tail = Tail::new(s.clone(), after, state.stop.clone());
+        let mut tail = Tail::new(s.clone(), after, state.stop.clone());
+        tail.connection = streaming.map(|axum::Extension(flag)| flag.start());
         return Ok(Sse::new(tail.stream())
             .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
             .into_response());
@@ -569,6 +574,8 @@ struct Tail {
     after: u64,
     pending: VecDeque<SseEvent>,
     stop: watch::Receiver<bool>,
+    /// Its connection, marked as carrying a stream while the stream lives.
+    connection: Option<StreamingGuard>,
 }
 
 impl Tail {
@@ -593,6 +600,7 @@ impl Tail {
             after,
             pending,
             stop,
+            connection: None,
         }
     }
 
@@ -928,6 +936,82 @@ impl ApiTls {
     }
 }
 
+/// Whether a connection carries an event stream: its client then only listens, so its reads
+/// may wait past [`READ_TIMEOUT`] (the write timeout still drops a client that stops reading).
+#[derive(Debug, Clone, Default)]
+struct Streaming(Arc<AtomicBool>);
+
+impl Streaming {
+    /// Marks the connection as streaming until the guard is dropped.
+    fn start(&self) -> StreamingGuard {
+        self.0.store(true, Ordering::Relaxed);
+        StreamingGuard(self.clone())
+    }
+}
+
+/// Keeps a connection marked as streaming.
+struct StreamingGuard(Streaming);
+
+impl Drop for StreamingGuard {
+    fn drop(&mut self) {
+        self.0.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A connection's I/O, with its read and write timeouts; a read timeout while it carries an
+/// event stream only starts the next wait.
+struct ConnectionIo<I> {
+    inner: Pin<Box<TimeoutStream<I>>>,
+    streaming: Streaming,
+}
+
+impl<I: AsyncRead + AsyncWrite> AsyncRead for ConnectionIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            match self.inner.as_mut().poll_read(cx, buf) {
+                Poll::Ready(Err(e))
+                    if e.kind() == std::io::ErrorKind::TimedOut
+                        && self.streaming.0.load(Ordering::Relaxed) => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite> AsyncWrite for ConnectionIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.as_mut().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// Counts the connections each client address holds.
 #[derive(Debug, Default)]
 struct PerClient {
@@ -1012,8 +1096,12 @@ pub async fn serve(
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(WRITE_TIMEOUT));
         stream.set_read_timeout(Some(READ_TIMEOUT));
-        let stream = Box::pin(stream);
-        let service = TowerToHyperService::new(router.clone());
+        let streaming = Streaming::default();
+        let stream = ConnectionIo {
+            inner: Box::pin(stream),
+            streaming: streaming.clone(),
+        };
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(streaming)));
         let mut stop = stop.clone();
         let acceptor = acceptor.clone();
         connections.spawn(async move {
