@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! idnsctl status [SERVICE] [--json]
+//! idnsctl plan SERVICE [--to SITE | --failback] [--force]
 //! idnsctl failover SERVICE [--to SITE] [--force] [--wait]
 //! idnsctl failback SERVICE [--force] [--wait]
 //! idnsctl freeze SERVICE | unfreeze SERVICE
@@ -149,6 +150,22 @@ enum Cmd {
         wait: bool,
     },
     /// List the reports of a service's finished switches and drills, newest first.
+    /// What a failover (or failback) would do now, and whether it would be allowed: the
+    /// runbook's steps and every guard's value; nothing changes. Exits 1 when it would be
+    /// refused.
+    Plan {
+        /// The service's DNS name.
+        service: String,
+        /// A failover to this site (default: the best eligible one).
+        #[arg(long, conflicts_with = "failback")]
+        to: Option<String>,
+        /// Plan a failback instead.
+        #[arg(long)]
+        failback: bool,
+        /// As if forced past the health, RPO and dwell guards.
+        #[arg(long)]
+        force: bool,
+    },
     History {
         /// The service's DNS name.
         service: String,
@@ -241,6 +258,27 @@ async fn run(args: Args) -> Result<(), ClientError> {
                 }
             }
             return Ok(());
+        }
+        Cmd::Plan {
+            service,
+            to,
+            failback,
+            force,
+        } => {
+            let p = c.plan(&service, to.as_deref(), failback, force).await?;
+            if json {
+                println!("{}", to_json(&p)?);
+            } else {
+                print!("{}", ctl::render_plan(&service, &p));
+            }
+            if p.allowed {
+                return Ok(());
+            }
+            return Err(ClientError::Refused(format!(
+                "{} would be refused: {}",
+                p.command,
+                p.refused.unwrap_or_default()
+            )));
         }
         Cmd::History { service } => {
             let h = c.history(&service).await?;

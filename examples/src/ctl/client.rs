@@ -201,6 +201,23 @@ impl Client {
         self.send(self.http.get(&url), &url).await
     }
 
+    /// What a failover (to `to`, or the best eligible site) or, with `failback`, a failback
+    /// would do now, and whether the election would allow it; nothing changes.
+    pub async fn plan(
+        &self,
+        service: &str,
+        to: Option<&str>,
+        failback: bool,
+        force: bool,
+    ) -> Result<idns_core::Plan, ClientError> {
+        let mut query = format!("failback={failback}&force={force}");
+        if let Some(to) = to {
+            query.push_str(&format!("&to={}", segment(to)));
+        }
+        self.get(&format!("/v1/services/{}/plan?{query}", segment(service)))
+            .await
+    }
+
     /// The reports of `service` kept by the daemon, newest first.
     pub async fn history(&self, service: &str) -> Result<History, ClientError> {
         self.get(&format!("/v1/services/{}/history", segment(service)))

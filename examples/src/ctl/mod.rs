@@ -11,4 +11,4 @@ mod render;
 
 pub use client::{Client, ClientError, EventStream, StreamMessage};
 pub use follow::{Progress, WATCH_RETRIES, follow, watch};
-pub use render::{render_detail, render_history, render_table};
+pub use render::{render_detail, render_history, render_plan, render_table};

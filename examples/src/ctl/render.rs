@@ -114,6 +114,60 @@ pub fn render_table(services: &[ServiceStatus]) -> String {
     table(&rows)
 }
 
+/// A plan as `idnsctl plan` prints it: the verdict, the steps in order with their limits and
+/// failure policies, and every guard with its value (`ok`, or `NO` for the one that refuses).
+pub fn render_plan(service: &str, p: &idns_core::Plan) -> String {
+    let mut s = String::new();
+    let verdict = if p.allowed {
+        let mut v = format!("{} of {service}: allowed now", p.command);
+        if let (Some(from), Some(to), Some(epoch)) = (&p.from, &p.to, p.epoch) {
+            let _ = write!(v, " ({from} -> {to} at epoch {epoch})");
+        }
+        if p.forced {
+            v.push_str(", forced past the guards");
+        }
+        v
+    } else {
+        format!(
+            "{} of {service}: REFUSED: {}",
+            p.command,
+            p.refused.as_deref().unwrap_or("-")
+        )
+    };
+    let _ = writeln!(s, "{verdict}");
+    if !p.reasons.is_empty() {
+        let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "because: {}", reasons.join("; "));
+    }
+    if !p.guards.is_empty() {
+        let _ = writeln!(s, "\nguards:");
+        let width = p.guards.iter().map(|g| g.name.len()).max().unwrap_or(0);
+        for g in &p.guards {
+            let mark = if g.passes { "ok" } else { "NO" };
+            let _ = writeln!(s, "  {mark}  {:<width$}  {}", g.name, g.value);
+        }
+    }
+    if !p.steps.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nrunbook{}:",
+            if p.allowed { "" } else { " (as configured)" }
+        );
+        for (i, st) in p.steps.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {:>2}. {:<44} timeout {:>6}, retries {}, on failure {}",
+                i + 1,
+                st.description,
+                humantime::format_duration(st.timeout).to_string(),
+                st.retries,
+                format!("{:?}", st.on_failure).to_lowercase()
+            );
+        }
+    }
+    s
+}
+
 /// The reports a daemon keeps of a service, newest first, as a table: id, kind, outcome,
 /// from → to, RTO, RPO and when it finished.
 pub fn render_history(h: &History) -> String {

@@ -1,10 +1,11 @@
 //! The HTTP API and `/metrics`.
 //!
-//! Every request needs `Authorization: Bearer <token>` — reads too, since a status shows the
-//! topology and the reasons of decisions. There are two roles: the operator's token
-//! (`daemon.token`) may do everything; the read-only token (`daemon.read_token`, for
-//! dashboards and scrapers) may read status, events, reports and `/metrics` but gets 403 for
-//! every command. `/metrics` is served without a token only with `daemon.metrics_public =
+//! Every request needs `Authorization: Bearer <token>` (or Basic credentials with the token
+//! as the password, which is how a browser sends it to the status page) — reads too, since a
+//! status shows the topology and the reasons of decisions. There are two roles: the operator's
+//! token (`daemon.token`) may do everything; the read-only token (`daemon.read_token`, for
+//! dashboards and scrapers) may read status, events, reports, plans and `/metrics` but gets 403
+//! for every command. `/metrics` is served without a token only with `daemon.metrics_public =
 //! true`. Tokens are compared in constant time (as blake3 hashes).
 //!
 //! | request | answer |
@@ -21,6 +22,8 @@
 //! | `GET /v1/services/{name}/report?kind=drill&format=md` | the report of the last finished runbook of that kind (default `drill`) since the daemon started: `json` (default), `md` (Markdown) or `html` (a self-contained page with an SVG timeline) |
 //! | `GET /v1/services/{name}/history` | the reports of finished runbooks kept in `<journal_dir>/reports/` (the last `daemon.reports_keep`), newest first |
 //! | `GET /v1/services/{name}/reports/{id}?format=md` | one of them: `json` (default: the summary, the election's report and its context), `md` or `html` |
+//! | `GET /v1/services/{name}/plan?to=b&force=false` (or `?failback=true`) | what that failover (or failback) would do now, and whether it would be allowed: the runbook's steps with their timeouts and failure policies, every guard with its value, the refusal's reason (an [`idns_core::Plan`]); nothing changes |
+//! | `GET /` | the status page (HTML, no outside assets): services, sites, health per observer, active site and epoch, the runbook in progress, the last switches with their timelines, refreshed from the event streams; the token may also come as the password of Basic credentials, which a browser asks for |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON: `{"error": "unknown_service", "message": "…"}` with 400 (bad request,
@@ -159,11 +162,23 @@ impl ApiState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())?;
         let (scheme, token) = value.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        // A browser showing the status page sends the token as Basic credentials' password
+        // (any user name).
+        let basic;
+        let token = if scheme.eq_ignore_ascii_case("bearer") {
+            token.trim()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .ok()?;
+            basic = String::from_utf8(decoded).ok()?;
+            basic.split_once(':')?.1
+        } else {
             return None;
-        }
+        };
         // blake3::Hash compares in constant time.
-        let hash = blake3::hash(token.trim().as_bytes());
+        let hash = blake3::hash(token.as_bytes());
         if hash == self.operator {
             Some(Role::Operator)
         } else if self.reader.is_some_and(|r| r == hash) {
@@ -261,11 +276,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services/{name}/resume", command(resume))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/report", get(report))
+        .route("/v1/services/{name}/plan", get(plan))
         .route("/v1/services/{name}/history", get(history))
         .route("/v1/services/{name}/reports/{id}", get(stored_report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(v1)
+        .route("/", get(status_page))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -351,6 +368,89 @@ fn body<T: DeserializeOwned + Default>(raw: Result<Bytes, BytesRejection>) -> Re
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| Failure::bad_request(format!("the request body is not valid: {e}")))
+}
+
+/// Query of `/plan`: the command to plan.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    /// A failover to this site (default: the best eligible one).
+    #[serde(default)]
+    to: Option<String>,
+    /// A failback instead of a failover.
+    #[serde(default)]
+    failback: bool,
+    /// Forced past the guards.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `GET /v1/services/{name}/plan`: what a failover (or failback) would do now and whether it
+/// would be allowed, from the election itself; nothing changes (either token).
+async fn plan(
+    State(state): Shared,
+    Path(name): Path<String>,
+    query: Result<Query<PlanQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let s = state.service(&name)?;
+    let Query(q) = query.map_err(|e| Failure::bad_request(e.body_text()))?;
+    let command = match (q.failback, q.to) {
+        (true, Some(_)) => {
+            return Err(Failure::bad_request(
+                "a failback goes to the home site: give `to` only for a failover",
+            ));
+        }
+        (true, None) => Command::Failback { force: q.force },
+        (false, to) => Command::Failover {
+            to: to.map(|t| site_of(s, &t)).transpose()?,
+            force: q.force,
+        },
+    };
+    let plan = s.controller.plan(command).await.map_err(|e| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the controller of {} did not answer: {e}", s.name()),
+        )
+    })?;
+    Ok(axum::Json(plan).into_response())
+}
+
+/// The status page: one self-contained HTML page (no outside assets) that reads the API with
+/// the credentials the browser gave for it and follows each service's event stream.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// `GET /`: the status page, behind either token. A browser has no way to send a bearer token
+/// when it opens a page, so here the token is also taken as the password of Basic credentials
+/// (any user name), and a missing or wrong one is answered with a Basic challenge, which makes
+/// the browser ask for it; the page's own requests then carry the same credentials.
+async fn status_page(State(state): Shared, headers: HeaderMap) -> Response {
+    if state.role(&headers).is_none() {
+        let mut response = unauthorized().into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(
+                "Basic realm=\"idnsd: the password is the API token\", charset=\"UTF-8\"",
+            ),
+        );
+        return response;
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
 }
 
 fn site_of(s: &ServiceRuntime, name: &str) -> Result<SiteId, Failure> {
