@@ -497,6 +497,14 @@ impl ServiceRuntime {
     pub async fn track(self: Arc<Self>, mut rx: broadcast::Receiver<Event>, on_report: ReportHook) {
         loop {
             match rx.recv().await {
+                // The end of a runbook writes its report's files (fsynced): off the async
+                // workers' way where the runtime allows it.
+                Ok(event @ Event::Finished(_))
+                    if tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(|| self.record_event(event, &on_report));
+                }
                 Ok(event) => {
                     self.record_event(event, &on_report);
                 }
