@@ -92,6 +92,14 @@ async fn idnsctl_plan_shows_the_steps_and_guards_and_exits_by_the_verdict() {
         "{shown}"
     );
     assert!(
+        shown.contains("NO  target") && shown.contains("primary is already active"),
+        "the refusing guard is marked: {shown}"
+    );
+    assert!(
+        !shown.contains("eligibility of recovery"),
+        "a failback's only target is home: {shown}"
+    );
+    assert!(
         text(&out.stderr).contains("failback would be refused"),
         "{}",
         text(&out.stderr)

@@ -212,15 +212,29 @@ impl Election {
             ),
         });
         let active = self.active_index();
+        let serving = self.journal.serving() == Serving::Active;
+        // The sites the command could switch to: the one named, the home site for a
+        // failback, or every other site for a failover to the best one.
+        let named = match command {
+            Command::Failover { to: Some(t), .. } | Command::StartDrill { to: t } => {
+                self.cfg.site_index(t)
+            }
+            Command::Failback { .. } => Some(self.home_index()),
+            _ => None,
+        };
+        if switch && let Some(ti) = named.filter(|&ti| ti == active && serving) {
+            out.push(Guard::new(
+                "target",
+                format!("{} is already active", self.cfg.sites()[ti].id),
+                false,
+            ));
+        }
         for si in 0..self.cfg.sites().len() {
             let site = &self.cfg.sites()[si].id;
             for r in self.health.reasons(&self.cfg, si).into_iter().take(1) {
                 out.push(Guard::new(format!("health of {site}"), r.to_string(), true));
             }
-            if si == active && self.journal.serving() == Serving::Active {
-                continue;
-            }
-            if !switch {
+            if !switch || (si == active && serving) || named.is_some_and(|ti| ti != si) {
                 continue;
             }
             let g = match self.eligibility(si, failover) {
