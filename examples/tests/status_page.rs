@@ -70,6 +70,7 @@ async fn idnsctl_plan_shows_the_steps_and_guards_and_exits_by_the_verdict() {
         "ok  health of primary",
         "ok  minimum dwell",
         "ok  fence of primary",
+        "no drill among the 0 report(s) kept",
         "1. fence app-data at primary",
         "promote app-data at recovery",
         "on failure",

@@ -406,13 +406,31 @@ async fn plan(
             force: q.force,
         },
     };
-    let plan = s.controller.plan(command).await.map_err(|e| {
+    let mut plan = s.controller.plan(command).await.map_err(|e| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("the controller of {} did not answer: {e}", s.name()),
         )
     })?;
+    // Drill freshness, from the reports kept on disk (the election keeps no drill history).
+    let files = s.reports.clone();
+    let history = read_reports(s, move |service| files.history(service)).await?;
+    let value = match history.iter().find(|r| r.kind == "drill") {
+        Some(d) => format!(
+            "last drill {} at {} ({}, report {})",
+            d.to.as_deref().unwrap_or("-"),
+            d.finished_at,
+            d.outcome,
+            d.id
+        ),
+        None => format!(
+            "no drill among the {} report(s) kept: rehearse with idnsctl drill",
+            history.len()
+        ),
+    };
+    plan.guards
+        .push(idns_core::Guard::new("drill", value, true));
     Ok(axum::Json(plan).into_response())
 }
 
