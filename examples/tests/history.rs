@@ -120,6 +120,10 @@ async fn every_switch_leaves_a_report_that_history_lists_across_restarts() {
         (Some("primary"), Some("recovery"))
     );
     let table = d.idnsctl_ok(&["history", NAME]).await;
+    eprintln!(
+        "$ idnsctl history {NAME}\n{table}\n$ ls reports/\n{}",
+        report_files(&setup).join("\n")
+    );
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 3, "{table}");
     for want in ["ID", "KIND", "OUTCOME", "RTO", "RPO", "FINISHED AT"] {
